@@ -1,0 +1,1 @@
+"""ConfigService: agent bundle configs with validation, revisions and in-place edits."""

@@ -1,0 +1,1 @@
+"""ConfigService tables and repositories."""

@@ -1,0 +1,20 @@
+"""ConfigService's tables. Every table carries tenant_id."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import DeclarativeBase
+
+from shared.db.idempotency import IdempotencyKeyColumns
+from shared.db.metadata import service_metadata
+
+
+class Base(DeclarativeBase):
+    """Declarative base of ConfigService's own metadata."""
+
+    metadata = service_metadata()
+
+
+class IdempotencyKey(IdempotencyKeyColumns, Base):
+    """First responses of CreateConfig calls that carried a request_id."""
+
+    __tablename__ = "config_idempotency_keys"

@@ -1,0 +1,1 @@
+"""SessionService: sessions prepared from configs, their lifecycle, and message turns."""

@@ -1,0 +1,1 @@
+"""SessionService tables and repositories."""

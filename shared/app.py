@@ -1,0 +1,69 @@
+"""What the two services' composition roots have in common: start, drain, release, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from shared.logging import configure_logging
+from shared.rpc.server import GrpcServer, wait_for_signal
+from shared.settings import ServiceSettings
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceApp:
+    """A built service: its server and the resources to release after it stops."""
+
+    name: str
+    server: GrpcServer
+    grace_seconds: float
+    # Called in order after the server has drained (engines, channels, ...).
+    closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+    async def start(self) -> None:
+        """Starts serving."""
+        await self.server.start()
+        _log.info("%s listening on %s", self.name, self.server.address)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains the server, then releases what it used."""
+        await self.server.stop(self.grace_seconds if grace is None else grace)
+        for close in self.closers:
+            await close()
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_cli(
+    prog: str,
+    settings_type: type[S],
+    build: Callable[[S], Awaitable[ServiceApp]],
+    migrate: Callable[[S], None],
+) -> None:
+    """`python -m <service> [serve|migrate]`: serve until SIGTERM/SIGINT, or only migrate."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args()
+    settings = settings_type()
+    configure_logging(settings.log_level)
+    if args.command == "migrate":
+        migrate(settings)
+        return
+
+    async def serve() -> None:
+        app = await build(settings)
+        await app.start()
+        try:
+            await wait_for_signal()
+            _log.info("%s: shutting down (grace %.1fs)", app.name, app.grace_seconds)
+        finally:
+            await app.stop()
+
+    asyncio.run(serve())

@@ -1,0 +1,1 @@
+"""Storage plumbing: engines, units of work, column types and migrations."""

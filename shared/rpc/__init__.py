@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by both services: status mapping, server assembly, channels."""

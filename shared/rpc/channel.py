@@ -1,0 +1,40 @@
+"""Client channels between Tandem services."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from shared.rpc.server import ServerOptions
+
+# Only UNAVAILABLE is retried: anything else may have had an effect, or will fail again.
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config(service_name: str) -> str:
+    """The channel's service config: round_robin across resolved addresses, retry on UNAVAILABLE."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [{"name": [{"service": service_name}], "retryPolicy": _RETRY_POLICY}],
+        }
+    )
+
+
+def insecure_channel(target: str, service_name: str, options: ServerOptions) -> grpc.aio.Channel:
+    """A channel to target (for example `dns:///config:50051`) for calls to service_name."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            *options.channel_args(),
+            ("grpc.service_config", service_config(service_name)),
+            ("grpc.enable_retries", 1),
+        ],
+    )

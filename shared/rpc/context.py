@@ -1,0 +1,7 @@
+"""Typing aliases for servicer code."""
+
+from typing import Any
+
+import grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]

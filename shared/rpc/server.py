@@ -1,0 +1,114 @@
+"""Assembly of a Tandem gRPC server: health, reflection, limits, error mapping, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared.rpc.status import ErrorInterceptor
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to mount: its full proto name and the generated `add_*_to_server` call."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Transport limits set explicitly on every server."""
+
+    max_receive_message_bytes: int
+    max_send_message_bytes: int
+    extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
+
+    def channel_args(self) -> list[tuple[str, int | str]]:
+        """The options as gRPC channel arguments."""
+        return [
+            ("grpc.max_receive_message_length", self.max_receive_message_bytes),
+            ("grpc.max_send_message_length", self.max_send_message_bytes),
+            # Two servers on one port would split traffic unpredictably; fail to bind instead.
+            ("grpc.so_reuseport", 0),
+            *self.extra,
+        ]
+
+
+class GrpcServer:
+    """One `grpc.aio` server with per-service health and server reflection."""
+
+    def __init__(
+        self,
+        listen: str,
+        services: Sequence[ServiceBinding],
+        options: ServerOptions,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        self._listen = listen
+        self._services = list(services)
+        # The typing stubs predate grpc_health's asyncio servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(), *interceptors],
+            options=options.channel_args(),
+        )
+        for service in self._services:
+            service.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [s.name for s in self._services]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """host:port actually bound, valid after `start()`."""
+        host = self._listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Binds, starts serving, and marks every service SERVING."""
+        self.port = self._server.add_insecure_port(self._listen)
+        if self.port == 0:
+            raise OSError(f"could not bind {self._listen}")
+        await self._server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set("", serving)
+        for service in self._services:
+            await self.health.set(service.name, serving)
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING first, so balancers drain us, then stop with a grace period for RPCs."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        """Returns when the server has stopped."""
+        await self._server.wait_for_termination()
+
+
+async def wait_for_signal() -> None:
+    """Returns on the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

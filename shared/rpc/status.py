@@ -1,0 +1,223 @@
+"""The one mapping from domain errors to gRPC status with `google.rpc` details.
+
+Every error carries `ErrorInfo` (domain `tandem.dev`). Validation errors add
+`BadRequest.field_violations`, precondition and concurrency errors add `PreconditionFailure`,
+quota errors add `QuotaFailure`, missing resources add `ResourceInfo`. The code and message in
+the packed `google.rpc.Status` equal the RPC's own, so `rpc_status.from_call` works everywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from shared.errors import (
+    Aborted,
+    AlreadyExists,
+    ErrorKind,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    TandemError,
+    Unimplemented,
+)
+
+ERROR_DOMAIN = "tandem.dev"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[ErrorKind, grpc.StatusCode] = {
+    kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind
+}
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: TandemError) -> status_pb2.Status:
+    """Builds the rich `google.rpc.Status` for a domain error."""
+    code = STATUS_CODES[error.kind]
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status.details.append(
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+            )
+        )
+    )
+    if isinstance(error, InvalidArgument | OutOfRange) and error.violations:
+        bad_request = error_details_pb2.BadRequest()
+        for violation in error.violations:
+            bad_request.field_violations.add(
+                field=violation.field,
+                description=_located(violation.description, violation.line, violation.column),
+            )
+        status.details.append(_pack(bad_request))
+    if isinstance(error, FailedPrecondition | Aborted) and error.violations:
+        failure = error_details_pb2.PreconditionFailure()
+        for precondition in error.violations:
+            failure.violations.add(
+                type=precondition.type,
+                subject=precondition.subject,
+                description=precondition.description,
+            )
+        status.details.append(_pack(failure))
+    if isinstance(error, ResourceExhausted) and error.violations:
+        quota = error_details_pb2.QuotaFailure()
+        for exceeded in error.violations:
+            quota.violations.add(subject=exceeded.subject, description=exceeded.description)
+        status.details.append(_pack(quota))
+    if isinstance(error, NotFound | AlreadyExists) and error.resource_type:
+        status.details.append(
+            _pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type=error.resource_type,
+                    resource_name=error.resource_name,
+                    description=error.message,
+                )
+            )
+        )
+    return status
+
+
+def _located(description: str, line: int, column: int) -> str:
+    if line <= 0:
+        return description
+    return f"{description} (line {line}, column {column})"
+
+
+def trailing_metadata(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
+    """The trailer that carries a rich status to clients."""
+    return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+def as_tandem_error(exc: BaseException, method: str = "") -> TandemError:
+    """Turns any exception a handler raised into the domain error reported for it."""
+    if isinstance(exc, TandemError):
+        return exc
+    if isinstance(exc, NotImplementedError):
+        return not_implemented(method or "This method")
+    # The exception's text may hold anything (SQL, secrets): it goes to the log, not the wire.
+    _log.error("unexpected error in %s", method or "RPC handler", exc_info=exc)
+    return Internal("Internal error.", reason="INTERNAL")
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str = ""
+) -> None:
+    """Ends the RPC with the status for exc; never returns."""
+    error = as_tandem_error(exc, method)
+    status = to_status(error)
+    await context.abort(
+        STATUS_CODES[error.kind], error.message, trailing_metadata=trailing_metadata(status)
+    )
+
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            result = behavior(request, context)
+            return (await result) if inspect.isawaitable(result) else result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, method)
+
+    return wrapper
+
+
+def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    async def wrapper(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, method)
+
+    return wrapper
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+
+class ErrorInterceptor(_Interceptor):
+    """Maps exceptions escaping any handler to a status with `google.rpc` details."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler: _Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            # Unknown method: grpc answers UNIMPLEMENTED itself.
+            return handler  # type: ignore[return-value]
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            # Streaming handlers either yield responses or write them with context.write().
+            stream = handler.unary_stream
+            wrapped = (
+                _wrap_stream(cast(StreamBehavior, stream), method)
+                if inspect.isasyncgenfunction(stream)
+                else _wrap_unary(cast(UnaryBehavior, stream), method)
+            )
+            return grpc.unary_stream_rpc_method_handler(
+                wrapped,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client-streaming RPCs are not part of the contract; pass them through untouched.
+        return handler
+
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "STATUS_CODES",
+    "ErrorInterceptor",
+    "abort",
+    "as_tandem_error",
+    "not_implemented",
+    "to_status",
+    "trailing_metadata",
+]
+
+
+def not_implemented(method: str) -> Unimplemented:
+    """The error for an RPC in the contract whose implementation has not landed yet."""
+    return Unimplemented(
+        f"{method} is not implemented yet.",
+        reason="NOT_IMPLEMENTED",
+        metadata={"method": method},
+    )

@@ -1,0 +1,36 @@
+"""Typed settings shared by both services, read from `TANDEM_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.rpc.server import ServerOptions
+
+MIB = 1024 * 1024
+
+
+class ServiceSettings(BaseSettings):
+    """What every Tandem server needs; each service subclasses it with its own address."""
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore", frozen=True)
+
+    # Empty means the service's embedded SQLite file in the working directory.
+    database_url: str = ""
+    migrate_on_start: bool = True
+    max_receive_message_bytes: int = Field(default=8 * MIB, gt=0)
+    max_send_message_bytes: int = Field(default=8 * MIB, gt=0)
+    # How long in-flight RPCs get to finish after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
+
+    def effective_database_url(self, default_file: str) -> str:
+        """The configured database, or the embedded SQLite file named default_file."""
+        return self.database_url or f"sqlite:///{default_file}"
+
+    def server_options(self) -> ServerOptions:
+        """Transport limits for servers and channels."""
+        return ServerOptions(
+            max_receive_message_bytes=self.max_receive_message_bytes,
+            max_send_message_bytes=self.max_send_message_bytes,
+        )

@@ -1,0 +1,37 @@
+"""Client-side helpers for reading rich gRPC errors, as any client would."""
+
+from __future__ import annotations
+
+from typing import TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+M = TypeVar("M", bound=Message)
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status of a failed call; from_call also checks code and message agree."""
+    # AioRpcError has the code()/details()/trailing_metadata() accessors from_call reads.
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    assert status is not None, "the error carries no grpc-status-details-bin trailer"
+    assert status.message == error.details()
+    return status
+
+
+def detail(error: grpc.aio.AioRpcError, kind: type[M]) -> M:
+    """The one detail of type kind in the error's rich status."""
+    found = []
+    for packed in rich_status(error).details:
+        message = kind()
+        if packed.Unpack(message):
+            found.append(message)
+    assert len(found) == 1, f"expected one {kind.__name__}, found {len(found)}"
+    return found[0]
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo every Tandem error carries."""
+    return detail(error, error_details_pb2.ErrorInfo)

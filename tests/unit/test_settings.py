@@ -1,0 +1,61 @@
+"""Typed settings from TANDEM_* variables."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from config_service.settings import ConfigServiceSettings
+from session_service.settings import SessionServiceSettings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "TANDEM_DATABASE_URL",
+        "TANDEM_CONFIG_SERVICE_LISTEN",
+        "TANDEM_SESSION_SERVICE_LISTEN",
+        "TANDEM_CONFIG_SERVICE_TARGET",
+        "TANDEM_MAX_RECEIVE_MESSAGE_BYTES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    config = ConfigServiceSettings()
+    session = SessionServiceSettings()
+    assert config.config_service_listen == "127.0.0.1:50051"
+    assert session.session_service_listen == "127.0.0.1:50052"
+    assert session.config_service_target == "127.0.0.1:50051"
+    # Each service keeps its own tables in its own embedded file.
+    assert config.database == "sqlite:///tandem-config.db"
+    assert session.database == "sqlite:///tandem-session.db"
+
+
+def test_variables_with_the_tandem_prefix_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_DATABASE_URL", "postgresql+psycopg://db/tandem")
+    monkeypatch.setenv("TANDEM_CONFIG_SERVICE_TARGET", "dns:///config:50051")
+    monkeypatch.setenv("TANDEM_SESSION_SERVICE_LISTEN", "0.0.0.0:6000")
+    monkeypatch.setenv("TANDEM_MAX_RECEIVE_MESSAGE_BYTES", "1024")
+    settings = SessionServiceSettings()
+    assert settings.database == "postgresql+psycopg://db/tandem"
+    assert settings.config_service_target == "dns:///config:50051"
+    assert settings.session_service_listen == "0.0.0.0:6000"
+    assert settings.server_options().max_receive_message_bytes == 1024
+
+
+def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://elsewhere/x")
+    assert ConfigServiceSettings().database == "sqlite:///tandem-config.db"
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_MAX_RECEIVE_MESSAGE_BYTES", "-5")
+    with pytest.raises(ValidationError, match="max_receive_message_bytes"):
+        ConfigServiceSettings()
+
+
+def test_server_options_set_message_limits_explicitly() -> None:
+    args = dict(ConfigServiceSettings(max_send_message_bytes=2048).server_options().channel_args())
+    assert args["grpc.max_send_message_length"] == 2048
+    assert args["grpc.max_receive_message_length"] == 8 * 1024 * 1024
