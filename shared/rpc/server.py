@@ -102,13 +102,13 @@ class GrpcServer:
 
 
 async def wait_for_signal() -> None:
-    """Returns on the first SIGTERM or SIGINT."""
+    """Returns on the first SIGTERM or SIGINT.
+
+    The handlers stay installed afterwards, so a second signal during the drain (a terminal's
+    Ctrl-C reaches every process in the group) does not interrupt the graceful shutdown.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    await stop.wait()
