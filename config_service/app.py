@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
+from sqlalchemy.engine import make_url
+
+from config_service.configs.service import ConfigService, ConfigServiceOptions
 from config_service.servicer import SERVICE_NAME, ConfigServicer
 from config_service.settings import ConfigServiceSettings
 from config_service.storage import migrate
+from config_service.storage.repository import NOTIFY_CHANNEL
 from config_service.storage.uow import ConfigUnitOfWork
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared.app import ServiceApp
-from shared.db.engine import create_engine
+from shared.bundle.validate import Limits
+from shared.db.engine import create_engine, dispose_engine
+from shared.db.notify import Broadcast, PostgresListener
 from shared.db.uow import session_factory
 from shared.rpc.server import GrpcServer, ServiceBinding
 
@@ -21,7 +28,28 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
         await asyncio.to_thread(migrate.upgrade, settings.database)
     engine = create_engine(settings.database)
     sessions = session_factory(engine)
-    servicer = ConfigServicer(lambda: ConfigUnitOfWork(sessions))
+    changes = Broadcast()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if make_url(settings.database).get_backend_name() == "postgresql":
+        # Other replicas' writes arrive as NOTIFYs; our own also wake watchers in process.
+        listener = PostgresListener(settings.database, NOTIFY_CHANNEL, changes)
+        await listener.start()
+        closers.append(listener.stop)
+    closers.append(lambda: dispose_engine(engine))
+
+    def unit_of_work(write: bool = False) -> ConfigUnitOfWork:
+        return ConfigUnitOfWork(sessions, write=write)
+
+    service = ConfigService(
+        unit_of_work,
+        changes,
+        ConfigServiceOptions(
+            limits=Limits(max_bytes=settings.max_document_bytes),
+            change_retention=settings.change_retention,
+            watch_poll_seconds=settings.watch_poll_seconds,
+        ),
+    )
+    servicer = ConfigServicer(service)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: config_service_pb2_grpc.add_ConfigServiceServicer_to_server(
@@ -33,5 +61,6 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
         name="ConfigService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
-        closers=[engine.dispose],
+        drainers=[service.drain],
+        closers=closers,
     )

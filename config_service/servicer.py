@@ -1,103 +1,317 @@
-"""gRPC servicer for tandem.config.v1.ConfigService: translation only.
-
-Each RPC answers UNIMPLEMENTED, with an ErrorInfo naming it, until its issue lands.
-"""
+"""gRPC servicer for tandem.config.v1.ConfigService: translation only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 
-from config_service.storage.uow import ConfigUnitOfWork
+from config_service import edits
+from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields
+from config_service.configs.service import ConfigService
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
     config_service_pb2_grpc,
 )
+from shared.bundle.validate import BundleSummary, Severity, Violation
+from shared.db.idempotency import fingerprint
+from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
-from shared.rpc.status import not_implemented
+from shared.rpc.convert import timestamp
+from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
+_SEVERITY = {
+    Severity.ERROR: config_pb2.SEVERITY_ERROR,
+    Severity.WARNING: config_pb2.SEVERITY_WARNING,
+}
+_CHANGE = {
+    ChangeType.CREATED: config_pb2.CHANGE_TYPE_CREATED,
+    ChangeType.UPDATED: config_pb2.CHANGE_TYPE_UPDATED,
+    ChangeType.DELETED: config_pb2.CHANGE_TYPE_DELETED,
+}
+
+
+def summary_pb(summary: BundleSummary) -> config_pb2.BundleSummary:
+    """Domain summary → wire."""
+    return config_pb2.BundleSummary(
+        name=summary.name,
+        version=summary.version,
+        description=summary.description,
+        providers=summary.providers,
+        tools=summary.tools,
+        hooks=summary.hooks,
+        includes=summary.includes,
+        orchestrator=summary.orchestrator,
+        context=summary.context,
+        has_instruction=summary.has_instruction,
+    )
+
+
+def violation_pb(violation: Violation) -> config_pb2.Violation:
+    """Domain violation → wire."""
+    return config_pb2.Violation(
+        field=violation.field,
+        line=violation.line,
+        column=violation.column,
+        message=violation.message,
+        severity=_SEVERITY[violation.severity],
+    )
+
+
+def config_pb(config: Config, full: bool = True) -> config_pb2.Config:
+    """Domain config → wire; BASIC leaves out the document."""
+    return config_pb2.Config(
+        config_id=config.config_id,
+        name=config.name,
+        description=config.description,
+        yaml_content=config.yaml_content if full else "",
+        tags=dict(config.tags),
+        revision=config.revision,
+        etag=config.etag,
+        create_time=timestamp(config.create_time),
+        update_time=timestamp(config.update_time),
+        summary=summary_pb(config.summary),
+    )
+
+
+def change_pb(change: ConfigChange) -> config_pb2.ConfigChange:
+    """Domain change → wire."""
+    return config_pb2.ConfigChange(
+        sequence=change.sequence,
+        type=_CHANGE[change.type],
+        config_id=change.config_id,
+        revision=change.revision,
+        etag=change.etag,
+        name=change.name,
+        change_time=timestamp(change.change_time),
+    )
+
+
+def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain data; whole-number floats (how Structs carry numbers) become ints."""
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, Mapping):
+            return {k: convert(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [convert(v) for v in item]
+        return item
+
+    return {k: convert(v) for k, v in json_format.MessageToDict(struct).items()}
+
+
+def _fields(config: config_pb2.Config) -> ConfigFields:
+    return ConfigFields(
+        name=config.name,
+        description=config.description,
+        yaml_content=config.yaml_content,
+        tags=dict(config.tags),
+    )
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(
+            f"{field} is required.",
+            reason="FIELD_REQUIRED",
+            violations=[FieldViolation(field, "is required")],
+        )
+    return value
+
+
+def _full(view: int, default_full: bool) -> bool:
+    if view == config_pb2.CONFIG_VIEW_UNSPECIFIED:
+        return default_full
+    return bool(view == config_pb2.CONFIG_VIEW_FULL)
+
 
 class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
-    """Maps ConfigService RPCs onto the domain."""
+    """Maps ConfigService RPCs onto the config domain."""
 
-    def __init__(self, unit_of_work: Callable[[], ConfigUnitOfWork]) -> None:
-        self._unit_of_work = unit_of_work
+    def __init__(self, service: ConfigService) -> None:
+        self._service = service
 
     async def CreateConfig(
         self, request: config_service_pb2.CreateConfigRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.CreateConfig")
+        unkeyed = config_service_pb2.CreateConfigRequest()
+        unkeyed.CopyFrom(request)
+        unkeyed.request_id = ""
+        created = await self._service.create(
+            tenant_of(context),
+            _fields(request.config),
+            config_id=request.config_id or request.config.config_id,
+            request_id=request.request_id,
+            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
+            validate_only=request.validate_only,
+        )
+        return config_pb(created)
 
     async def GetConfig(
         self, request: config_service_pb2.GetConfigRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.GetConfig")
+        config_id = _required(request.config_id, "config_id")
+        return config_pb(await self._service.get(tenant_of(context), config_id, request.revision))
 
     async def ListConfigs(
         self, request: config_service_pb2.ListConfigsRequest, context: Context
     ) -> config_service_pb2.ListConfigsResponse:
-        raise not_implemented("ConfigService.ListConfigs")
+        page = await self._service.list_configs(
+            tenant_of(context), request.filter, request.page_size, request.page_token
+        )
+        full = _full(request.view, default_full=False)
+        return config_service_pb2.ListConfigsResponse(
+            configs=[config_pb(c, full) for c in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
 
     async def UpdateConfig(
         self, request: config_service_pb2.UpdateConfigRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.UpdateConfig")
+        config_id = _required(request.config.config_id, "config.config_id")
+        paths = list(request.update_mask.paths) if request.HasField("update_mask") else None
+        updated = await self._service.update(
+            tenant_of(context),
+            config_id,
+            _fields(request.config),
+            paths,
+            etag=request.config.etag,
+            validate_only=request.validate_only,
+        )
+        return config_pb(updated)
 
     async def DeleteConfig(
         self, request: config_service_pb2.DeleteConfigRequest, context: Context
     ) -> empty_pb2.Empty:
-        raise not_implemented("ConfigService.DeleteConfig")
+        config_id = _required(request.config_id, "config_id")
+        await self._service.delete(tenant_of(context), config_id, request.etag)
+        return empty_pb2.Empty()
 
     async def ValidateConfig(
         self, request: config_service_pb2.ValidateConfigRequest, context: Context
     ) -> config_service_pb2.ValidateConfigResponse:
-        raise not_implemented("ConfigService.ValidateConfig")
+        result = self._service.validate(request.yaml_content)
+        return config_service_pb2.ValidateConfigResponse(
+            valid=result.valid,
+            violations=[violation_pb(v) for v in result.violations],
+            summary=summary_pb(result.summary),
+        )
 
     async def ListConfigRevisions(
         self, request: config_service_pb2.ListConfigRevisionsRequest, context: Context
     ) -> config_service_pb2.ListConfigRevisionsResponse:
-        raise not_implemented("ConfigService.ListConfigRevisions")
+        config_id = _required(request.config_id, "config_id")
+        page = await self._service.list_revisions(
+            tenant_of(context), config_id, request.page_size, request.page_token
+        )
+        full = _full(request.view, default_full=False)
+        return config_service_pb2.ListConfigRevisionsResponse(
+            revisions=[config_pb(c, full) for c in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
 
     async def RollbackConfig(
         self, request: config_service_pb2.RollbackConfigRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.RollbackConfig")
+        config_id = _required(request.config_id, "config_id")
+        restored = await self._service.rollback(
+            tenant_of(context), config_id, request.revision, request.etag
+        )
+        return config_pb(restored)
+
+    async def _add_module(
+        self,
+        kind: str,
+        request: config_service_pb2.AddToolRequest | config_service_pb2.AddProviderRequest,
+        context: Context,
+    ) -> config_pb2.Config:
+        config_id = _required(request.config_id, "config_id")
+        module = _required(request.module, "module")
+        settings = struct_to_python(request.config) if request.HasField("config") else None
+        source = request.source or None
+        edited = await self._service.edit(
+            tenant_of(context),
+            config_id,
+            request.etag,
+            lambda text: edits.add_module(text, kind, module, source, settings),
+        )
+        return config_pb(edited)
+
+    async def _remove_module(
+        self,
+        kind: str,
+        request: config_service_pb2.RemoveToolRequest | config_service_pb2.RemoveProviderRequest,
+        context: Context,
+    ) -> config_pb2.Config:
+        config_id = _required(request.config_id, "config_id")
+        module = _required(request.module, "module")
+        edited = await self._service.edit(
+            tenant_of(context),
+            config_id,
+            request.etag,
+            lambda text: edits.remove_module(text, kind, module),
+        )
+        return config_pb(edited)
 
     async def AddTool(
         self, request: config_service_pb2.AddToolRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.AddTool")
+        return await self._add_module("tools", request, context)
 
     async def AddProvider(
         self, request: config_service_pb2.AddProviderRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.AddProvider")
-
-    async def AddInclude(
-        self, request: config_service_pb2.AddIncludeRequest, context: Context
-    ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.AddInclude")
+        return await self._add_module("providers", request, context)
 
     async def RemoveTool(
         self, request: config_service_pb2.RemoveToolRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.RemoveTool")
+        return await self._remove_module("tools", request, context)
 
     async def RemoveProvider(
         self, request: config_service_pb2.RemoveProviderRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.RemoveProvider")
+        return await self._remove_module("providers", request, context)
+
+    async def AddInclude(
+        self, request: config_service_pb2.AddIncludeRequest, context: Context
+    ) -> config_pb2.Config:
+        config_id = _required(request.config_id, "config_id")
+        bundle = _required(request.bundle, "bundle")
+        edited = await self._service.edit(
+            tenant_of(context),
+            config_id,
+            request.etag,
+            lambda text: edits.add_include(text, bundle),
+        )
+        return config_pb(edited)
 
     async def RemoveInclude(
         self, request: config_service_pb2.RemoveIncludeRequest, context: Context
     ) -> config_pb2.Config:
-        raise not_implemented("ConfigService.RemoveInclude")
+        config_id = _required(request.config_id, "config_id")
+        bundle = _required(request.bundle, "bundle")
+        edited = await self._service.edit(
+            tenant_of(context),
+            config_id,
+            request.etag,
+            lambda text: edits.remove_include(text, bundle),
+        )
+        return config_pb(edited)
 
-    def WatchConfigs(
+    async def WatchConfigs(
         self, request: config_service_pb2.WatchConfigsRequest, context: Context
     ) -> AsyncIterator[config_pb2.ConfigChange]:
-        raise not_implemented("ConfigService.WatchConfigs")
+        cursor = await self._service.open_watch(request.after_sequence)
+        # Headers now, so a client knows the stream is established before any change arrives.
+        await context.send_initial_metadata(())
+        async for change in self._service.follow(tenant_of(context), cursor):
+            yield change_pb(change)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from dataclasses import dataclass
 
+from session_service.configs_client import ConfigClient
+from session_service.prepare.cache import PreparedCache
+from session_service.prepare.modules import ModuleRegistry
+from session_service.prepare.preparer import Preparer
+from session_service.prepare.watcher import ConfigWatcher
 from session_service.servicer import SERVICE_NAME, SessionServicer
+from session_service.sessions.service import SessionService
 from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
-from shared.db.engine import create_engine
+from shared.db.engine import create_engine, dispose_engine
 from shared.db.uow import session_factory
 from shared.rpc.channel import insecure_channel
 from shared.rpc.server import GrpcServer, ServiceBinding
@@ -19,8 +27,17 @@ from shared.rpc.server import GrpcServer, ServiceBinding
 CONFIG_SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
 
-async def build(settings: SessionServiceSettings) -> ServiceApp:
-    """Migrates (when enabled) and wires the service; nothing is served until `start()`."""
+@dataclass
+class SessionParts:
+    """What tests and metrics look into: the cache and the watcher."""
+
+    cache: PreparedCache
+    watcher: ConfigWatcher
+    preparer: Preparer
+
+
+async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp, SessionParts]:
+    """Wires the service and returns it with its inner parts."""
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, settings.database)
     engine = create_engine(settings.database)
@@ -29,9 +46,22 @@ async def build(settings: SessionServiceSettings) -> ServiceApp:
     channel = insecure_channel(
         settings.config_service_target, CONFIG_SERVICE_NAME, settings.server_options()
     )
-    servicer = SessionServicer(
-        lambda: SessionUnitOfWork(sessions), config_service_pb2_grpc.ConfigServiceStub(channel)
+    client = ConfigClient(
+        config_service_pb2_grpc.ConfigServiceStub(channel), settings.config_call_timeout_seconds
     )
+    cache = PreparedCache(settings.prepared_cache_size)
+    watcher = ConfigWatcher(client, retry_seconds=settings.config_watch_retry_seconds)
+    preparer = Preparer(
+        client, cache, ModuleRegistry.from_entry_points(), dict(os.environ), watcher
+    )
+    watcher.preparer = preparer
+    watcher.start()
+
+    def unit_of_work(write: bool = False) -> SessionUnitOfWork:
+        return SessionUnitOfWork(sessions, write=write)
+
+    service = SessionService(unit_of_work, preparer)
+    servicer = SessionServicer(service, preparer)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: session_service_pb2_grpc.add_SessionServiceServicer_to_server(
@@ -43,9 +73,16 @@ async def build(settings: SessionServiceSettings) -> ServiceApp:
     async def close_channel() -> None:
         await channel.close(None)
 
-    return ServiceApp(
+    app = ServiceApp(
         name="SessionService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
-        closers=[close_channel, engine.dispose],
+        closers=[watcher.stop, close_channel, lambda: dispose_engine(engine)],
     )
+    return app, SessionParts(cache=cache, watcher=watcher, preparer=preparer)
+
+
+async def build(settings: SessionServiceSettings) -> ServiceApp:
+    """Migrates (when enabled) and wires the service; nothing is served until `start()`."""
+    app, _ = await build_with_parts(settings)
+    return app

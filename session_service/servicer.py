@@ -1,93 +1,261 @@
-"""gRPC servicer for tandem.session.v1.SessionService: translation only.
-
-Each RPC answers UNIMPLEMENTED, with an ErrorInfo naming it, until its issue lands.
-"""
+"""gRPC servicer for tandem.session.v1.SessionService: translation only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import io
+from collections.abc import AsyncIterator
 
 from google.protobuf import empty_pb2
+from ruamel.yaml import YAML
 
-from session_service.storage.uow import SessionUnitOfWork
-from shared._generated.tandem.config.v1 import config_service_pb2_grpc
+from session_service.prepare.model import PreparedBundle
+from session_service.sessions.model import Message, Role, Session, Status, ToolCall, Transition
+from session_service.sessions.service import Preparer, SessionService
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_pb2,
     session_service_pb2,
     session_service_pb2_grpc,
 )
+from shared.db.idempotency import fingerprint
+from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
+from shared.rpc.convert import timestamp
 from shared.rpc.status import not_implemented
+from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
+_STATUS = {
+    Status.CREATED: session_pb2.SESSION_STATUS_CREATED,
+    Status.ACTIVE: session_pb2.SESSION_STATUS_ACTIVE,
+    Status.COMPLETED: session_pb2.SESSION_STATUS_COMPLETED,
+    Status.FAILED: session_pb2.SESSION_STATUS_FAILED,
+    Status.TERMINATED: session_pb2.SESSION_STATUS_TERMINATED,
+}
+_ROLE = {
+    Role.USER: session_pb2.ROLE_USER,
+    Role.ASSISTANT: session_pb2.ROLE_ASSISTANT,
+    Role.TOOL: session_pb2.ROLE_TOOL,
+    Role.SYSTEM: session_pb2.ROLE_SYSTEM,
+}
+_ROLE_FROM_WIRE = {wire: role for role, wire in _ROLE.items()}
+
+
+def session_pb(session: Session) -> session_pb2.Session:
+    """Domain session → wire."""
+    return session_pb2.Session(
+        session_id=session.session_id,
+        config_id=session.config_id,
+        config_revision=session.config_revision,
+        status=_STATUS[session.status],
+        error_message=session.error_message,
+        message_count=session.message_count,
+        last_sequence=session.last_sequence,
+        active_turn_id=session.active_turn_id,
+        tags=dict(session.tags),
+        create_time=timestamp(session.create_time),
+        update_time=timestamp(session.update_time),
+        etag=session.etag,
+    )
+
+
+def message_pb(message: Message) -> session_pb2.Message:
+    """Domain message → wire."""
+    return session_pb2.Message(
+        message_id=message.message_id,
+        role=_ROLE[message.role],
+        content=message.content,
+        tool_calls=[
+            session_pb2.ToolCall(
+                tool_call_id=c.tool_call_id, name=c.name, arguments_json=c.arguments_json
+            )
+            for c in message.tool_calls
+        ],
+        tool_call_id=message.tool_call_id,
+        sequence=message.sequence,
+        create_time=timestamp(message.create_time),
+        turn_id=message.turn_id,
+    )
+
+
+def render_yaml(document: object) -> str:
+    """A composed document as block YAML."""
+    out = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
+def prepared_pb(bundle: PreparedBundle) -> session_service_pb2.PrepareConfigResponse:
+    """A prepared bundle as PrepareConfig reports it: secrets masked."""
+    return session_service_pb2.PrepareConfigResponse(
+        config_id=bundle.config_id,
+        revision=bundle.revision,
+        composed_yaml=render_yaml(dict(bundle.masked)),
+        instruction=bundle.instruction,
+        modules=[
+            session_service_pb2.PreparedModule(
+                kind=m.kind,
+                module=m.module,
+                source=m.source,
+                field=m.field,
+                implementation=m.implementation,
+            )
+            for m in bundle.modules
+        ],
+        composed_from=bundle.composed_from,
+    )
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(
+            f"{field} is required.",
+            reason="FIELD_REQUIRED",
+            violations=[FieldViolation(field, "is required")],
+        )
+    return value
+
 
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
-    """Maps SessionService RPCs onto the domain."""
+    """Maps SessionService RPCs onto the session domain."""
 
-    def __init__(
-        self,
-        unit_of_work: Callable[[], SessionUnitOfWork],
-        configs: config_service_pb2_grpc.ConfigServiceStub,
-    ) -> None:
-        self._unit_of_work = unit_of_work
-        self._configs = configs
+    def __init__(self, service: SessionService, preparer: Preparer) -> None:
+        self._service = service
+        self._preparer = preparer
 
     async def CreateSession(
         self, request: session_service_pb2.CreateSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.CreateSession")
+        unkeyed = session_service_pb2.CreateSessionRequest()
+        unkeyed.CopyFrom(request)
+        unkeyed.request_id = ""
+        created = await self._service.create(
+            tenant_of(context),
+            request.config_id,
+            config_revision=request.config_revision,
+            session_id=request.session_id,
+            tags=dict(request.tags),
+            request_id=request.request_id,
+            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
+            start=request.start,
+            time_remaining=context.time_remaining(),
+        )
+        return session_pb(created)
 
     async def GetSession(
         self, request: session_service_pb2.GetSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.GetSession")
+        session_id = _required(request.session_id, "session_id")
+        return session_pb(await self._service.get(tenant_of(context), session_id))
 
     async def ListSessions(
         self, request: session_service_pb2.ListSessionsRequest, context: Context
     ) -> session_service_pb2.ListSessionsResponse:
-        raise not_implemented("SessionService.ListSessions")
+        page = await self._service.list_sessions(
+            tenant_of(context), request.filter, request.page_size, request.page_token
+        )
+        return session_service_pb2.ListSessionsResponse(
+            sessions=[session_pb(s) for s in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
 
     async def DeleteSession(
         self, request: session_service_pb2.DeleteSessionRequest, context: Context
     ) -> empty_pb2.Empty:
-        raise not_implemented("SessionService.DeleteSession")
+        session_id = _required(request.session_id, "session_id")
+        await self._service.delete(tenant_of(context), session_id)
+        return empty_pb2.Empty()
+
+    async def _transition(
+        self,
+        session_id: str,
+        transition: Transition,
+        context: Context,
+        error_message: str = "",
+        upgrade_config: bool = False,
+    ) -> session_pb2.Session:
+        updated = await self._service.transition(
+            tenant_of(context),
+            _required(session_id, "session_id"),
+            transition,
+            error_message=error_message,
+            upgrade_config=upgrade_config,
+            time_remaining=context.time_remaining(),
+        )
+        return session_pb(updated)
 
     async def StartSession(
         self, request: session_service_pb2.StartSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.StartSession")
+        return await self._transition(request.session_id, Transition.START, context)
 
     async def CompleteSession(
         self, request: session_service_pb2.CompleteSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.CompleteSession")
+        return await self._transition(request.session_id, Transition.COMPLETE, context)
 
     async def FailSession(
         self, request: session_service_pb2.FailSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.FailSession")
+        return await self._transition(
+            request.session_id, Transition.FAIL, context, error_message=request.error_message
+        )
 
     async def TerminateSession(
         self, request: session_service_pb2.TerminateSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.TerminateSession")
+        return await self._transition(request.session_id, Transition.TERMINATE, context)
 
     async def ResumeSession(
         self, request: session_service_pb2.ResumeSessionRequest, context: Context
     ) -> session_pb2.Session:
-        raise not_implemented("SessionService.ResumeSession")
+        return await self._transition(
+            request.session_id, Transition.RESUME, context, upgrade_config=request.upgrade_config
+        )
 
     async def AppendMessage(
         self, request: session_service_pb2.AppendMessageRequest, context: Context
     ) -> session_pb2.Message:
-        raise not_implemented("SessionService.AppendMessage")
+        session_id = _required(request.session_id, "session_id")
+        message = request.message
+        appended = await self._service.append_message(
+            tenant_of(context),
+            session_id,
+            _ROLE_FROM_WIRE.get(message.role),
+            message.content,
+            [ToolCall(c.tool_call_id, c.name, c.arguments_json) for c in message.tool_calls],
+            message.tool_call_id,
+        )
+        return message_pb(appended)
 
     async def ListMessages(
         self, request: session_service_pb2.ListMessagesRequest, context: Context
     ) -> session_service_pb2.ListMessagesResponse:
-        raise not_implemented("SessionService.ListMessages")
+        session_id = _required(request.session_id, "session_id")
+        page = await self._service.list_messages(
+            tenant_of(context), session_id, request.page_size, request.page_token
+        )
+        return session_service_pb2.ListMessagesResponse(
+            messages=[message_pb(m) for m in page.items], next_page_token=page.next_page_token
+        )
+
+    async def PrepareConfig(
+        self, request: session_service_pb2.PrepareConfigRequest, context: Context
+    ) -> session_service_pb2.PrepareConfigResponse:
+        config_id = _required(request.config_id, "config_id")
+        if request.revision < 0:
+            raise InvalidArgument(
+                "revision must not be negative.",
+                violations=[FieldViolation("revision", "must be >= 0")],
+            )
+        prepared = await self._preparer.prepare(
+            tenant_of(context), config_id, request.revision, context.time_remaining()
+        )
+        return prepared_pb(prepared)
 
     def SendMessage(
         self, request: session_service_pb2.SendMessageRequest, context: Context
@@ -103,8 +271,3 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: session_service_pb2.CancelTurnRequest, context: Context
     ) -> session_service_pb2.CancelTurnResponse:
         raise not_implemented("SessionService.CancelTurn")
-
-    async def PrepareConfig(
-        self, request: session_service_pb2.PrepareConfigRequest, context: Context
-    ) -> session_service_pb2.PrepareConfigResponse:
-        raise not_implemented("SessionService.PrepareConfig")

@@ -17,6 +17,10 @@ class SessionServiceSettings(ServiceSettings):
     config_service_target: str = "127.0.0.1:50051"
     # Upper bound on any one call to ConfigService, within the caller's own deadline.
     config_call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How many prepared bundles (config revisions) the cache keeps.
+    prepared_cache_size: int = Field(default=256, gt=0)
+    # Pause between attempts to re-open the config change stream.
+    config_watch_retry_seconds: float = Field(default=1.0, gt=0)
 
     @property
     def database(self) -> str:

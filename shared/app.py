@@ -23,7 +23,10 @@ class ServiceApp:
     name: str
     server: GrpcServer
     grace_seconds: float
-    # Called in order after the server has drained (engines, channels, ...).
+    # Called once health is NOT_SERVING, before the grace period: end long-lived streams so
+    # their clients move to another replica instead of holding the shutdown.
+    drainers: Sequence[Callable[[], None]] = field(default_factory=tuple)
+    # Called in order after the server has stopped (listeners, engines, channels, ...).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
     async def start(self) -> None:
@@ -33,6 +36,9 @@ class ServiceApp:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains the server, then releases what it used."""
+        await self.server.mark_not_serving()
+        for drain in self.drainers:
+            drain()
         await self.server.stop(self.grace_seconds if grace is None else grace)
         for close in self.closers:
             await close()

@@ -18,8 +18,10 @@ class ServiceSettings(BaseSettings):
     # Empty means the service's embedded SQLite file in the working directory.
     database_url: str = ""
     migrate_on_start: bool = True
-    max_receive_message_bytes: int = Field(default=8 * MIB, gt=0)
-    max_send_message_bytes: int = Field(default=8 * MIB, gt=0)
+    # Above the bundle size cap, so an oversized document gets a located INVALID_ARGUMENT
+    # from validation rather than a bare RESOURCE_EXHAUSTED from the transport.
+    max_receive_message_bytes: int = Field(default=16 * MIB, gt=0)
+    max_send_message_bytes: int = Field(default=16 * MIB, gt=0)
     # How long in-flight RPCs get to finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from config_service import app as config_app
+from config_service import app as config_app_module
 from config_service.settings import ConfigServiceSettings
 from session_service import app as session_app
+from session_service.app import SessionParts
 from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
@@ -55,9 +58,72 @@ def sqlite_url(tmp_path: Path) -> str:
 async def config_service(sqlite_url: str) -> AsyncIterator[ServiceApp]:
     """ConfigService in process on a free port."""
     settings = ConfigServiceSettings(database_url=sqlite_url, config_service_listen="127.0.0.1:0")
-    app = await config_app.build(settings)
+    app = await config_app_module.build(settings)
     await app.start()
     yield app
+    await app.stop(0)
+
+
+@pytest.fixture
+async def config_app(database_url: str) -> AsyncIterator[ServiceApp]:
+    """ConfigService in process on a free port, over each database backend."""
+    settings = ConfigServiceSettings(
+        database_url=database_url,
+        config_service_listen="127.0.0.1:0",
+        watch_poll_seconds=0.5,
+    )
+    app = await config_app_module.build(settings)
+    await app.start()
+    yield app
+    await app.stop(0)
+
+
+@pytest.fixture
+async def configs(
+    config_app: ServiceApp,
+) -> AsyncIterator[config_service_pb2_grpc.ConfigServiceAsyncStub]:
+    """A real stub to ConfigService on each database backend."""
+    async with grpc.aio.insecure_channel(config_app.server.address) as channel:
+        yield config_service_pb2_grpc.ConfigServiceStub(channel)
+
+
+@dataclass
+class Stack:
+    """Both services in process over one database, with stubs and SessionService's parts."""
+
+    config_app: ServiceApp
+    session_app: ServiceApp
+    parts: SessionParts
+    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
+    sessions: session_service_pb2_grpc.SessionServiceAsyncStub
+
+
+@pytest.fixture
+async def stack(
+    config_app: ServiceApp, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stack]:
+    """ConfigService and SessionService in process, over each database backend."""
+    monkeypatch.setenv("TANDEM_TEST_SECRET", "s3cr3t-value-never-shown")
+    settings = SessionServiceSettings(
+        database_url=database_url,
+        session_service_listen="127.0.0.1:0",
+        config_service_target=config_app.server.address,
+        config_watch_retry_seconds=0.2,
+    )
+    app, parts = await session_app.build_with_parts(settings)
+    await app.start()
+    await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
+    async with (
+        grpc.aio.insecure_channel(config_app.server.address) as config_channel,
+        grpc.aio.insecure_channel(app.server.address) as session_channel,
+    ):
+        yield Stack(
+            config_app,
+            app,
+            parts,
+            config_service_pb2_grpc.ConfigServiceStub(config_channel),
+            session_service_pb2_grpc.SessionServiceStub(session_channel),
+        )
     await app.stop(0)
 
 
@@ -90,7 +156,7 @@ async def session_channel(session_service: ServiceApp) -> AsyncIterator[grpc.aio
 
 
 @pytest.fixture
-def config_stub(config_channel: grpc.aio.Channel) -> config_service_pb2_grpc.ConfigServiceStub:
+def config_stub(config_channel: grpc.aio.Channel) -> config_service_pb2_grpc.ConfigServiceAsyncStub:
     """A real ConfigService stub."""
     return config_service_pb2_grpc.ConfigServiceStub(config_channel)
 
@@ -98,6 +164,6 @@ def config_stub(config_channel: grpc.aio.Channel) -> config_service_pb2_grpc.Con
 @pytest.fixture
 def session_stub(
     session_channel: grpc.aio.Channel,
-) -> session_service_pb2_grpc.SessionServiceStub:
+) -> session_service_pb2_grpc.SessionServiceAsyncStub:
     """A real SessionService stub."""
     return session_service_pb2_grpc.SessionServiceStub(session_channel)

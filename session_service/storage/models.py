@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.idempotency import IdempotencyKeyColumns
 from shared.db.metadata import service_metadata
+from shared.db.types import JSONType, UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -18,3 +23,45 @@ class IdempotencyKey(IdempotencyKeyColumns, Base):
     """First responses of CreateSession and SendMessage calls that carried a request_id."""
 
     __tablename__ = "session_idempotency_keys"
+
+
+class SessionRow(Base):
+    """A session's current state."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_config", "tenant_id", "config_id"),
+        Index("ix_sessions_status", "tenant_id", "status"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config_id: Mapped[str] = mapped_column(String(64))
+    config_revision: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    message_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    active_turn_id: Mapped[str] = mapped_column(String(64), default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    # Bumped on every write: the etag, and the guard for concurrent lifecycle changes.
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MessageRow(Base):
+    """One transcript entry, numbered from 1 within its session."""
+
+    __tablename__ = "session_messages"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    message_id: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    tool_call_id: Mapped[str] = mapped_column(String(128), default="")
+    turn_id: Mapped[str] = mapped_column(String(64), default="")
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.storage.models import IdempotencyKey
+from session_service.storage.repository import MessageRepository, SessionRepository
 from shared.db.idempotency import IdempotencyRepository
 from shared.db.uow import UnitOfWork
 
@@ -13,6 +14,10 @@ class SessionUnitOfWork(UnitOfWork):
     """One SessionService transaction and the repositories that work inside it."""
 
     idempotency: IdempotencyRepository[IdempotencyKey]
+    sessions: SessionRepository
+    messages: MessageRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.idempotency = IdempotencyRepository(session, IdempotencyKey)
+        self.sessions = SessionRepository(session)
+        self.messages = MessageRepository(session)

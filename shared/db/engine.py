@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event
@@ -30,13 +31,25 @@ def sync_url(url: str | URL) -> URL:
     return async_url(parsed)
 
 
+WRITE_OPTION = "tandem_write"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take over transaction control from the driver so `_sqlite_begin` decides how to BEGIN.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; busy_timeout makes writers queue instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+    # another writer committed in between; units that write take the write lock up front.
+    immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
@@ -48,4 +61,21 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     engine = create_async_engine(target, **kwargs)
     if target.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
+
+
+async def dispose_engine(engine: AsyncEngine, wait_seconds: float = 2.0) -> None:
+    """Disposes the engine once connections in use (or being opened) are back in the pool.
+
+    RPC handlers cancelled by shutdown or by a client hanging up may still be returning or
+    closing their connection. Disposing or closing the event loop under them can strand an
+    aiosqlite worker thread, which then holds the process open; so wait for them first.
+    """
+    pool: Any = engine.pool
+    checked_out = getattr(pool, "checkedout", lambda: 0)
+    for _ in range(max(1, int(wait_seconds / 0.01))):
+        if checked_out() <= 0:
+            break
+        await asyncio.sleep(0.01)
+    await engine.dispose()

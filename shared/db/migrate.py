@@ -7,9 +7,12 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy import MetaData, create_engine, pool, text
 
 from shared.db.engine import sync_url
+
+# Any fixed 63-bit number; it names the lock migrations hold on PostgreSQL.
+_MIGRATION_LOCK = 0x7A6D_0A1E_0001
 
 
 def alembic_config(url: str, script_location: str, version_table: str) -> Config:
@@ -46,6 +49,11 @@ def run_env(context: EnvironmentContext, metadata: MetaData) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
+            if url.get_backend_name() == "postgresql":
+                # Replicas starting together would race to create the same tables; the
+                # first migrates while the rest wait, then find nothing left to do.
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+                connection.commit()
             context.configure(connection=connection, **options)
             with context.begin_transaction():
                 context.run_migrations()

@@ -7,23 +7,37 @@ without committing rolls everything back.
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.db.engine import WRITE_OPTION
+
+_WRITE_GATE = "tandem_write_gate"
+
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    info: dict[str, object] = {}
+    if engine.dialect.name == "sqlite":
+        # SQLite has one writer at a time and its busy handler is unfair: under many
+        # concurrent writers one can starve past busy_timeout. Queue this process's writers
+        # in order instead; the database lock then only ever sees one of them.
+        info[_WRITE_GATE] = asyncio.Lock()
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 class UnitOfWork:
     """One transaction. Subclasses attach their repositories in `_bind`."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, write: bool = False) -> None:
         self._sessions = sessions
+        # A unit that will write says so up front; SQLite then takes its write lock at BEGIN.
+        self._write = write
         self._session: AsyncSession | None = None
+        self._gate: asyncio.Lock | None = None
         self.committed = False
 
     @property
@@ -37,10 +51,27 @@ class UnitOfWork:
         """Hook for subclasses to build repositories over the session."""
 
     async def __aenter__(self) -> Self:
-        self._session = self._sessions()
+        session = self._sessions()
         self.committed = False
-        self._bind(self._session)
+        gate = session.info.get(_WRITE_GATE) if self._write else None
+        if gate is not None:
+            await gate.acquire()
+            self._gate = gate
+        try:
+            if self._write:
+                await session.connection(execution_options={WRITE_OPTION: True})
+        except BaseException:
+            await session.close()
+            self._release()
+            raise
+        self._session = session
+        self._bind(session)
         return self
+
+    def _release(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
 
     async def __aexit__(
         self,
@@ -53,8 +84,11 @@ class UnitOfWork:
             if not self.committed:
                 await session.rollback()
         finally:
-            await session.close()
-            self._session = None
+            try:
+                await session.close()
+            finally:
+                self._session = None
+                self._release()
 
     async def commit(self) -> None:
         """Commits everything done in this unit."""

@@ -91,9 +91,13 @@ class GrpcServer:
         for service in self._services:
             await self.health.set(service.name, serving)
 
-    async def stop(self, grace: float) -> None:
-        """NOT_SERVING first, so balancers drain us, then stop with a grace period for RPCs."""
+    async def mark_not_serving(self) -> None:
+        """Health turns NOT_SERVING for every service, so balancers and probes drain us."""
         await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING first, then stop with a grace period for RPCs in flight."""
+        await self.mark_not_serving()
         await self._server.stop(grace)
 
     async def wait_for_termination(self) -> None:

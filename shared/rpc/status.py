@@ -11,10 +11,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from shared.errors import (
@@ -22,6 +24,7 @@ from shared.errors import (
     AlreadyExists,
     ErrorKind,
     FailedPrecondition,
+    FieldViolation,
     Internal,
     InvalidArgument,
     NotFound,
@@ -30,6 +33,7 @@ from shared.errors import (
     TandemError,
     Unimplemented,
 )
+from shared.rpc.wire import find_bad_string
 
 ERROR_DOMAIN = "tandem.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -126,6 +130,49 @@ async def abort(
     )
 
 
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """Stands in for a request protobuf could not parse, so the handler can refuse it."""
+
+    data: bytes
+    descriptor: Any
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            # grpc would answer INTERNAL; the client sent bad bytes, so it gets
+            # INVALID_ARGUMENT naming the field.
+            return UndecodableRequest(data, descriptor)
+
+    return deserialize
+
+
+def _refuse_undecodable(request: UndecodableRequest) -> InvalidArgument:
+    bad = find_bad_string(request.descriptor, request.data) if request.descriptor else None
+    if bad is None:
+        return InvalidArgument(
+            "The request could not be decoded.",
+            reason="MALFORMED_REQUEST",
+            violations=[FieldViolation("", "not a valid protobuf message of this RPC")],
+        )
+    return InvalidArgument(
+        f"{bad.field} is not valid UTF-8 (byte {bad.byte_offset}).",
+        reason="INVALID_UTF8",
+        violations=[
+            FieldViolation(
+                bad.field, f"invalid UTF-8 at byte {bad.byte_offset}", bad.line, bad.column
+            )
+        ],
+    )
+
+
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
@@ -133,6 +180,8 @@ StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterat
 def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if isinstance(request, UndecodableRequest):
+                raise _refuse_undecodable(request)
             result = behavior(request, context)
             return (await result) if inspect.isawaitable(result) else result
         except grpc.aio.AbortError:
@@ -148,6 +197,8 @@ def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, UndecodableRequest):
+                raise _refuse_undecodable(request)
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:
@@ -182,7 +233,7 @@ class ErrorInterceptor(_Interceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -195,7 +246,7 @@ class ErrorInterceptor(_Interceptor):
             )
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         # Client-streaming RPCs are not part of the contract; pass them through untouched.

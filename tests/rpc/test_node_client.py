@@ -38,37 +38,59 @@ async def node_call(address: str, service: str, method: str, request: dict[str, 
     return json.loads(stdout)
 
 
+async def test_node_creates_and_reads_a_config(config_service: ServiceApp) -> None:
+    address = config_service.server.address
+    service = "tandem.config.v1.ConfigService"
+    document = "bundle:\n  name: from-node\n"
+    created = await node_call(
+        address,
+        service,
+        "CreateConfig",
+        {"config": {"name": "node", "yaml_content": document, "tags": {"lang": "js"}}},
+    )
+    assert created["code"] == 0
+    config = created["response"]
+    assert config["revision"] == "1"
+    assert config["yaml_content"] == document
+    assert config["summary"]["name"] == "from-node"
+    fetched = await node_call(address, service, "GetConfig", {"config_id": config["config_id"]})
+    assert fetched["response"]["etag"] == config["etag"]
+    assert fetched["response"]["tags"] == {"lang": "js"}
+
+
 @pytest.mark.parametrize(
-    ("method", "request_body"),
+    ("method", "request_body", "code_name"),
     [
-        ("GetConfig", {"config_id": "c-1", "revision": 3}),
-        ("ListConfigs", {"page_size": 10, "view": "CONFIG_VIEW_FULL"}),
-        ("WatchConfigs", {"after_sequence": 5}),
+        ("GetConfig", {"config_id": "missing", "revision": 3}, "NOT_FOUND"),
+        ("ListConfigs", {"page_size": -1}, "INVALID_ARGUMENT"),
+        ("WatchConfigs", {"after_sequence": 5}, "OUT_OF_RANGE"),
     ],
 )
-async def test_node_calls_config_service(
-    config_service: ServiceApp, method: str, request_body: dict[str, Any]
+async def test_node_gets_rich_errors_from_config_service(
+    config_service: ServiceApp, method: str, request_body: dict[str, Any], code_name: str
 ) -> None:
     outcome = await node_call(
         config_service.server.address, "tandem.config.v1.ConfigService", method, request_body
     )
-    assert outcome["codeName"] == "UNIMPLEMENTED"
-    assert outcome["details"] == f"ConfigService.{method} is not implemented yet."
+    assert outcome["codeName"] == code_name
+    assert outcome["details"]
     assert outcome["hasStatusDetails"] is True
 
 
 @pytest.mark.parametrize(
-    ("method", "request_body"),
+    ("method", "request_body", "code_name"),
     [
-        ("CreateSession", {"config_id": "c-1", "tags": {"team": "core"}, "start": True}),
-        ("SendMessage", {"session_id": "s-1", "content": "hi", "context": {"fields": {}}}),
+        ("CreateSession", {"config_id": "missing", "tags": {"team": "core"}}, "NOT_FOUND"),
+        ("GetSession", {"session_id": "missing"}, "NOT_FOUND"),
+        ("SendMessage", {"session_id": "s-1", "content": "hi", "context": {}}, "UNIMPLEMENTED"),
     ],
 )
-async def test_node_calls_session_service(
-    session_service: ServiceApp, method: str, request_body: dict[str, Any]
+async def test_node_gets_rich_errors_from_session_service(
+    session_service: ServiceApp, method: str, request_body: dict[str, Any], code_name: str
 ) -> None:
     outcome = await node_call(
         session_service.server.address, "tandem.session.v1.SessionService", method, request_body
     )
-    assert outcome["codeName"] == "UNIMPLEMENTED"
-    assert outcome["details"] == f"SessionService.{method} is not implemented yet."
+    assert outcome["codeName"] == code_name
+    assert outcome["details"]
+    assert outcome["hasStatusDetails"] is True

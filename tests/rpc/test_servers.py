@@ -89,35 +89,35 @@ async def call(stub: Any, method: descriptor.MethodDescriptor) -> None:
     )
     rpc = getattr(stub, method.name)
     if method.server_streaming:
-        async for _ in rpc(request_type(), timeout=5):
+        async for _ in rpc(request_type(), timeout=1):
             pass
     else:
         await rpc(request_type(), timeout=5)
 
 
-@pytest.mark.parametrize("method", list(CONFIG.methods), ids=lambda m: m.name)
-async def test_config_rpcs_answer_unimplemented_with_rich_status(
-    config_stub: config_service_pb2_grpc.ConfigServiceStub, method: descriptor.MethodDescriptor
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(config_stub, method)
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    info = error_info(caught.value)
-    assert (info.reason, info.domain) == ("NOT_IMPLEMENTED", "tandem.dev")
-    assert info.metadata["method"] == f"ConfigService.{method.name}"
-    assert rich_status(caught.value).code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-
-
-@pytest.mark.parametrize("method", list(SESSION.methods), ids=lambda m: m.name)
-async def test_session_rpcs_answer_unimplemented_with_rich_status(
-    session_stub: session_service_pb2_grpc.SessionServiceStub,
+@pytest.mark.parametrize(
+    "method", [*CONFIG.methods, *SESSION.methods], ids=lambda m: m.full_name.split(".", 3)[-1]
+)
+async def test_every_rpc_answers_an_empty_request_with_a_definite_status(
+    config_stub: config_service_pb2_grpc.ConfigServiceAsyncStub,
+    session_stub: session_service_pb2_grpc.SessionServiceAsyncStub,
     method: descriptor.MethodDescriptor,
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(session_stub, method)
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    info = error_info(caught.value)
-    assert info.metadata["method"] == f"SessionService.{method.name}"
+    stub = config_stub if method.containing_service is CONFIG else session_stub
+    try:
+        await call(stub, method)
+    except grpc.aio.AioRpcError as exc:
+        error = exc
+    else:
+        return
+    if method.server_streaming and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return  # an open stream with nothing to send yet, ended by our own deadline
+    # A client can act on every failure: never UNKNOWN or INTERNAL, always ErrorInfo.
+    assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+    info = error_info(error)
+    assert info.domain == "tandem.dev"
+    assert info.reason.isupper()
+    assert rich_status(error).code == error.code().value[0]
 
 
 async def test_health_turns_not_serving_before_the_server_stops(

@@ -58,4 +58,4 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_server_options_set_message_limits_explicitly() -> None:
     args = dict(ConfigServiceSettings(max_send_message_bytes=2048).server_options().channel_args())
     assert args["grpc.max_send_message_length"] == 2048
-    assert args["grpc.max_receive_message_length"] == 8 * 1024 * 1024
+    assert args["grpc.max_receive_message_length"] == 16 * 1024 * 1024

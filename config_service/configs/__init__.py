@@ -1,0 +1,1 @@
+"""The config domain: what a config is and the rules for changing it."""

@@ -1,0 +1,129 @@
+"""Domain values of ConfigService. No storage or wire types here."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from shared.bundle.validate import BundleSummary
+from shared.errors import FieldViolation, InvalidArgument
+
+
+class View(Enum):
+    """How much of a config a read returns."""
+
+    BASIC = "BASIC"
+    FULL = "FULL"
+
+
+class ChangeType(Enum):
+    """What happened to a config, as the change stream reports it."""
+
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A config at one revision."""
+
+    config_id: str
+    name: str
+    description: str
+    yaml_content: str
+    tags: Mapping[str, str]
+    revision: int
+    etag: str
+    create_time: datetime
+    update_time: datetime
+    summary: BundleSummary
+    delete_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One entry of the change stream."""
+
+    sequence: int
+    type: ChangeType
+    config_id: str
+    revision: int
+    etag: str
+    name: str
+    change_time: datetime
+
+
+@dataclass(frozen=True)
+class ConfigFields:
+    """The client-settable fields of a config; None means "not given"."""
+
+    name: str | None = None
+    description: str | None = None
+    yaml_content: str | None = None
+    tags: Mapping[str, str] | None = field(default=None)
+
+
+UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags")
+OUTPUT_ONLY_PATHS = ("config_id", "revision", "etag", "create_time", "update_time", "summary")
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_DESCRIPTION = 2048
+MAX_TAGS = 64
+MAX_TAG_VALUE = 256
+
+
+def make_etag(tenant_id: str, config_id: str, revision: int, content: str) -> str:
+    """An opaque etag that changes with every revision."""
+    digest = hashlib.sha256(
+        f"{tenant_id}\x1f{config_id}\x1f{revision}\x1f{content}".encode()
+    ).hexdigest()
+    return digest[:20]
+
+
+def check_config_id(config_id: str, field_path: str = "config_id") -> None:
+    """Refuses ids that are not short, URL-safe identifiers."""
+    if not _ID.match(config_id):
+        raise InvalidArgument(
+            "config_id must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit.",
+            reason="INVALID_CONFIG_ID",
+            violations=[FieldViolation(field_path, "invalid identifier")],
+        )
+
+
+def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
+    """Refuses names, descriptions and tags outside their limits, naming every bad field."""
+    violations: list[FieldViolation] = []
+    if fields.name is not None and not _NAME.match(fields.name):
+        violations.append(
+            FieldViolation(
+                prefix + "name",
+                "must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
+            )
+        )
+    if fields.description is not None and len(fields.description) > MAX_DESCRIPTION:
+        violations.append(
+            FieldViolation(prefix + "description", f"longer than {MAX_DESCRIPTION} characters")
+        )
+    if fields.tags is not None:
+        if len(fields.tags) > MAX_TAGS:
+            violations.append(FieldViolation(prefix + "tags", f"more than {MAX_TAGS} tags"))
+        for key, value in fields.tags.items():
+            if not _TAG_KEY.match(key):
+                violations.append(FieldViolation(f"{prefix}tags[{key!r}]", "invalid tag key"))
+            if len(value) > MAX_TAG_VALUE:
+                violations.append(
+                    FieldViolation(f"{prefix}tags[{key!r}]", f"value longer than {MAX_TAG_VALUE}")
+                )
+    if violations:
+        raise InvalidArgument(
+            "The config has invalid fields.", reason="INVALID_FIELDS", violations=violations
+        )

@@ -1,0 +1,178 @@
+"""SessionService's client of ConfigService.
+
+Deadlines are propagated by hand: each call gets min(the caller's time remaining, a cap), so
+a slow ConfigService cannot hold a request past its own deadline. Only UNAVAILABLE is retried,
+by the channel's service config. ConfigService's errors become domain errors, so the caller
+gets the right status instead of UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from shared._generated.tandem.config.v1 import (
+    config_pb2,
+    config_service_pb2,
+    config_service_pb2_grpc,
+)
+from shared.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    TandemError,
+    Unavailable,
+)
+
+
+@dataclass(frozen=True)
+class FetchedConfig:
+    """What SessionService needs of one config revision."""
+
+    config_id: str
+    name: str
+    revision: int
+    yaml_content: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of ConfigService's change stream."""
+
+    sequence: int
+    config_id: str
+    name: str
+    revision: int
+    created: bool
+    deleted: bool
+
+
+def _fetched(config: config_pb2.Config) -> FetchedConfig:
+    return FetchedConfig(config.config_id, config.name, config.revision, config.yaml_content)
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        return ""
+    if status is None:
+        return ""
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+def translate(error: grpc.aio.AioRpcError, what: str) -> TandemError:
+    """A ConfigService failure as the error SessionService's caller should see."""
+    code = error.code()
+    reason = _reason(error)
+    details = error.details() or ""
+    if code is grpc.StatusCode.NOT_FOUND:
+        return NotFound(
+            details or f"{what} was not found.",
+            reason=reason or "CONFIG_NOT_FOUND",
+            resource_type="Config",
+            resource_name=what,
+        )
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(details, reason=reason or "INVALID_ARGUMENT")
+    if code is grpc.StatusCode.OUT_OF_RANGE:
+        return OutOfRange(details, reason=reason or "OUT_OF_RANGE")
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionDenied(details, reason=reason or "CONFIG_ACCESS_DENIED")
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(details, reason=reason or "FAILED_PRECONDITION")
+    # Down, overloaded, timed out or broken: the caller may retry later.
+    return Unavailable(
+        f"ConfigService is unavailable ({code.name}) while fetching {what}.",
+        reason="CONFIG_SERVICE_UNAVAILABLE",
+        metadata={"upstream_code": code.name},
+    )
+
+
+class ConfigClient:
+    """Fetches configs and follows their changes."""
+
+    def __init__(
+        self, stub: config_service_pb2_grpc.ConfigServiceAsyncStub, call_timeout: float
+    ) -> None:
+        self._stub = stub
+        self._call_timeout = call_timeout
+
+    def _timeout(self, time_remaining: float | None) -> float:
+        if time_remaining is None:
+            return self._call_timeout
+        return max(0.0, min(time_remaining, self._call_timeout))
+
+    async def get(
+        self, config_id: str, revision: int = 0, time_remaining: float | None = None
+    ) -> FetchedConfig:
+        """One revision (0: the latest) of a config."""
+        try:
+            config = await self._stub.GetConfig(
+                config_service_pb2.GetConfigRequest(config_id=config_id, revision=revision),
+                timeout=self._timeout(time_remaining),
+            )
+        except grpc.aio.AioRpcError as exc:
+            what = f"config {config_id!r}" + (f" revision {revision}" if revision else "")
+            raise translate(exc, what) from exc
+        return _fetched(config)
+
+    async def get_by_name(self, name: str, time_remaining: float | None = None) -> FetchedConfig:
+        """The latest revision of the live config called name."""
+        request = config_service_pb2.ListConfigsRequest(
+            filter=f"name = {json.dumps(name)}",
+            page_size=1,
+            view=config_pb2.CONFIG_VIEW_FULL,
+        )
+        try:
+            page = await self._stub.ListConfigs(request, timeout=self._timeout(time_remaining))
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, f"config named {name!r}") from exc
+        if not page.configs:
+            raise NotFound(
+                f"No config named {name!r}.",
+                reason="CONFIG_NOT_FOUND",
+                resource_type="Config",
+                resource_name=name,
+            )
+        return _fetched(page.configs[0])
+
+    async def watch(
+        self, after_sequence: int, established: Callable[[], None]
+    ) -> AsyncIterator[Change]:
+        """ConfigService's change stream after after_sequence (0: from now on).
+
+        established is called once the server has accepted the stream, before any change.
+        """
+        call = self._stub.WatchConfigs(
+            config_service_pb2.WatchConfigsRequest(after_sequence=after_sequence)
+        )
+        try:
+            await call.initial_metadata()
+            # A refused stream ends with trailers only; it was never established.
+            if not call.done():
+                established()
+            async for change in call:
+                yield Change(
+                    sequence=change.sequence,
+                    config_id=change.config_id,
+                    name=change.name,
+                    revision=change.revision,
+                    created=change.type == config_pb2.CHANGE_TYPE_CREATED,
+                    deleted=change.type == config_pb2.CHANGE_TYPE_DELETED,
+                )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "the change stream") from exc
+        finally:
+            call.cancel()

@@ -1,0 +1,1 @@
+"""Preparation: a config revision composed, expanded and resolved into what a session runs."""

@@ -1,0 +1,43 @@
+"""Module resolution through Python entry points.
+
+Modules ship in the image: a bundle's `source` is recorded, never fetched. A module is
+installed when a distribution registers it under the group for its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+
+GROUPS: Mapping[str, str] = {
+    "provider": "tandem.providers",
+    "tool": "tandem.tools",
+    "hook": "tandem.hooks",
+    "orchestrator": "tandem.orchestrators",
+    "context": "tandem.contexts",
+}
+
+
+class ModuleRegistry:
+    """Installed module implementations by kind and name."""
+
+    def __init__(self, installed: Mapping[str, Mapping[str, str]]) -> None:
+        self._installed = {kind: dict(names) for kind, names in installed.items()}
+
+    @classmethod
+    def from_entry_points(cls) -> ModuleRegistry:
+        """The modules registered by installed distributions."""
+        return cls(
+            {
+                kind: {ep.name: ep.value for ep in entry_points(group=group)}
+                for kind, group in GROUPS.items()
+            }
+        )
+
+    def resolve(self, kind: str, name: str) -> str | None:
+        """The implementation ("package.module:object") of a module, or None."""
+        return self._installed.get(kind, {}).get(name)
+
+    def names(self, kind: str) -> list[str]:
+        """Installed module names of one kind."""
+        return sorted(self._installed.get(kind, {}))

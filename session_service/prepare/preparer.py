@@ -1,0 +1,333 @@
+"""Preparing a config revision: validate, compose includes, expand references, resolve modules.
+
+Every problem found is reported at once, each located: which bundle, which field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from session_service.configs_client import ConfigClient, FetchedConfig
+from session_service.prepare.cache import Key, PreparedCache
+from session_service.prepare.compose import MODULE_LISTS, include_ref, merge_bundles, module_key
+from session_service.prepare.model import PreparedBundle, ResolvedModule
+from session_service.prepare.modules import ModuleRegistry
+from session_service.prepare.shipped import shipped_bundle
+from shared.bundle.refs import EnvReference, substitute
+from shared.bundle.validate import Limits, validate_document
+from shared.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+
+_KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
+DEFAULT_ORCHESTRATOR = "loop-basic"
+DEFAULT_CONTEXT = "context-simple"
+
+
+class WatchHealth(Protocol):
+    """Whether the change stream is up, so cached entries can be trusted without a check."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+@dataclass
+class _Composition:
+    problems: list[PreconditionViolation] = field(default_factory=list)
+    chain: list[str] = field(default_factory=list)
+    included: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (id, rev)
+    # Every name looked up, found or not: a config created later under one of them changes
+    # what this bundle composes to.
+    referenced: set[str] = field(default_factory=set)
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    label: str
+    data: dict[str, Any]
+    instruction: str
+
+
+class Preparer:
+    """Prepares configs, through the cache."""
+
+    def __init__(
+        self,
+        client: ConfigClient,
+        cache: PreparedCache,
+        registry: ModuleRegistry,
+        environment: Mapping[str, str],
+        watch: WatchHealth,
+        limits: Limits | None = None,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._registry = registry
+        self._environment = environment
+        self._watch = watch
+        self._limits = limits or Limits()
+        # The latest revision seen of each config: the answer while ConfigService is down.
+        self._latest: dict[tuple[str, str], int] = {}
+        self._inflight: dict[Key, asyncio.Future[PreparedBundle]] = {}
+
+    def forget(self, config_id: str, name: str, *, created: bool = False) -> None:
+        """A config changed: drop what was derived from it."""
+        for key in [k for k in self._latest if k[1] == config_id]:
+            del self._latest[key]
+        self._cache.evict_config(config_id, name, created=created)
+
+    def forget_all(self) -> None:
+        """The change stream restarted from scratch: nothing derived can be trusted."""
+        self._latest.clear()
+        self._cache.clear()
+
+    async def prepare(
+        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
+    ) -> PreparedBundle:
+        """The prepared bundle of a revision (0: the latest), from cache when it is current."""
+        generation = self._cache.generation
+        fetched: FetchedConfig | None = None
+        if revision == 0:
+            revision, fetched = await self._latest_revision(tenant_id, config_id, time_remaining)
+        key = (tenant_id, config_id, revision)
+        cached = self._cache.get(key)
+        if cached is not None and (
+            self._watch.healthy or await self._still_current(cached, time_remaining)
+        ):
+            return cached
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[PreparedBundle] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            if fetched is None or fetched.revision != revision:
+                fetched = await self._client.get(config_id, revision, time_remaining)
+            prepared = await self._build(tenant_id, fetched, time_remaining)
+            self._cache.put(key, prepared, generation)
+            future.set_result(prepared)
+            return prepared
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Waiters see the failure; nobody else retrieves it.
+            future.exception()
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _latest_revision(
+        self, tenant_id: str, config_id: str, time_remaining: float | None
+    ) -> tuple[int, FetchedConfig | None]:
+        # Always asked, never taken from the watch: a session created right after an update
+        # must get that update, and ConfigService decides what this caller may read.
+        known = self._latest.get((tenant_id, config_id))
+        try:
+            fetched = await self._client.get(config_id, 0, time_remaining)
+        except Unavailable:
+            # ConfigService is down: a revision we prepared before is still the best answer.
+            if known is not None:
+                return known, None
+            raise
+        self._latest[(tenant_id, config_id)] = fetched.revision
+        return fetched.revision, fetched
+
+    async def _still_current(self, bundle: PreparedBundle, time_remaining: float | None) -> bool:
+        """Without the change stream, check that the configs it includes have not changed."""
+        try:
+            for name, (config_id, revision) in bundle.included_revisions.items():
+                current = await self._client.get_by_name(name, time_remaining)
+                if (current.config_id, current.revision) != (config_id, revision):
+                    return False
+        except NotFound:
+            return False
+        except Unavailable:
+            return True
+        return True
+
+    async def _build(
+        self, tenant_id: str, fetched: FetchedConfig, time_remaining: float | None
+    ) -> PreparedBundle:
+        work = _Composition()
+        label = f"config:{fetched.name}"
+        root = self._parse(fetched.yaml_content, label, work)
+        if root is None:
+            raise _failure(fetched, work.problems)
+        composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
+        masked = copy.deepcopy(composed)
+        expanded = self._expand(composed, "", work)
+        modules = self._resolve(expanded, work)
+        if work.problems:
+            raise _failure(fetched, work.problems)
+        return PreparedBundle(
+            tenant_id=tenant_id,
+            config_id=fetched.config_id,
+            revision=fetched.revision,
+            name=fetched.name,
+            document=expanded,
+            masked=masked,
+            instruction=instruction,
+            modules=tuple(modules),
+            composed_from=tuple(work.chain),
+            included_configs=frozenset(work.referenced),
+            included_revisions=dict(work.included),
+        )
+
+    def _parse(self, text: str, label: str, work: _Composition) -> _Loaded | None:
+        result = validate_document(text, self._limits)
+        if not result.valid or result.bundle is None:
+            for violation in result.errors:
+                work.problems.append(
+                    PreconditionViolation(
+                        "INVALID_BUNDLE",
+                        f"{label}: {violation.field or 'document'}",
+                        f"{violation.message} (line {violation.line}, column {violation.column})",
+                    )
+                )
+            return None
+        return _Loaded(label, result.bundle.data, result.bundle.instruction)
+
+    async def _load(
+        self, ref: str, where: str, work: _Composition, time_remaining: float | None
+    ) -> tuple[_Loaded, str] | None:
+        """The included bundle: a tenant config by name, else a shipped bundle."""
+        work.referenced.add(ref)
+        try:
+            found = await self._client.get_by_name(ref, time_remaining)
+        except NotFound:
+            shipped = shipped_bundle(ref)
+            if shipped is None:
+                work.problems.append(
+                    PreconditionViolation(
+                        "INCLUDE_NOT_FOUND",
+                        where,
+                        f"{ref!r} is neither a config of this tenant nor a bundle shipped "
+                        "with SessionService",
+                    )
+                )
+                return None
+            loaded = self._parse(shipped, f"bundle:{ref}", work)
+            return None if loaded is None else (loaded, ref)
+        work.included[found.name] = (found.config_id, found.revision)
+        loaded = self._parse(found.yaml_content, f"config:{found.name}", work)
+        return None if loaded is None else (loaded, found.name)
+
+    async def _compose(
+        self,
+        bundle: _Loaded,
+        stack: list[str],
+        work: _Composition,
+        time_remaining: float | None,
+    ) -> tuple[dict[str, Any], str]:
+        merged: dict[str, Any] = {}
+        instruction = ""
+        includes = bundle.data.get("includes") or []
+        for index, item in enumerate(includes):
+            ref = include_ref(item)
+            where = f"{bundle.label}: includes[{index}]"
+            if ref in stack:
+                work.problems.append(
+                    PreconditionViolation(
+                        "INCLUDE_CYCLE", where, " -> ".join([*stack, ref]) + " is a cycle"
+                    )
+                )
+                continue
+            loaded = await self._load(ref, where, work, time_remaining)
+            if loaded is None:
+                continue
+            sub, name = loaded
+            sub_merged, sub_instruction = await self._compose(
+                sub, [*stack, name], work, time_remaining
+            )
+            merged = merge_bundles(merged, sub_merged)
+            instruction = sub_instruction or instruction
+        work.chain.append(bundle.label)
+        for list_key in MODULE_LISTS:
+            for entry in bundle.data.get(list_key) or []:
+                if isinstance(entry, Mapping):
+                    work.origins[(list_key, module_key(entry))] = bundle.label
+        for part in ("orchestrator", "context"):
+            if part in (bundle.data.get("session") or {}):
+                work.origins[("session", part)] = bundle.label
+        # The including bundle comes last and wins; its instruction replaces inherited ones.
+        return merge_bundles(merged, bundle.data), bundle.instruction or instruction
+
+    def _expand(self, value: Any, path: str, work: _Composition) -> Any:
+        """A copy of value with `${VAR}` references replaced from the environment."""
+        if isinstance(value, Mapping):
+            return {
+                k: self._expand(v, f"{path}.{k}" if path else str(k), work)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._expand(v, f"{path}[{i}]", work) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def resolve(reference: EnvReference) -> str:
+            found = self._environment.get(reference.name)
+            if found is not None:
+                return found
+            if reference.default is not None:
+                return reference.default
+            work.problems.append(
+                PreconditionViolation(
+                    "ENV_NOT_SET",
+                    path,
+                    f"${{{reference.name}}} is not set in SessionService's environment "
+                    "and has no default",
+                )
+            )
+            return ""
+
+        return substitute(value, resolve)
+
+    def _resolve(self, document: Mapping[str, Any], work: _Composition) -> list[ResolvedModule]:
+        modules: list[ResolvedModule] = []
+
+        def resolve(kind: str, entry: Any, where: str, origin: str) -> None:
+            if isinstance(entry, str):
+                entry = {"module": entry}
+            name = str(entry.get("module", ""))
+            source = str(entry.get("source", "") or "")
+            implementation = self._registry.resolve(kind, name)
+            if implementation is None:
+                installed = ", ".join(self._registry.names(kind)) or "none"
+                work.problems.append(
+                    PreconditionViolation(
+                        "MODULE_NOT_INSTALLED",
+                        f"{origin}: {where}",
+                        f"{kind} module {name!r}"
+                        + (f" (source {source})" if source else "")
+                        + f" is not installed; installed {kind} modules: {installed}",
+                    )
+                )
+                return
+            config = entry.get("config") or {}
+            modules.append(ResolvedModule(kind, name, source, where, implementation, config))
+
+        session = document.get("session") or {}
+        for part, default in (("orchestrator", DEFAULT_ORCHESTRATOR), ("context", DEFAULT_CONTEXT)):
+            entry = session.get(part) or default
+            origin = work.origins.get(("session", part), "default")
+            resolve(part, entry, f"session.{part}", origin)
+        for list_key in MODULE_LISTS:
+            for index, entry in enumerate(document.get(list_key) or []):
+                origin = work.origins.get((list_key, module_key(entry)), "")
+                resolve(_KIND_OF_LIST[list_key], entry, f"{list_key}[{index}]", origin)
+        return modules
+
+
+def _failure(fetched: FetchedConfig, problems: list[PreconditionViolation]) -> FailedPrecondition:
+    kinds = {p.type for p in problems}
+    reason = kinds.pop() if len(kinds) == 1 else "PREPARATION_FAILED"
+    summary = "; ".join(f"{p.subject}: {p.description}" for p in problems[:5])
+    return FailedPrecondition(
+        f"Config {fetched.name!r} revision {fetched.revision} cannot be prepared "
+        f"({len(problems)} problem(s)): {summary}",
+        reason=reason,
+        metadata={"config_id": fetched.config_id, "revision": str(fetched.revision)},
+        violations=problems,
+    )

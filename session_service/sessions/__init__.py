@@ -1,0 +1,1 @@
+"""The session domain: sessions, their lifecycle, and their transcripts."""

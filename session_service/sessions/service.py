@@ -1,0 +1,344 @@
+"""SessionService's session use cases: create, read, lifecycle, transcript."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from session_service.prepare.model import PreparedBundle
+from session_service.sessions.model import (
+    OPEN_STATUSES,
+    Message,
+    Role,
+    Session,
+    Status,
+    ToolCall,
+    Transition,
+    check_message,
+    check_session_id,
+    check_tags,
+    next_status,
+    session_from_json,
+    session_to_json,
+)
+from session_service.storage.uow import SessionUnitOfWork
+from shared.db.idempotency import check_request_id
+from shared.db.types import utcnow
+from shared.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
+from shared.listing import (
+    Page,
+    decode_page_token,
+    encode_page_token,
+    page_scope,
+    page_size,
+    parse_filter,
+)
+
+FILTER_FIELDS = ("config_id", "status")
+FILTER_PREFIXES = ("tags.",)
+CREATE_METHOD = "CreateSession"
+MAX_ERROR_MESSAGE = 4096
+
+
+class Preparer(Protocol):
+    """Turns (config, revision) into a prepared bundle, from cache or from ConfigService."""
+
+    async def prepare(
+        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
+    ) -> PreparedBundle: ...
+
+
+def _not_found(session_id: str) -> NotFound:
+    return NotFound(
+        f"Session {session_id!r} does not exist.",
+        reason="SESSION_NOT_FOUND",
+        resource_type="Session",
+        resource_name=session_id,
+    )
+
+
+class SessionService:
+    """The session domain; the servicer translates to and from it."""
+
+    def __init__(self, unit_of_work: Callable[..., SessionUnitOfWork], preparer: Preparer) -> None:
+        self._unit_of_work = unit_of_work
+        self._preparer = preparer
+
+    async def create(
+        self,
+        tenant_id: str,
+        config_id: str,
+        *,
+        config_revision: int = 0,
+        session_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        request_id: str = "",
+        request_fingerprint: str = "",
+        start: bool = False,
+        time_remaining: float | None = None,
+    ) -> Session:
+        """Prepares the config (pinning the revision it gets) and stores a new session."""
+        if not config_id:
+            raise InvalidArgument(
+                "config_id is required.",
+                reason="FIELD_REQUIRED",
+                violations=[FieldViolation("config_id", "is required")],
+            )
+        if config_revision < 0:
+            raise InvalidArgument(
+                "config_revision must not be negative.",
+                violations=[FieldViolation("config_revision", "must be >= 0")],
+            )
+        if session_id:
+            check_session_id(session_id)
+        if request_id:
+            check_request_id(request_id)
+        check_tags(tags or {})
+        if request_id:
+            async with self._unit_of_work() as uow:
+                replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
+            if replay is not None:
+                return replay
+        prepared = await self._preparer.prepare(
+            tenant_id, config_id, config_revision, time_remaining
+        )
+        now = utcnow()
+        session = Session(
+            session_id=session_id or uuid.uuid4().hex,
+            config_id=config_id,
+            config_revision=prepared.revision,
+            status=Status.ACTIVE if start else Status.CREATED,
+            create_time=now,
+            update_time=now,
+            version=1,
+            tags=dict(tags or {}),
+        )
+        for attempt in range(3):
+            try:
+                return await self._store_new(tenant_id, session, request_id, request_fingerprint)
+            except Aborted as exc:
+                # A concurrent duplicate of this request_id won; the retry finds its session.
+                if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _replay(
+        self, uow: SessionUnitOfWork, tenant_id: str, request_id: str, fingerprint: str
+    ) -> Session | None:
+        earlier = await uow.idempotency.find(tenant_id, CREATE_METHOD, request_id, fingerprint)
+        if earlier is None:
+            return None
+        # The first response, as it was when the session was created.
+        return session_from_json(json.loads(earlier.response))
+
+    async def _store_new(
+        self, tenant_id: str, session: Session, request_id: str, fingerprint: str
+    ) -> Session:
+        async with self._unit_of_work(write=True) as uow:
+            if request_id:
+                replay = await self._replay(uow, tenant_id, request_id, fingerprint)
+                if replay is not None:
+                    return replay
+                await uow.idempotency.record(
+                    tenant_id,
+                    CREATE_METHOD,
+                    request_id,
+                    fingerprint,
+                    json.dumps(session_to_json(session)).encode(),
+                )
+            await uow.sessions.insert(tenant_id, session)
+            await uow.commit()
+        return session
+
+    async def get(self, tenant_id: str, session_id: str) -> Session:
+        """One session."""
+        async with self._unit_of_work() as uow:
+            found = await uow.sessions.get(tenant_id, session_id)
+        if found is None:
+            raise _not_found(session_id)
+        return found
+
+    async def list_sessions(
+        self, tenant_id: str, filter_text: str, requested_size: int, page_token: str
+    ) -> Page[Session]:
+        """One page of sessions matching the filter, oldest first."""
+        size = page_size(requested_size)
+        conditions = parse_filter(filter_text, FILTER_FIELDS, FILTER_PREFIXES)
+        for condition in conditions:
+            if condition.field == "status":
+                _status_value(condition.value)
+        scope = page_scope("sessions", tenant_id, filter_text)
+        after = decode_page_token(page_token, scope)
+        position = (str(after[0]), str(after[1])) if len(after) == 2 else None
+        async with self._unit_of_work() as uow:
+            items = await uow.sessions.page(tenant_id, conditions, position, size + 1)
+            total = await uow.sessions.count(tenant_id, conditions)
+        token = ""
+        if len(items) > size:
+            last = items[size - 1]
+            token = encode_page_token([last.create_time.isoformat(), last.session_id], scope)
+        return Page(items=items[:size], next_page_token=token, total_size=total)
+
+    async def delete(self, tenant_id: str, session_id: str) -> None:
+        """Removes a session and its transcript."""
+        async with self._unit_of_work(write=True) as uow:
+            current = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if current is None:
+                raise _not_found(session_id)
+            _refuse_during_turn(current, "delete")
+            await uow.sessions.delete(tenant_id, session_id)
+            await uow.commit()
+
+    async def transition(
+        self,
+        tenant_id: str,
+        session_id: str,
+        transition: Transition,
+        *,
+        error_message: str = "",
+        upgrade_config: bool = False,
+        time_remaining: float | None = None,
+    ) -> Session:
+        """Moves a session through its lifecycle; illegal moves are FAILED_PRECONDITION."""
+        if len(error_message) > MAX_ERROR_MESSAGE:
+            raise InvalidArgument(
+                "error_message is too long.",
+                violations=[
+                    FieldViolation("error_message", f"longer than {MAX_ERROR_MESSAGE} characters")
+                ],
+            )
+        new_revision: int | None = None
+        if transition is Transition.RESUME and upgrade_config:
+            # Prepared before the write, so the session never points at a revision that
+            # cannot be prepared.
+            current = await self.get(tenant_id, session_id)
+            next_status(session_id, current.status, transition)
+            prepared = await self._preparer.prepare(tenant_id, current.config_id, 0, time_remaining)
+            new_revision = prepared.revision
+        async with self._unit_of_work(write=True) as uow:
+            current_or_none = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if current_or_none is None:
+                raise _not_found(session_id)
+            current = current_or_none
+            status = next_status(session_id, current.status, transition)
+            if transition in (Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE):
+                _refuse_during_turn(current, transition.value)
+            updated = dataclasses.replace(
+                current,
+                status=status,
+                error_message=error_message if transition is Transition.FAIL else "",
+                config_revision=new_revision or current.config_revision,
+                version=current.version + 1,
+                update_time=utcnow(),
+            )
+            await uow.sessions.save(tenant_id, updated)
+            await uow.commit()
+        return updated
+
+    async def append_message(
+        self,
+        tenant_id: str,
+        session_id: str,
+        role: Role | None,
+        content: str,
+        tool_calls: Sequence[ToolCall] = (),
+        tool_call_id: str = "",
+    ) -> Message:
+        """Adds a message to the transcript without running a turn."""
+        checked_role = check_message(role, content, tool_calls, tool_call_id)
+        async with self._unit_of_work(write=True) as uow:
+            current = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if current is None:
+                raise _not_found(session_id)
+            if current.status not in OPEN_STATUSES:
+                raise FailedPrecondition(
+                    f"Session {session_id!r} is {current.status.value}; messages can only be "
+                    "added to CREATED or ACTIVE sessions.",
+                    reason="SESSION_CLOSED",
+                    metadata={"status": current.status.value},
+                    violations=[
+                        PreconditionViolation(
+                            "SESSION_STATUS",
+                            f"sessions/{session_id}",
+                            "must be CREATED or ACTIVE",
+                        )
+                    ],
+                )
+            _refuse_during_turn(current, "append a message to")
+            now = utcnow()
+            message = Message(
+                message_id=uuid.uuid4().hex,
+                role=checked_role,
+                content=content,
+                sequence=current.message_count + 1,
+                create_time=now,
+                tool_calls=tuple(tool_calls),
+                tool_call_id=tool_call_id,
+            )
+            await uow.messages.append(tenant_id, session_id, message)
+            await uow.sessions.save(
+                tenant_id,
+                dataclasses.replace(
+                    current,
+                    message_count=message.sequence,
+                    version=current.version + 1,
+                    update_time=now,
+                ),
+            )
+            await uow.commit()
+        return message
+
+    async def list_messages(
+        self, tenant_id: str, session_id: str, requested_size: int, page_token: str
+    ) -> Page[Message]:
+        """One page of the transcript, oldest first."""
+        size = page_size(requested_size)
+        scope = page_scope("messages", tenant_id, session_id)
+        after = decode_page_token(page_token, scope)
+        async with self._unit_of_work() as uow:
+            current = await uow.sessions.get(tenant_id, session_id)
+            if current is None:
+                raise _not_found(session_id)
+            items = await uow.messages.page(
+                tenant_id, session_id, int(after[0]) if after else 0, size + 1
+            )
+        token = encode_page_token([items[size - 1].sequence], scope) if len(items) > size else ""
+        return Page(items=items[:size], next_page_token=token, total_size=current.message_count)
+
+
+def _refuse_during_turn(session: Session, action: str) -> None:
+    if session.active_turn_id:
+        raise FailedPrecondition(
+            f"Cannot {action} session {session.session_id!r} while turn "
+            f"{session.active_turn_id!r} runs; cancel it or wait for it to end.",
+            reason="TURN_IN_PROGRESS",
+            metadata={"turn_id": session.active_turn_id},
+            violations=[
+                PreconditionViolation(
+                    "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
+                )
+            ],
+        )
+
+
+def _status_value(value: str) -> Status:
+    try:
+        return Status(value.upper().removeprefix("SESSION_STATUS_"))
+    except ValueError:
+        raise InvalidArgument(
+            f"Unknown session status {value!r}.",
+            reason="INVALID_FILTER",
+            violations=[
+                FieldViolation("filter", f"status must be one of {[s.value for s in Status]}")
+            ],
+        ) from None

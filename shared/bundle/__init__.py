@@ -1,0 +1,1 @@
+"""Bundle documents: split, hardened YAML loading, schema checks and a summary (no I/O)."""

@@ -1,0 +1,101 @@
+"""Wake-ups for readers that follow a table: in process, and across replicas on PostgreSQL.
+
+Payloads carry ids only; a woken reader always re-reads the database, so a lost or
+duplicated wake-up costs latency, never correctness. Readers also poll on a timeout as a
+safety net while the listener reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+_log = logging.getLogger(__name__)
+
+
+class Broadcast:
+    """Wakes every current waiter at once.
+
+    Take a `ticket()` before reading, then `wait` on it if the read found nothing: a notify
+    that lands between the read and the wait is then not missed.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.closed = False
+
+    def ticket(self) -> asyncio.Event:
+        """The event the next `notify()` will set."""
+        return self._event
+
+    def notify(self) -> None:
+        """Wakes everyone holding a ticket."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def close(self) -> None:
+        """Marks the broadcast closed (the server is draining) and wakes everyone."""
+        self.closed = True
+        self.notify()
+
+    @staticmethod
+    async def wait(ticket: asyncio.Event, seconds: float) -> None:
+        """Waits for the ticket's notify, or at most that many seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await ticket.wait()
+
+
+def libpq_conninfo(url: str) -> str:
+    """A libpq connection string from a SQLAlchemy PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresListener:
+    """LISTENs on one channel and turns every NOTIFY into a `Broadcast.notify()`."""
+
+    def __init__(
+        self, url: str, channel: str, broadcast: Broadcast, reconnect_delay: float = 1.0
+    ) -> None:
+        self._conninfo = libpq_conninfo(url)
+        self._channel = channel
+        self._broadcast = broadcast
+        self._reconnect_delay = reconnect_delay
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        """Starts listening in the background and waits for the first LISTEN to be in place."""
+        self._task = asyncio.create_task(self._run(), name=f"listen:{self._channel}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        """Stops listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self.connected.set()
+                    # Anything committed while we were not listening is found by re-reading.
+                    self._broadcast.notify()
+                    async for _ in conn.notifies():
+                        self._broadcast.notify()
+            except (psycopg.Error, OSError) as exc:
+                self.connected.clear()
+                _log.warning("LISTEN %s lost (%s); reconnecting", self._channel, exc)
+                await asyncio.sleep(self._reconnect_delay)
