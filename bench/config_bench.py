@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 
+from bench.load import report, run_load
 from config_service import app as config_app
 from config_service.settings import ConfigServiceSettings
 from shared._generated.tandem.config.v1 import (
@@ -86,32 +84,6 @@ class ConstantServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.ListConfigsRequest, context: object
     ) -> config_service_pb2.ListConfigsResponse:
         return self._page
-
-
-async def run_load(
-    clients: int, seconds: float, call: Callable[[], Awaitable[object]]
-) -> tuple[float, float, float]:
-    """(calls per second, p50 ms, p99 ms) of call under clients concurrent loops."""
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, cuts[49] * 1e3, cuts[98] * 1e3
-
-
-def report(label: str, figures: tuple[float, float, float]) -> None:
-    """Prints one row."""
-    rate, p50, p99 = figures
-    print(f"{label:<44} {rate:>8.0f}/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms", flush=True)
 
 
 async def measure(address: str, clients: int, seconds: float, label: str, config_id: str) -> None:

@@ -1,7 +1,7 @@
 """Round-trip cost of the server plumbing every RPC pays: interceptor, limits, rich errors.
 
 Starts ConfigService in process on a temporary SQLite file and times, over a real loopback
-channel, health checks (the success path) and an UNIMPLEMENTED call (the error path, which
+channel, health checks (the success path) and a GetConfig of a missing config (the error path, which
 builds and serializes a google.rpc.Status). Prints latency percentiles, throughput and RSS.
 
     .venv/bin/python -m bench.rpc_roundtrip [--calls N] [--concurrency C]
@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
-import statistics
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.load import report, run_calls
 from config_service import app as config_app
 from config_service.settings import ConfigServiceSettings
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
@@ -30,23 +29,11 @@ async def measure(
     label: str, calls: int, concurrency: int, one_call: Callable[[], Awaitable[None]]
 ) -> None:
     """Runs calls of one_call, concurrency at a time, and prints the figures."""
-    latencies: list[float] = []
-    queue = iter(range(calls))
 
-    async def worker() -> None:
-        for _ in queue:
-            started = time.perf_counter()
-            await one_call()
-            latencies.append(time.perf_counter() - started)
+    async def numbered(_: int) -> None:
+        await one_call()
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100)
-    print(
-        f"{label:<28} {calls:>6} calls  {calls / elapsed:>8.0f}/s  "
-        f"p50 {cuts[49] * 1e3:6.2f} ms  p99 {cuts[98] * 1e3:6.2f} ms"
-    )
+    report(f"{label} ({calls} calls)", await run_calls(calls, concurrency, numbered))
 
 
 async def main(calls: int, concurrency: int) -> None:
@@ -72,10 +59,10 @@ async def main(calls: int, concurrency: int) -> None:
                     try:
                         await configs.GetConfig(get)
                     except grpc.aio.AioRpcError as exc:
-                        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                        if exc.code() is not grpc.StatusCode.NOT_FOUND:
                             raise
                     else:
-                        raise AssertionError("expected UNIMPLEMENTED")
+                        raise AssertionError("expected NOT_FOUND")
 
                 await measure("warm-up", 200, concurrency, ok)
                 await measure("health Check (success)", calls, concurrency, ok)

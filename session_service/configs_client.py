@@ -100,6 +100,13 @@ def translate(error: grpc.aio.AioRpcError, what: str) -> TandemError:
     )
 
 
+def call_timeout(time_remaining: float | None, cap: float) -> float:
+    """The timeout of an outgoing call: the caller's time remaining, at most cap."""
+    if time_remaining is None:
+        return cap
+    return max(0.0, min(time_remaining, cap))
+
+
 class ConfigClient:
     """Fetches configs and follows their changes."""
 
@@ -110,9 +117,7 @@ class ConfigClient:
         self._call_timeout = call_timeout
 
     def _timeout(self, time_remaining: float | None) -> float:
-        if time_remaining is None:
-            return self._call_timeout
-        return max(0.0, min(time_remaining, self._call_timeout))
+        return call_timeout(time_remaining, self._call_timeout)
 
     async def get(
         self, config_id: str, revision: int = 0, time_remaining: float | None = None

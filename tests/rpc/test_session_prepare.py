@@ -7,12 +7,15 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from ruamel.yaml import YAML
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
+from shared.db.engine import sync_url
+from shared.tenancy import DEFAULT_TENANT
 from tests.conftest import Stack
 from tests.rpc.test_config_crud import rpc_error
 from tests.support.rpc import detail, error_info
@@ -333,3 +336,56 @@ async def test_the_cache_is_shared_and_counts_hits_and_misses(stack: Stack) -> N
         stack.sessions.CreateSession(session_service_pb2.CreateSessionRequest(config_id="app"))
     )
     assert gone.code() is grpc.StatusCode.NOT_FOUND
+
+
+def stored_text(database_url: str) -> str:
+    """Every row of every table in the database, as one text to search."""
+    engine = sqlalchemy.create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as connection:
+            rows = [
+                repr(row)
+                for table in sqlalchemy.inspect(connection).get_table_names()
+                for row in connection.execute(sqlalchemy.text(f'SELECT * FROM "{table}"'))
+            ]
+    finally:
+        engine.dispose()
+    assert rows, "expected stored rows to search"
+    return "\n".join(rows)
+
+
+async def test_references_are_expanded_and_the_secret_never_leaves_the_process(
+    stack: Stack, database_url: str
+) -> None:
+    await create_config(stack, "team-base", TEAM_BASE)
+    await create_config(stack, "app", APP)
+    session = await stack.sessions.CreateSession(
+        session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+    )
+    # Expanded in the prepared bundle that turns will run from: the value and the default.
+    bundle = stack.parts.cache.get((DEFAULT_TENANT, "app", session.config_revision))
+    assert bundle is not None, "the session's prepared bundle is not cached"
+    [provider] = bundle.document["providers"]
+    assert provider["config"]["api_key"] == "s3cr3t-value-never-shown"
+    assert provider["config"]["model"] == "echo-large"
+    await stack.sessions.AppendMessage(
+        session_service_pb2.AppendMessageRequest(
+            session_id=session.session_id,
+            message=session_pb2.Message(role=session_pb2.ROLE_USER, content="hello"),
+        )
+    )
+    responses = [
+        session,
+        await stack.sessions.GetSession(
+            session_service_pb2.GetSessionRequest(session_id=session.session_id)
+        ),
+        await stack.sessions.ListSessions(session_service_pb2.ListSessionsRequest()),
+        await stack.sessions.ListMessages(
+            session_service_pb2.ListMessagesRequest(session_id=session.session_id)
+        ),
+        await prepare(stack, "app"),
+    ]
+    for response in responses:
+        assert "s3cr3t" not in str(response)
+    # Both services share this test database; neither stored the expanded value.
+    assert "s3cr3t" not in stored_text(database_url)
