@@ -32,7 +32,9 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
     closers: list[Callable[[], Awaitable[None]]] = []
     if make_url(settings.database).get_backend_name() == "postgresql":
         # Other replicas' writes arrive as NOTIFYs; our own also wake watchers in process.
-        listener = PostgresListener(settings.database, NOTIFY_CHANNEL, changes)
+        listener = PostgresListener(
+            settings.database, NOTIFY_CHANNEL, lambda _payload: changes.notify()
+        )
         await listener.start()
         closers.append(listener.stop)
     closers.append(lambda: dispose_engine(engine))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
-from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.protobuf import empty_pb2
 
 from config_service import edits
 from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields
@@ -19,7 +18,7 @@ from shared.bundle.validate import BundleSummary, Severity, Violation
 from shared.db.idempotency import fingerprint
 from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
-from shared.rpc.convert import timestamp
+from shared.rpc.convert import struct_to_python, timestamp
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
@@ -89,21 +88,6 @@ def change_pb(change: ConfigChange) -> config_pb2.ConfigChange:
         name=change.name,
         change_time=timestamp(change.change_time),
     )
-
-
-def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain data; whole-number floats (how Structs carry numbers) become ints."""
-
-    def convert(item: Any) -> Any:
-        if isinstance(item, float) and item.is_integer():
-            return int(item)
-        if isinstance(item, Mapping):
-            return {k: convert(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [convert(v) for v in item]
-        return item
-
-    return {k: convert(v) for k, v in json_format.MessageToDict(struct).items()}
 
 
 def _fields(config: config_pb2.Config) -> ConfigFields:

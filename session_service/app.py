@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
 
 from session_service.configs_client import ConfigClient
 from session_service.prepare.cache import PreparedCache
@@ -16,10 +19,14 @@ from session_service.sessions.service import SessionService
 from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
+from session_service.turns.engine import TurnRunner
+from session_service.turns.service import TurnService
+from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.db.engine import create_engine, dispose_engine
+from shared.db.notify import PostgresListener
 from shared.db.uow import session_factory
 from shared.rpc.channel import insecure_channel
 from shared.rpc.server import GrpcServer, ServiceBinding
@@ -34,6 +41,7 @@ class SessionParts:
     cache: PreparedCache
     watcher: ConfigWatcher
     preparer: Preparer
+    runner: TurnRunner
 
 
 async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp, SessionParts]:
@@ -61,7 +69,27 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
         return SessionUnitOfWork(sessions, write=write)
 
     service = SessionService(unit_of_work, preparer)
-    servicer = SessionServicer(service, preparer)
+    signals = TurnSignals()
+    runner = TurnRunner(
+        unit_of_work,
+        lambda tenant, config_id, revision: preparer.prepare(tenant, config_id, revision, None),
+        signals,
+    )
+    turns = TurnService(unit_of_work, runner, signals)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if make_url(settings.database).get_backend_name() == "postgresql":
+        # Other replicas' events and cancel requests arrive as NOTIFYs.
+        for notify_channel, handler in (
+            (EVENTS_CHANNEL, signals.on_events_payload),
+            (CANCEL_CHANNEL, signals.on_cancel_payload),
+        ):
+            listener = PostgresListener(settings.database, notify_channel, handler)
+            await listener.start()
+            closers.append(listener.stop)
+    else:
+        # One process owns an embedded database: a turn still RUNNING was cut off by a restart.
+        await turns.recover_orphans()
+    servicer = SessionServicer(service, preparer, turns)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: session_service_pb2_grpc.add_SessionServiceServicer_to_server(
@@ -77,9 +105,15 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
         name="SessionService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
-        closers=[watcher.stop, close_channel, lambda: dispose_engine(engine)],
+        closers=[
+            runner.shutdown,
+            *closers,
+            watcher.stop,
+            close_channel,
+            lambda: dispose_engine(engine),
+        ],
     )
-    return app, SessionParts(cache=cache, watcher=watcher, preparer=preparer)
+    return app, SessionParts(cache=cache, watcher=watcher, preparer=preparer, runner=runner)
 
 
 async def build(settings: SessionServiceSettings) -> ServiceApp:

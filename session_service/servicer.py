@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from google.protobuf import empty_pb2
 from ruamel.yaml import YAML
@@ -11,6 +12,8 @@ from ruamel.yaml import YAML
 from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import Message, Role, Session, Status, ToolCall, Transition
 from session_service.sessions.service import Preparer, SessionService
+from session_service.turns.model import Event, message_from_payload
+from session_service.turns.service import TurnService
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_pb2,
@@ -20,8 +23,7 @@ from shared._generated.tandem.session.v1 import (
 from shared.db.idempotency import fingerprint
 from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
-from shared.rpc.convert import timestamp
-from shared.rpc.status import not_implemented
+from shared.rpc.convert import struct_to_python, timestamp
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
@@ -79,6 +81,37 @@ def message_pb(message: Message) -> session_pb2.Message:
     )
 
 
+# Event kinds whose payload carries a transcript message, and under which field.
+_EMBEDDED_MESSAGE = {
+    "turn_started": "user_message",
+    "turn_completed": "message",
+    "turn_cancelled": "partial_message",
+}
+
+
+def _event_message(kind: str, payload: Mapping[str, Any]) -> Any:
+    """The wire message of one event kind, built from its stored payload."""
+    fields = dict(payload)
+    name = _EMBEDDED_MESSAGE.get(kind)
+    if name is not None:
+        value = fields.pop(name, None)
+        if value:
+            fields[name] = message_pb(message_from_payload(value))
+    message_type = type(getattr(events_pb2.SessionEvent(), kind))
+    return message_type(**fields)
+
+
+def event_pb(event: Event) -> events_pb2.SessionEvent:
+    """Domain event → wire."""
+    wire = events_pb2.SessionEvent(
+        sequence=event.sequence,
+        turn_id=event.turn_id,
+        event_time=timestamp(event.event_time),
+    )
+    getattr(wire, event.kind.value).CopyFrom(_event_message(event.kind.value, event.payload))
+    return wire
+
+
 def render_yaml(document: object) -> str:
     """A composed document as block YAML."""
     out = io.StringIO()
@@ -122,9 +155,10 @@ def _required(value: str, field: str) -> str:
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     """Maps SessionService RPCs onto the session domain."""
 
-    def __init__(self, service: SessionService, preparer: Preparer) -> None:
+    def __init__(self, service: SessionService, preparer: Preparer, turns: TurnService) -> None:
         self._service = service
         self._preparer = preparer
+        self._turns = turns
 
     async def CreateSession(
         self, request: session_service_pb2.CreateSessionRequest, context: Context
@@ -257,17 +291,35 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         )
         return prepared_pb(prepared)
 
-    def SendMessage(
+    async def SendMessage(
         self, request: session_service_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        raise not_implemented("SessionService.SendMessage")
+        session_id = _required(request.session_id, "session_id")
+        tenant = tenant_of(context)
+        accepted = await self._turns.send(
+            tenant,
+            session_id,
+            request.content,
+            request_id=request.request_id,
+            turn_context=struct_to_python(request.context) if request.HasField("context") else None,
+        )
+        async for event in self._turns.events(
+            tenant, session_id, accepted.after_sequence, turn_id=accepted.turn_id
+        ):
+            yield event_pb(event)
 
-    def StreamEvents(
+    async def StreamEvents(
         self, request: session_service_pb2.StreamEventsRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        raise not_implemented("SessionService.StreamEvents")
+        session_id = _required(request.session_id, "session_id")
+        async for event in self._turns.events(
+            tenant_of(context), session_id, request.after_sequence, follow=request.follow
+        ):
+            yield event_pb(event)
 
     async def CancelTurn(
         self, request: session_service_pb2.CancelTurnRequest, context: Context
     ) -> session_service_pb2.CancelTurnResponse:
-        raise not_implemented("SessionService.CancelTurn")
+        session_id = _required(request.session_id, "session_id")
+        turn_id = await self._turns.cancel(tenant_of(context), session_id, request.turn_id)
+        return session_service_pb2.CancelTurnResponse(turn_id=turn_id)

@@ -1,13 +1,260 @@
-"""Reads, lists and writes files under configured roots."""
+"""Reads, lists and writes files under configured roots.
+
+Every path is resolved (symlinks included) before it is checked against the roots, and
+files are opened with O_NOFOLLOW on the resolved path, so neither `..` nor a symlink can
+reach outside them. Error messages only name the path the model passed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from session_service.turns.protocols import ToolResult, ToolSpec
+
+DEFAULT_MAX_READ_BYTES = 262144
+
+# Not every platform has these; without them the resolve-then-check still holds.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+class _Refused(Exception):
+    """A call that ends in an error result; the message is safe to show the model."""
+
+
+def _roots(config: Mapping[str, Any], key: str) -> tuple[Path, ...]:
+    value = config.get(key, [])
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{key} must be a list of directory paths")
+    roots: list[Path] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str | os.PathLike) or not os.fspath(entry):
+            raise ValueError(f"{key}[{index}] must be a non-empty path string")
+        roots.append(Path(entry).resolve())
+    return tuple(roots)
 
 
 class FilesystemTool:
     """Reads, lists and writes files under configured roots."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
+        self.read_roots = _roots(config, "allowed_paths")
+        self.write_roots = _roots(config, "allowed_write_paths")
+        max_read_bytes = config.get("max_read_bytes", DEFAULT_MAX_READ_BYTES)
+        if (
+            not isinstance(max_read_bytes, int)
+            or isinstance(max_read_bytes, bool)
+            or max_read_bytes < 1
+        ):
+            raise ValueError("max_read_bytes must be a positive integer")
+        self.max_read_bytes = max_read_bytes
+
+    def specs(self) -> Sequence[ToolSpec]:
+        """The read_file, list_directory and write_file tools."""
+        readable = ", ".join(str(root) for root in self.read_roots) or "none"
+        writable = ", ".join(str(root) for root in self.write_roots) or "none"
+        path_schema = {"type": "string"}
+        return (
+            ToolSpec(
+                "read_file",
+                "Read a UTF-8 text file and return its contents. Relative paths are resolved"
+                + f" against the first readable directory. Readable directories: {readable}."
+                + f" Files larger than {self.max_read_bytes} bytes cannot be read.",
+                {
+                    "type": "object",
+                    "properties": {"path": {**path_schema, "description": "The file to read."}},
+                    "required": ["path"],
+                    "additionalProperties": False,
+                },
+            ),
+            ToolSpec(
+                "list_directory",
+                "List the entries of a directory, one per line, sorted by name; directories"
+                + " end with '/'. Relative paths are resolved against the first readable"
+                + f" directory ('.' is that directory). Readable directories: {readable}.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "path": {**path_schema, "description": "The directory to list."}
+                    },
+                    "required": ["path"],
+                    "additionalProperties": False,
+                },
+            ),
+            ToolSpec(
+                "write_file",
+                "Create or overwrite a UTF-8 text file with the given content. The parent"
+                + " directory must already exist; directories are not created. Relative paths"
+                + " are resolved against the first writable directory."
+                + f" Writable directories: {writable}.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "path": {**path_schema, "description": "The file to write."},
+                        "content": {"type": "string", "description": "The full new contents."},
+                    },
+                    "required": ["path", "content"],
+                    "additionalProperties": False,
+                },
+            ),
+        )
+
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+        """Runs one tool; every failure is returned as an error result, never raised."""
+        try:
+            if name == "read_file":
+                path = _string_argument(arguments, "path")
+                return ToolResult(await asyncio.to_thread(self._read, path))
+            if name == "list_directory":
+                path = _string_argument(arguments, "path")
+                return ToolResult(await asyncio.to_thread(self._list, path))
+            if name == "write_file":
+                path = _string_argument(arguments, "path")
+                content = _string_argument(arguments, "content")
+                return ToolResult(await asyncio.to_thread(self._write, path, content))
+            return ToolResult(
+                f"Unknown tool {name!r}; this module offers read_file, list_directory"
+                + " and write_file.",
+                is_error=True,
+            )
+        except _Refused as exc:
+            return ToolResult(str(exc), is_error=True)
+        except Exception as exc:
+            # The type alone: an unexpected error's text could name paths outside the roots.
+            return ToolResult(f"{name} failed: {type(exc).__name__}.", is_error=True)
+
+    def _locate(self, given: str, roots: Sequence[Path], kind: str) -> Path:
+        """Resolves a path argument and checks it lies under one of roots."""
+        if not roots:
+            raise _Refused(f"No directories are configured for {kind}.")
+        if "\x00" in given:
+            raise _Refused("The path must not contain NUL characters.")
+        candidate = Path(given)
+        if not candidate.is_absolute():
+            candidate = roots[0] / candidate
+        try:
+            resolved = candidate.resolve(strict=False)
+        except (OSError, RuntimeError):
+            raise _Refused(f"Cannot resolve {given!r}.") from None
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise _Refused(
+                f"Access denied: {given!r} is outside the directories allowed for {kind}."
+            )
+        return resolved
+
+    def _read(self, given: str) -> str:
+        path = self._locate(given, self.read_roots, "reading")
+        try:
+            # O_NONBLOCK so a FIFO in the tree cannot hang the worker thread.
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        except FileNotFoundError:
+            raise _Refused(f"File not found: {given!r}.") from None
+        except OSError as exc:
+            raise _Refused(
+                f"Cannot read {given!r}: {exc.strerror or type(exc).__name__}."
+            ) from None
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise _Refused(f"{given!r} is a directory; use list_directory.")
+            if not stat.S_ISREG(info.st_mode):
+                raise _Refused(f"{given!r} is not a regular file.")
+            if info.st_size > self.max_read_bytes:
+                raise _Refused(
+                    f"{given!r} is {info.st_size} bytes, over the {self.max_read_bytes}-byte"
+                    + " read limit."
+                )
+            # One byte more than allowed tells a file that grew since fstat from one that fits.
+            data = _read_up_to(fd, self.max_read_bytes + 1)
+        except OSError as exc:
+            raise _Refused(
+                f"Cannot read {given!r}: {exc.strerror or type(exc).__name__}."
+            ) from None
+        finally:
+            os.close(fd)
+        if len(data) > self.max_read_bytes:
+            raise _Refused(f"{given!r} is over the {self.max_read_bytes}-byte read limit.")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused(f"{given!r} is not UTF-8 text.") from None
+
+    def _list(self, given: str) -> str:
+        path = self._locate(given, self.read_roots, "reading")
+        try:
+            if not path.exists():
+                raise _Refused(f"Directory not found: {given!r}.")
+            if not path.is_dir():
+                raise _Refused(f"{given!r} is not a directory; use read_file.")
+            entries: list[str] = []
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    entries.append(entry.name + "/" if is_dir else entry.name)
+        except OSError as exc:
+            raise _Refused(
+                f"Cannot list {given!r}: {exc.strerror or type(exc).__name__}."
+            ) from None
+        return "\n".join(sorted(entries))
+
+    def _write(self, given: str, content: str) -> str:
+        path = self._locate(given, self.write_roots, "writing")
+        try:
+            data = content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Refused("The content is not valid Unicode text.") from None
+        try:
+            if not path.parent.is_dir():
+                raise _Refused(
+                    f"The parent directory of {given!r} does not exist; directories are not"
+                    + " created."
+                )
+            if path.is_dir():
+                raise _Refused(f"{given!r} is a directory, not a file.")
+            if path.exists() and not path.is_file():
+                raise _Refused(f"{given!r} is not a regular file.")
+            # The path is already resolved: O_NOFOLLOW refuses a symlink swapped in since.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _NONBLOCK, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _Refused(
+                f"Cannot write {given!r}: {exc.strerror or type(exc).__name__}."
+            ) from None
+        return f"Wrote {len(data)} bytes to {given}."
+
+
+def _string_argument(arguments: Mapping[str, Any], key: str) -> str:
+    value = arguments.get(key) if isinstance(arguments, Mapping) else None
+    if value is None:
+        raise _Refused(f"Missing required argument {key!r}.")
+    if not isinstance(value, str):
+        raise _Refused(f"Argument {key!r} must be a string, not {type(value).__name__}.")
+    return value
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -1,17 +1,52 @@
-"""Orchestrator loops."""
+"""Orchestrator loops: how a turn alternates between model calls and tool calls.
+
+Both run the same loop in the turn engine; they differ in how the reply reaches clients.
+`loop-streaming` sends every text fragment as it arrives, `loop-basic` sends each model
+call's text as one ContentDelta when that call ends.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+DEFAULT_MAX_ITERATIONS = 10
+DEFAULT_TOOL_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the engine needs of an orchestrator."""
+
+    max_iterations: int | None
+    tool_timeout_seconds: float
+    stream_deltas: bool
+
+
+def _settings(config: Mapping[str, Any], stream_deltas: bool) -> LoopSettings:
+    max_iterations = config.get("max_iterations")
+    if max_iterations is not None and (
+        not isinstance(max_iterations, int)
+        or isinstance(max_iterations, bool)
+        or max_iterations < 1
+    ):
+        raise ValueError("max_iterations must be a positive integer")
+    timeout = config.get("tool_timeout_seconds", DEFAULT_TOOL_TIMEOUT_SECONDS)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise ValueError("tool_timeout_seconds must be a positive number")
+    return LoopSettings(max_iterations, float(timeout), stream_deltas)
 
 
 class BasicLoop:
     """Runs provider and tool calls until the provider stops or max_iterations is reached."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
+        self.settings = _settings(config, stream_deltas=False)
 
 
-class StreamingLoop(BasicLoop):
-    """BasicLoop, streaming each provider delta as it arrives."""
+class StreamingLoop:
+    """Like loop-basic, streaming the reply to clients fragment by fragment."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.settings = _settings(config, stream_deltas=True)

@@ -65,3 +65,39 @@ class MessageRow(Base):
     tool_call_id: Mapped[str] = mapped_column(String(128), default="")
     turn_id: Mapped[str] = mapped_column(String(64), default="")
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TurnRow(Base):
+    """One turn: who asked for it (request_id), where it runs, how it ended."""
+
+    __tablename__ = "session_turns"
+    __table_args__ = (
+        Index("ux_session_turns_request", "tenant_id", "session_id", "request_id", unique=True),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    turn_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # NULL when the caller gave none, so the unique index only binds real ids.
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    first_sequence: Mapped[int] = mapped_column(BigInteger)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    runner: Mapped[str] = mapped_column(String(128), default="")
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EventRow(Base):
+    """One entry of a session's event log, numbered gap-free from 1 within its session."""
+
+    __tablename__ = "session_events"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    turn_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime())

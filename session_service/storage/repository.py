@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, not_, select
+from sqlalchemy import ColumnElement, delete, func, not_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.sessions.model import Message, Role, Session, Status, ToolCall
-from session_service.storage.models import MessageRow, SessionRow
+from session_service.storage.models import EventRow, MessageRow, SessionRow, TurnRow
+from session_service.turns.model import Event, EventKind, Turn, TurnStatus
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 
@@ -109,12 +110,11 @@ class SessionRepository:
         await self._session.flush()
 
     async def delete(self, tenant_id: str, session_id: str) -> None:
-        """Removes a session and its transcript."""
-        await self._session.execute(
-            delete(MessageRow).where(
-                MessageRow.tenant_id == tenant_id, MessageRow.session_id == session_id
+        """Removes a session, its transcript, its turns and its event log."""
+        for model in (MessageRow, TurnRow, EventRow):
+            await self._session.execute(
+                delete(model).where(model.tenant_id == tenant_id, model.session_id == session_id)
             )
-        )
         await self._session.execute(
             delete(SessionRow).where(
                 SessionRow.tenant_id == tenant_id, SessionRow.session_id == session_id
@@ -221,3 +221,171 @@ class MessageRepository:
             )
         ).all()
         return [_message(row) for row in rows]
+
+
+def _turn(row: TurnRow) -> Turn:
+    return Turn(
+        session_id=row.session_id,
+        turn_id=row.turn_id,
+        request_id=row.request_id or "",
+        status=TurnStatus(row.status),
+        first_sequence=row.first_sequence,
+        last_sequence=row.last_sequence,
+        cancel_requested=row.cancel_requested,
+        runner=row.runner,
+        create_time=row.create_time,
+        end_time=row.end_time,
+    )
+
+
+class TurnRepository:
+    """Turns of sessions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, tenant_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """One turn."""
+        row = await self._session.get(TurnRow, (tenant_id, session_id, turn_id))
+        return None if row is None else _turn(row)
+
+    async def by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
+        """The turn a request_id started, if any."""
+        row = await self._session.scalar(
+            select(TurnRow).where(
+                TurnRow.tenant_id == tenant_id,
+                TurnRow.session_id == session_id,
+                TurnRow.request_id == request_id,
+            )
+        )
+        return None if row is None else _turn(row)
+
+    async def insert(self, tenant_id: str, turn: Turn) -> None:
+        """Records a new turn; a concurrent turn with the same request_id is ALREADY_EXISTS."""
+        self._session.add(
+            TurnRow(
+                tenant_id=tenant_id,
+                session_id=turn.session_id,
+                turn_id=turn.turn_id,
+                request_id=turn.request_id or None,
+                status=turn.status.value,
+                first_sequence=turn.first_sequence,
+                last_sequence=turn.last_sequence,
+                cancel_requested=turn.cancel_requested,
+                runner=turn.runner,
+                create_time=turn.create_time,
+                end_time=turn.end_time,
+            )
+        )
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            raise AlreadyExists(
+                f"A turn with request_id {turn.request_id!r} exists already.",
+                reason="TURN_REQUEST_ID_TAKEN",
+            ) from exc
+
+    async def update(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        *,
+        status: TurnStatus | None = None,
+        last_sequence: int | None = None,
+        cancel_requested: bool | None = None,
+        end_time: datetime | None = None,
+    ) -> None:
+        """Changes the given fields of a turn."""
+        row = await self._session.get(TurnRow, (tenant_id, session_id, turn_id))
+        if row is None:
+            return
+        if status is not None:
+            row.status = status.value
+        if last_sequence is not None:
+            row.last_sequence = last_sequence
+        if cancel_requested is not None:
+            row.cancel_requested = cancel_requested
+        if end_time is not None:
+            row.end_time = end_time
+        await self._session.flush()
+
+    async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
+        """Whether someone asked to cancel the turn (read fresh from the database)."""
+        value = await self._session.scalar(
+            select(TurnRow.cancel_requested).where(
+                TurnRow.tenant_id == tenant_id,
+                TurnRow.session_id == session_id,
+                TurnRow.turn_id == turn_id,
+            )
+        )
+        return bool(value)
+
+    async def running(self) -> list[tuple[str, Turn]]:
+        """Every turn still marked RUNNING, with its tenant."""
+        rows = (
+            await self._session.scalars(
+                select(TurnRow).where(TurnRow.status == TurnStatus.RUNNING.value)
+            )
+        ).all()
+        return [(row.tenant_id, _turn(row)) for row in rows]
+
+
+class EventRepository:
+    """Sessions' event logs."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(self, tenant_id: str, session_id: str, events: Sequence[Event]) -> None:
+        """Adds events at their sequences (the caller owns the session's running turn)."""
+        self._session.add_all(
+            [
+                EventRow(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    sequence=event.sequence,
+                    turn_id=event.turn_id,
+                    kind=event.kind.value,
+                    payload=dict(event.payload),
+                    event_time=event.event_time,
+                )
+                for event in events
+            ]
+        )
+        await self._session.flush()
+
+    async def after(
+        self, tenant_id: str, session_id: str, after_sequence: int, limit: int
+    ) -> list[Event]:
+        """Events after after_sequence, oldest first."""
+        rows = (
+            await self._session.scalars(
+                select(EventRow)
+                .where(
+                    EventRow.tenant_id == tenant_id,
+                    EventRow.session_id == session_id,
+                    EventRow.sequence > after_sequence,
+                )
+                .order_by(EventRow.sequence)
+                .limit(limit)
+            )
+        ).all()
+        return [
+            Event(
+                sequence=row.sequence,
+                turn_id=row.turn_id,
+                kind=EventKind(row.kind),
+                payload=row.payload,
+                event_time=row.event_time,
+            )
+            for row in rows
+        ]
+
+
+async def announce(session: AsyncSession, channel: str, payload: str) -> None:
+    """NOTIFY other replicas at commit (PostgreSQL only; in process the caller wakes readers)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+        )

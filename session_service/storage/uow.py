@@ -5,7 +5,12 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.storage.models import IdempotencyKey
-from session_service.storage.repository import MessageRepository, SessionRepository
+from session_service.storage.repository import (
+    EventRepository,
+    MessageRepository,
+    SessionRepository,
+    TurnRepository,
+)
 from shared.db.idempotency import IdempotencyRepository
 from shared.db.uow import UnitOfWork
 
@@ -16,8 +21,12 @@ class SessionUnitOfWork(UnitOfWork):
     idempotency: IdempotencyRepository[IdempotencyKey]
     sessions: SessionRepository
     messages: MessageRepository
+    turns: TurnRepository
+    events: EventRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.idempotency = IdempotencyRepository(session, IdempotencyKey)
         self.sessions = SessionRepository(session)
         self.messages = MessageRepository(session)
+        self.turns = TurnRepository(session)
+        self.events = EventRepository(session)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -51,20 +52,50 @@ class Broadcast:
                 await ticket.wait()
 
 
+class KeyedBroadcast:
+    """Like Broadcast, but per key (a session, say): a notify wakes only that key's waiters."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def ticket(self, key: str) -> asyncio.Event:
+        """The event the next `notify(key)` will set."""
+        return self._events.setdefault(key, asyncio.Event())
+
+    def notify(self, key: str) -> None:
+        """Wakes everyone holding a ticket for key."""
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def notify_all(self) -> None:
+        """Wakes everyone (after a lost connection, when any key may have changed)."""
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+
 def libpq_conninfo(url: str) -> str:
     """A libpq connection string from a SQLAlchemy PostgreSQL URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class PostgresListener:
-    """LISTENs on one channel and turns every NOTIFY into a `Broadcast.notify()`."""
+    """LISTENs on one channel and hands every NOTIFY's payload to on_payload.
+
+    After (re)connecting it calls on_payload(None): anything may have changed meanwhile.
+    """
 
     def __init__(
-        self, url: str, channel: str, broadcast: Broadcast, reconnect_delay: float = 1.0
+        self,
+        url: str,
+        channel: str,
+        on_payload: Callable[[str | None], None],
+        reconnect_delay: float = 1.0,
     ) -> None:
         self._conninfo = libpq_conninfo(url)
         self._channel = channel
-        self._broadcast = broadcast
+        self._on_payload = on_payload
         self._reconnect_delay = reconnect_delay
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -92,9 +123,9 @@ class PostgresListener:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected.set()
                     # Anything committed while we were not listening is found by re-reading.
-                    self._broadcast.notify()
-                    async for _ in conn.notifies():
-                        self._broadcast.notify()
+                    self._on_payload(None)
+                    async for notify in conn.notifies():
+                        self._on_payload(notify.payload)
             except (psycopg.Error, OSError) as exc:
                 self.connected.clear()
                 _log.warning("LISTEN %s lost (%s); reconnecting", self._channel, exc)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -12,3 +14,18 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain data; whole-number floats (how Structs carry numbers) become ints."""
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, Mapping):
+            return {k: convert(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [convert(v) for v in item]
+        return item
+
+    return {k: convert(v) for k, v in json_format.MessageToDict(struct).items()}

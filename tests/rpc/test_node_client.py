@@ -82,7 +82,8 @@ async def test_node_gets_rich_errors_from_config_service(
     [
         ("CreateSession", {"config_id": "missing", "tags": {"team": "core"}}, "NOT_FOUND"),
         ("GetSession", {"session_id": "missing"}, "NOT_FOUND"),
-        ("SendMessage", {"session_id": "s-1", "content": "hi", "context": {}}, "UNIMPLEMENTED"),
+        ("SendMessage", {"session_id": "s-1", "content": "hi", "context": {}}, "NOT_FOUND"),
+        ("StreamEvents", {"session_id": "s-1", "after_sequence": 3}, "NOT_FOUND"),
     ],
 )
 async def test_node_gets_rich_errors_from_session_service(

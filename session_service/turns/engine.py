@@ -1,0 +1,434 @@
+"""The turn engine: the orchestrator loop of one turn, run in the background on this replica.
+
+A turn builds the context (instruction plus transcript), streams the provider, runs the tool
+calls it asks for (each with a timeout), and loops until the provider stops or the loop's
+max_iterations is reached. Every event goes through the turn's EventWriter, so it is in the
+log before any client sees it. A turn does not depend on the client that started it: it
+goes on when that client leaves, and ends only by finishing, failing or being cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from session_service.modules.loops import DEFAULT_MAX_ITERATIONS, LoopSettings
+from session_service.prepare.model import PreparedBundle, ResolvedModule
+from session_service.sessions.model import Message, Role, ToolCall
+from session_service.storage.uow import SessionUnitOfWork
+from session_service.turns.model import EventKind, TurnStatus, message_payload
+from session_service.turns.protocols import (
+    ChatMessage,
+    Context,
+    Finish,
+    Hook,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    ThinkingDelta,
+    Tool,
+    ToolCallDelta,
+    ToolCallRequest,
+    ToolResult,
+    ToolSpec,
+    TurnContext,
+    UsageReport,
+)
+from session_service.turns.signals import TurnSignals
+from session_service.turns.writer import EventWriter, WriterOptions
+from shared.db.types import utcnow
+from shared.errors import TandemError
+
+_log = logging.getLogger(__name__)
+
+MAX_ITERATIONS_STOP = "max_iterations"
+
+
+@dataclass(frozen=True)
+class TurnJob:
+    """Everything a turn needs to run, decided when it was accepted."""
+
+    tenant_id: str
+    session_id: str
+    turn_id: str
+    config_id: str
+    config_revision: int
+    last_sequence: int
+    message_count: int
+    turn_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Modules:
+    provider: Provider
+    context: Context
+    loop: LoopSettings
+    tools: dict[str, Tool]
+    specs: list[ToolSpec]
+    hooks: list[Hook]
+
+
+def _load(module: ResolvedModule) -> Any:
+    path, _, attribute = module.implementation.partition(":")
+    factory = getattr(importlib.import_module(path), attribute)
+    return factory(dict(module.config))
+
+
+def _instantiate(bundle: PreparedBundle) -> _Modules:
+    by_kind: dict[str, list[ResolvedModule]] = {}
+    for module in bundle.modules:
+        by_kind.setdefault(module.kind, []).append(module)
+    if not by_kind.get("provider"):
+        raise ProviderError("NO_PROVIDER", "The session's config names no provider module.")
+    provider: Provider = _load(by_kind["provider"][0])
+    context: Context = _load(by_kind["context"][0])
+    orchestrator = _load(by_kind["orchestrator"][0])
+    settings: LoopSettings = orchestrator.settings
+    if settings.max_iterations is None:
+        session = bundle.document.get("session") or {}
+        configured = session.get("max_iterations") if isinstance(session, Mapping) else None
+        settings = LoopSettings(
+            configured
+            if isinstance(configured, int) and configured > 0
+            else DEFAULT_MAX_ITERATIONS,
+            settings.tool_timeout_seconds,
+            settings.stream_deltas,
+        )
+    tools: dict[str, Tool] = {}
+    specs: list[ToolSpec] = []
+    for module in by_kind.get("tool", []):
+        tool: Tool = _load(module)
+        for spec in tool.specs():
+            # The first module to offer a name keeps it; the model sees each name once.
+            if spec.name not in tools:
+                tools[spec.name] = tool
+                specs.append(spec)
+    hooks: list[Hook] = [_load(module) for module in by_kind.get("hook", [])]
+    return _Modules(provider, context, settings, tools, specs, hooks)
+
+
+def _chat(message: Message) -> ChatMessage:
+    if message.role is Role.ASSISTANT:
+        return ChatMessage(
+            "assistant",
+            message.content,
+            tool_calls=tuple(
+                ToolCallRequest(c.tool_call_id, c.name, c.arguments_json)
+                for c in message.tool_calls
+            ),
+        )
+    if message.role is Role.TOOL:
+        return ChatMessage("tool", message.content, tool_call_id=message.tool_call_id)
+    # Operator notes (SYSTEM) reach the model as user-side context.
+    return ChatMessage("user", message.content)
+
+
+class TurnRunner:
+    """Runs accepted turns as background tasks of this replica and cancels them on request."""
+
+    def __init__(
+        self,
+        unit_of_work: Callable[..., SessionUnitOfWork],
+        prepare: Callable[[str, str, int], Any],
+        signals: TurnSignals,
+        options: WriterOptions | None = None,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._prepare = prepare
+        self._signals = signals
+        self._options = options or WriterOptions()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Log transactions written by finished turns (for tests and metrics).
+        self.flushes = 0
+        signals.cancel_local = self.cancel_local
+
+    @property
+    def active(self) -> int:
+        """How many turns run in this process."""
+        return len(self._tasks)
+
+    def start(self, job: TurnJob) -> None:
+        """Runs job in the background; it outlives the RPC that started it."""
+        task = asyncio.create_task(self._run(job), name=f"turn:{job.turn_id}")
+        self._tasks[job.turn_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.turn_id, None))
+
+    def cancel_local(self, turn_id: str) -> bool:
+        """Cancels the turn if it runs here; True when it did."""
+        task = self._tasks.get(turn_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    async def wait(self, turn_id: str) -> None:
+        """Returns when the turn (if it runs here) has ended."""
+        task = self._tasks.get(turn_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    async def shutdown(self) -> None:
+        """Cancels every running turn and waits for each to record how it ended."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, job: TurnJob) -> None:
+        writer = EventWriter(
+            self._unit_of_work,
+            self._signals,
+            job.tenant_id,
+            job.session_id,
+            job.turn_id,
+            job.last_sequence,
+            job.message_count,
+            self._options,
+            on_cancel_requested=lambda: self.cancel_local(job.turn_id),
+        )
+        writer.start()
+        turn = _Turn(job, writer, self._unit_of_work, self._prepare)
+        try:
+            await turn.run()
+        finally:
+            await writer.stop()
+            self.flushes += writer.flushes
+
+
+class _Turn:
+    """The state of one running turn."""
+
+    def __init__(
+        self,
+        job: TurnJob,
+        writer: EventWriter,
+        unit_of_work: Callable[..., SessionUnitOfWork],
+        prepare: Callable[[str, str, int], Any],
+    ) -> None:
+        self._job = job
+        self._writer = writer
+        self._unit_of_work = unit_of_work
+        self._prepare = prepare
+        self._text: list[str] = []
+        self._hooks: list[Hook] = []
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._end_cancelled())
+            raise
+        except ProviderError as exc:
+            await self._end_failed(exc.code, exc.message)
+        except TandemError as exc:
+            await self._end_failed(exc.reason, exc.message)
+        except Exception:
+            _log.exception("turn %s failed unexpectedly", self._job.turn_id)
+            await self._end_failed("INTERNAL", "The turn failed unexpectedly.")
+
+    async def _loop(self) -> None:
+        job = self._job
+        bundle: PreparedBundle = await self._prepare(
+            job.tenant_id, job.config_id, job.config_revision
+        )
+        modules = _instantiate(bundle)
+        self._hooks = modules.hooks
+        await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})
+        transcript = [_chat(m) for m in await self._transcript()]
+        limit = modules.loop.max_iterations or DEFAULT_MAX_ITERATIONS
+        for _ in range(limit):
+            system, messages = modules.context.build(
+                TurnContext(bundle.instruction, transcript, job.turn_context)
+            )
+            calls, stop_reason = await self._model_call(
+                modules, ProviderRequest(system, messages, modules.specs)
+            )
+            text = "".join(self._text)
+            if not calls:
+                await self._end_completed(stop_reason, text)
+                return
+            assistant = self._writer.add_message(
+                Message(
+                    message_id=uuid.uuid4().hex,
+                    role=Role.ASSISTANT,
+                    content=text,
+                    sequence=0,
+                    create_time=utcnow(),
+                    tool_calls=tuple(
+                        ToolCall(c.tool_call_id, c.name, c.arguments_json) for c in calls
+                    ),
+                )
+            )
+            self._text = []
+            transcript.append(_chat(assistant))
+            for call in calls:
+                await self._writer.add(
+                    EventKind.TOOL_CALL_STARTED,
+                    {
+                        "tool_call_id": call.tool_call_id,
+                        "name": call.name,
+                        "arguments_json": call.arguments_json,
+                    },
+                )
+            for call in calls:
+                result = await self._run_tool(modules, call)
+                tool_message = self._writer.add_message(
+                    Message(
+                        message_id=uuid.uuid4().hex,
+                        role=Role.TOOL,
+                        content=result.content,
+                        sequence=0,
+                        create_time=utcnow(),
+                        tool_call_id=call.tool_call_id,
+                    )
+                )
+                await self._writer.add(
+                    EventKind.TOOL_CALL_COMPLETED,
+                    {
+                        "tool_call_id": call.tool_call_id,
+                        "result": result.content,
+                        "is_error": result.is_error,
+                    },
+                )
+                transcript.append(
+                    ChatMessage(
+                        "tool",
+                        tool_message.content,
+                        tool_call_id=call.tool_call_id,
+                        is_error=result.is_error,
+                    )
+                )
+        await self._end_completed(MAX_ITERATIONS_STOP, "")
+
+    async def _transcript(self) -> list[Message]:
+        messages: list[Message] = []
+        async with self._unit_of_work() as uow:
+            while True:
+                page = await uow.messages.page(
+                    self._job.tenant_id, self._job.session_id, len(messages), 1000
+                )
+                messages.extend(page)
+                if len(page) < 1000:
+                    return messages
+
+    async def _model_call(
+        self, modules: _Modules, request: ProviderRequest
+    ) -> tuple[list[ToolCallRequest], str]:
+        calls: list[ToolCallRequest] = []
+        stop_reason = ""
+        streamed = modules.loop.stream_deltas
+        stream = modules.provider.stream(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    self._text.append(event.text)
+                    if streamed and event.text:
+                        await self._writer.add(EventKind.CONTENT_DELTA, {"text": event.text})
+                elif isinstance(event, ThinkingDelta):
+                    await self._writer.add(EventKind.THINKING_DELTA, {"text": event.text})
+                elif isinstance(event, ToolCallDelta):
+                    calls.append(event.call)
+                elif isinstance(event, UsageReport):
+                    await self._writer.add(
+                        EventKind.USAGE,
+                        {
+                            "input_tokens": event.input_tokens,
+                            "output_tokens": event.output_tokens,
+                            "provider": modules.provider.name,
+                            "model": event.model,
+                        },
+                    )
+                elif isinstance(event, Finish):
+                    stop_reason = event.stop_reason
+        finally:
+            # Stops the provider's HTTP stream (or its timer) when we are cancelled.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if not streamed and self._text:
+            await self._writer.add(EventKind.CONTENT_DELTA, {"text": "".join(self._text)})
+        return calls, stop_reason
+
+    async def _run_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
+        tool = modules.tools.get(call.name)
+        data = {"turn_id": self._job.turn_id, "tool_call_id": call.tool_call_id, "name": call.name}
+        await self._hook("tool_call_start", data)
+        if tool is None:
+            result = ToolResult(f"No tool named {call.name!r} is available.", is_error=True)
+        else:
+            try:
+                arguments = json.loads(call.arguments_json or "{}")
+                if not isinstance(arguments, dict):
+                    raise ValueError("arguments must be a JSON object")
+            except ValueError as exc:
+                result = ToolResult(f"Invalid arguments for {call.name}: {exc}", is_error=True)
+            else:
+                timeout = modules.loop.tool_timeout_seconds
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await tool.call(call.name, arguments)
+                except TimeoutError:
+                    result = ToolResult(
+                        f"{call.name} did not finish within {timeout:g}s.", is_error=True
+                    )
+                except Exception as exc:
+                    _log.warning("tool %s raised", call.name, exc_info=exc)
+                    result = ToolResult(f"{call.name} failed: {type(exc).__name__}", True)
+        await self._hook("tool_call_end", {**data, "is_error": result.is_error})
+        return result
+
+    async def _hook(self, event: str, data: Mapping[str, Any]) -> None:
+        for hook in self._hooks:
+            try:
+                await hook.on_event(event, data)
+            except Exception as exc:
+                _log.warning("hook failed on %s", event, exc_info=exc)
+
+    def _assistant(self, text: str) -> Message:
+        return self._writer.add_message(
+            Message(
+                message_id=uuid.uuid4().hex,
+                role=Role.ASSISTANT,
+                content=text,
+                sequence=0,
+                create_time=utcnow(),
+            )
+        )
+
+    async def _end_completed(self, stop_reason: str, text: str) -> None:
+        message = self._assistant(text)
+        await self._writer.add(
+            EventKind.TURN_COMPLETED,
+            {"stop_reason": stop_reason or "end_turn", "message": message_payload(message)},
+        )
+        await self._writer.flush(end=TurnStatus.COMPLETED)
+        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "COMPLETED"})
+
+    async def _end_failed(self, code: str, detail: str) -> None:
+        if self._text:
+            self._assistant("".join(self._text))
+        await self._writer.add(EventKind.TURN_FAILED, {"code": code, "message": detail})
+        await self._writer.flush(end=TurnStatus.FAILED)
+        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "FAILED"})
+
+    async def _end_cancelled(self) -> None:
+        # The partial reply is kept: it is what the user saw.
+        partial = self._assistant("".join(self._text)) if self._text else None
+        await self._writer.add(
+            EventKind.TURN_CANCELLED,
+            {
+                "reason": "cancelled",
+                "partial_message": message_payload(partial) if partial else None,
+            },
+        )
+        await self._writer.flush(end=TurnStatus.CANCELLED)
+        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "CANCELLED"})

@@ -1,0 +1,150 @@
+"""The contracts that provider, tool, context and hook modules implement.
+
+A module class is constructed from its bundle entry's `config` mapping (with `${VAR}`
+references already expanded) when a turn needs it. Nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ChatRole = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A tool call the model asked for; arguments_json is the raw JSON object text."""
+
+    tool_call_id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of the conversation sent to a provider."""
+
+    role: ChatRole
+    content: str
+    # Set on assistant messages that asked for tools.
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    # Set on tool messages: which call this is the result of.
+    tool_call_id: str = ""
+    # Set on tool messages: whether the tool failed.
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as the model sees it: its name, what it does, a JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """Everything a provider needs for one model call."""
+
+    system: str
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] = ()
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Some of the assistant's reply text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """Some of the model's reasoning text, when the provider exposes it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A complete tool call (providers assemble streamed argument fragments first)."""
+
+    call: ToolCallRequest
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Tokens used by this model call."""
+
+    input_tokens: int
+    output_tokens: int
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The model call ended; stop_reason is the provider's own word, lower case."""
+
+    stop_reason: str
+
+
+ProviderEvent = TextDelta | ThinkingDelta | ToolCallDelta | UsageReport | Finish
+
+
+class ProviderError(Exception):
+    """A model call failed. code is UPPER_SNAKE (for example PROVIDER_UNAVAILABLE)."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class Provider(Protocol):
+    """Streams one model call. Cancelling the iteration must stop the underlying request."""
+
+    name: str
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]: ...
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call returned; errors are results the model sees, not exceptions."""
+
+    content: str
+    is_error: bool = False
+
+
+class Tool(Protocol):
+    """A module that offers one or more tools to the model."""
+
+    def specs(self) -> Sequence[ToolSpec]: ...
+
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult: ...
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What a context module builds the provider request from."""
+
+    instruction: str
+    transcript: Sequence[ChatMessage]
+    # Key/values given to this turn only (SendMessage.context): rendered, never stored.
+    turn_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Context(Protocol):
+    """Builds the system prompt and message list for a model call."""
+
+    def build(self, context: TurnContext) -> tuple[str, Sequence[ChatMessage]]: ...
+
+
+class Hook(Protocol):
+    """Observes a turn. Hooks must not raise; a failing hook is logged and skipped."""
+
+    async def on_event(self, event: str, data: Mapping[str, Any]) -> None: ...

@@ -1,0 +1,369 @@
+"""The turn use cases: SendMessage, StreamEvents and CancelTurn."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from session_service.sessions.model import Message, Role, Session, Status
+from session_service.storage.repository import announce
+from session_service.storage.uow import SessionUnitOfWork
+from session_service.turns.engine import TurnJob, TurnRunner
+from session_service.turns.model import Event, EventKind, Turn, TurnStatus, message_payload
+from session_service.turns.signals import CANCEL_CHANNEL, TurnSignals, log_key
+from shared.db.idempotency import check_request_id
+from shared.db.notify import Broadcast
+from shared.db.types import utcnow
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PreconditionViolation,
+)
+
+MAX_CONTENT_CHARS = 256 * 1024
+READ_BATCH = 500
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """Tunables of the turn use cases."""
+
+    # Followers re-read at least this often, in case a wake-up was lost.
+    follow_poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A SendMessage that started (or re-attached to) a turn."""
+
+    turn_id: str
+    after_sequence: int  # stream this turn's events after this sequence
+    replayed: bool
+
+
+def _session_not_found(session_id: str) -> NotFound:
+    return NotFound(
+        f"Session {session_id!r} does not exist.",
+        reason="SESSION_NOT_FOUND",
+        resource_type="Session",
+        resource_name=session_id,
+    )
+
+
+def _turn_in_progress(session: Session) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"Session {session.session_id!r} is running turn {session.active_turn_id!r}; one turn "
+        "runs at a time. Follow it with StreamEvents, or cancel it with CancelTurn.",
+        reason="TURN_IN_PROGRESS",
+        metadata={"turn_id": session.active_turn_id, "session_id": session.session_id},
+        violations=[
+            PreconditionViolation(
+                "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
+            )
+        ],
+    )
+
+
+def _not_active(session: Session) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"Session {session.session_id!r} is {session.status.value}; turns run only in ACTIVE "
+        "sessions (StartSession, or ResumeSession a finished one).",
+        reason="SESSION_NOT_ACTIVE",
+        metadata={"status": session.status.value},
+        violations=[
+            PreconditionViolation(
+                "SESSION_STATUS", f"sessions/{session.session_id}", "must be ACTIVE"
+            )
+        ],
+    )
+
+
+class TurnService:
+    """Starts, follows and cancels turns."""
+
+    def __init__(
+        self,
+        unit_of_work: Callable[..., SessionUnitOfWork],
+        runner: TurnRunner,
+        signals: TurnSignals,
+        options: TurnOptions | None = None,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._runner = runner
+        self._signals = signals
+        self._options = options or TurnOptions()
+
+    async def send(
+        self,
+        tenant_id: str,
+        session_id: str,
+        content: str,
+        *,
+        request_id: str = "",
+        turn_context: Mapping[str, Any] | None = None,
+    ) -> Accepted:
+        """Accepts a user message and starts its turn (or finds the turn request_id started)."""
+        if request_id:
+            check_request_id(request_id)
+            earlier = await self._by_request(tenant_id, session_id, request_id)
+            if earlier is not None:
+                return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
+        if not content.strip():
+            raise InvalidArgument(
+                "content must not be empty.",
+                reason="CONTENT_REQUIRED",
+                violations=[FieldViolation("content", "is required")],
+            )
+        if len(content) > MAX_CONTENT_CHARS:
+            raise InvalidArgument(
+                f"content is longer than {MAX_CONTENT_CHARS} characters.",
+                reason="CONTENT_TOO_LONG",
+                violations=[FieldViolation("content", f"at most {MAX_CONTENT_CHARS} characters")],
+            )
+        try:
+            job = await self._accept(tenant_id, session_id, content, request_id, turn_context)
+        except AlreadyExists:
+            job = None
+        if not isinstance(job, TurnJob):
+            # A concurrent retry with the same request_id won; attach to its turn.
+            earlier = job or await self._by_request(tenant_id, session_id, request_id)
+            assert earlier is not None
+            return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
+        self._signals.events.notify(log_key(tenant_id, session_id))
+        self._runner.start(job)
+        return Accepted(job.turn_id, job.last_sequence - 1, replayed=False)
+
+    async def _by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
+        async with self._unit_of_work() as uow:
+            return await uow.turns.by_request(tenant_id, session_id, request_id)
+
+    async def _accept(
+        self,
+        tenant_id: str,
+        session_id: str,
+        content: str,
+        request_id: str,
+        turn_context: Mapping[str, Any] | None,
+    ) -> TurnJob | Turn:
+        turn_id = uuid.uuid4().hex
+        async with self._unit_of_work(write=True) as uow:
+            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if session is None:
+                raise _session_not_found(session_id)
+            if request_id:
+                # Checked again under the session's lock: a retry that raced the first try.
+                earlier = await uow.turns.by_request(tenant_id, session_id, request_id)
+                if earlier is not None:
+                    return earlier
+            if session.status is not Status.ACTIVE:
+                raise _not_active(session)
+            if session.active_turn_id:
+                raise _turn_in_progress(session)
+            now = utcnow()
+            sequence = session.last_sequence + 1
+            user = Message(
+                message_id=uuid.uuid4().hex,
+                role=Role.USER,
+                content=content,
+                sequence=session.message_count + 1,
+                create_time=now,
+                turn_id=turn_id,
+            )
+            await uow.turns.insert(
+                tenant_id,
+                Turn(
+                    session_id=session_id,
+                    turn_id=turn_id,
+                    request_id=request_id,
+                    status=TurnStatus.RUNNING,
+                    first_sequence=sequence,
+                    last_sequence=sequence,
+                    cancel_requested=False,
+                    runner="",
+                    create_time=now,
+                ),
+            )
+            await uow.messages.append(tenant_id, session_id, user)
+            await uow.events.append(
+                tenant_id,
+                session_id,
+                [
+                    Event(
+                        sequence,
+                        turn_id,
+                        EventKind.TURN_STARTED,
+                        {"user_message": message_payload(user), "request_id": request_id},
+                        now,
+                    )
+                ],
+            )
+            await uow.sessions.save(
+                tenant_id,
+                dataclasses.replace(
+                    session,
+                    active_turn_id=turn_id,
+                    last_sequence=sequence,
+                    message_count=user.sequence,
+                    version=session.version + 1,
+                    update_time=now,
+                ),
+            )
+            await uow.commit()
+        return TurnJob(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            turn_id=turn_id,
+            config_id=session.config_id,
+            config_revision=session.config_revision,
+            last_sequence=sequence,
+            message_count=user.sequence,
+            turn_context=dict(turn_context or {}),
+        )
+
+    async def events(
+        self,
+        tenant_id: str,
+        session_id: str,
+        after_sequence: int,
+        *,
+        follow: bool = False,
+        turn_id: str = "",
+    ) -> AsyncIterator[Event]:
+        """Stored events after after_sequence, then live ones.
+
+        With turn_id: until that turn's final event. Without: until no turn runs (or, with
+        follow, until the caller leaves).
+        """
+        if after_sequence < 0:
+            raise InvalidArgument(
+                "after_sequence must not be negative.",
+                violations=[FieldViolation("after_sequence", "must be >= 0")],
+            )
+        session = await self._session(tenant_id, session_id)
+        if after_sequence > session.last_sequence:
+            raise OutOfRange(
+                f"after_sequence {after_sequence} is past the session's last event "
+                f"({session.last_sequence}).",
+                reason="SEQUENCE_IN_FUTURE",
+                metadata={"last_sequence": str(session.last_sequence)},
+                violations=[
+                    FieldViolation("after_sequence", f"must be <= {session.last_sequence}")
+                ],
+            )
+        cursor = after_sequence
+        key = log_key(tenant_id, session_id)
+        while True:
+            ticket = self._signals.events.ticket(key)
+            async with self._unit_of_work() as uow:
+                batch = await uow.events.after(tenant_id, session_id, cursor, READ_BATCH)
+                current = await uow.sessions.get(tenant_id, session_id)
+            for event in batch:
+                yield event
+                cursor = event.sequence
+                if turn_id and event.turn_id == turn_id and event.terminal:
+                    return
+            if len(batch) == READ_BATCH:
+                continue
+            if current is None:
+                return  # the session was deleted
+            idle = not current.active_turn_id and cursor >= current.last_sequence
+            if idle and not follow and not turn_id:
+                return
+            await Broadcast.wait(ticket, self._options.follow_poll_seconds)
+
+    async def cancel(self, tenant_id: str, session_id: str, turn_id: str) -> str:
+        """Asks the running turn to stop, wherever it runs; returns its id."""
+        async with self._unit_of_work(write=True) as uow:
+            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if session is None:
+                raise _session_not_found(session_id)
+            if turn_id:
+                turn = await uow.turns.get(tenant_id, session_id, turn_id)
+                if turn is None:
+                    raise NotFound(
+                        f"Turn {turn_id!r} of session {session_id!r} does not exist.",
+                        reason="TURN_NOT_FOUND",
+                        resource_type="Turn",
+                        resource_name=turn_id,
+                    )
+                if turn.status is not TurnStatus.RUNNING:
+                    return turn_id  # already over: cancelling again changes nothing
+            elif not session.active_turn_id:
+                raise FailedPrecondition(
+                    f"Session {session_id!r} runs no turn.",
+                    reason="NO_ACTIVE_TURN",
+                    violations=[
+                        PreconditionViolation(
+                            "NO_ACTIVE_TURN", f"sessions/{session_id}", "no turn is running"
+                        )
+                    ],
+                )
+            else:
+                turn_id = session.active_turn_id
+            await uow.turns.update(tenant_id, session_id, turn_id, cancel_requested=True)
+            await announce(uow.session, CANCEL_CHANNEL, turn_id)
+            await uow.commit()
+        self._runner.cancel_local(turn_id)
+        return turn_id
+
+    async def _session(self, tenant_id: str, session_id: str) -> Session:
+        async with self._unit_of_work() as uow:
+            session = await uow.sessions.get(tenant_id, session_id)
+        if session is None:
+            raise _session_not_found(session_id)
+        return session
+
+    async def recover_orphans(self) -> int:
+        """Fails turns left RUNNING by a process that is gone (single-process SQLite only)."""
+        async with self._unit_of_work() as uow:
+            running = await uow.turns.running()
+        for tenant_id, turn in running:
+            async with self._unit_of_work(write=True) as uow:
+                session = await uow.sessions.get(tenant_id, turn.session_id, for_update=True)
+                if session is None:
+                    continue
+                sequence = session.last_sequence + 1
+                now = utcnow()
+                await uow.events.append(
+                    tenant_id,
+                    turn.session_id,
+                    [
+                        Event(
+                            sequence,
+                            turn.turn_id,
+                            EventKind.TURN_FAILED,
+                            {
+                                "code": "TURN_ABANDONED",
+                                "message": "The service restarted while this turn ran.",
+                            },
+                            now,
+                        )
+                    ],
+                )
+                await uow.turns.update(
+                    tenant_id,
+                    turn.session_id,
+                    turn.turn_id,
+                    status=TurnStatus.FAILED,
+                    last_sequence=sequence,
+                    end_time=now,
+                )
+                await uow.sessions.save(
+                    tenant_id,
+                    dataclasses.replace(
+                        session,
+                        active_turn_id="",
+                        last_sequence=sequence,
+                        version=session.version + 1,
+                        update_time=now,
+                    ),
+                )
+                await uow.commit()
+        return len(running)

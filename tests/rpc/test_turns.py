@@ -1,0 +1,384 @@
+"""Message turns through real stubs: streamed, durable, resumable, cancellable, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.rpc import error_details_pb2
+
+from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
+from shared._generated.tandem.session.v1 import (
+    events_pb2,
+    session_pb2,
+    session_service_pb2,
+)
+from tests.conftest import Stack
+from tests.rpc.test_config_crud import rpc_error
+from tests.support.rpc import detail, error_info
+
+if TYPE_CHECKING:
+    from shared._generated.tandem.session.v1 import session_service_pb2_grpc
+
+    SessionStub = session_service_pb2_grpc.SessionServiceAsyncStub
+
+
+Event = events_pb2.SessionEvent
+
+
+def bundle(
+    provider: dict[str, Any],
+    *,
+    tools: Sequence[dict[str, Any]] = (),
+    orchestrator: Any = "loop-streaming",
+    session: dict[str, Any] | None = None,
+) -> str:
+    """A bundle document (JSON is YAML) with an instruction."""
+    document: dict[str, Any] = {
+        "bundle": {"name": "turns"},
+        "session": {"orchestrator": orchestrator, "context": "context-simple", **(session or {})},
+        "providers": [{"module": "provider-echo", "config": provider}],
+    }
+    if tools:
+        document["tools"] = list(tools)
+    return f"---\n{json.dumps(document, indent=2)}\n---\nYou are a test assistant.\n"
+
+
+async def active_session(stack: Stack, document: str, name: str = "turns") -> str:
+    await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id=name, config=config_pb2.Config(name=name, yaml_content=document)
+        )
+    )
+    session = await stack.sessions.CreateSession(
+        session_service_pb2.CreateSessionRequest(config_id=name, start=True)
+    )
+    return str(session.session_id)
+
+
+async def collect(call: Any, within: float = 20) -> list[Event]:
+    """The rest of a streaming call's events (read() works before and after earlier reads)."""
+
+    async def drain() -> list[Event]:
+        events: list[Event] = []
+        while True:
+            event = await call.read()
+            if not isinstance(event, Event):  # the end of the stream
+                return events
+            events.append(event)
+
+    return await asyncio.wait_for(drain(), within)
+
+
+async def next_event(call: Any) -> Event:
+    """The next event of a streaming call, which must not have ended."""
+    event = await asyncio.wait_for(call.read(), 10)
+    assert isinstance(event, Event), "the stream ended early"
+    return event
+
+
+def send(stub: SessionStub, session_id: str, content: str, request_id: str = "") -> Any:
+    return stub.SendMessage(
+        session_service_pb2.SendMessageRequest(
+            session_id=session_id, content=content, request_id=request_id
+        )
+    )
+
+
+def kinds(events: Sequence[Event]) -> list[str]:
+    return [str(e.WhichOneof("event")) for e in events]
+
+
+def text_of(events: Sequence[Event]) -> str:
+    return "".join(e.content_delta.text for e in events if e.HasField("content_delta"))
+
+
+def assert_gap_free(events: Sequence[Event]) -> None:
+    sequences = [e.sequence for e in events]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+
+
+async def transcript(stack: Stack, session_id: str) -> list[session_pb2.Message]:
+    page = await stack.sessions.ListMessages(
+        session_service_pb2.ListMessagesRequest(session_id=session_id, page_size=100)
+    )
+    return list(page.messages)
+
+
+async def get_session(stack: Stack, session_id: str) -> session_pb2.Session:
+    return await stack.sessions.GetSession(
+        session_service_pb2.GetSessionRequest(session_id=session_id)
+    )
+
+
+REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+async def test_a_turn_streams_its_reply_and_stores_the_transcript(stack: Stack) -> None:
+    session_id = await active_session(stack, bundle({"reply": REPLY}))
+    events = await collect(send(stack.sessions, session_id, "hello"))
+    assert kinds(events)[0] == "turn_started"
+    assert kinds(events)[-1] == "turn_completed"
+    assert kinds(events).count("content_delta") == len(REPLY.split())
+    assert "usage" in kinds(events)
+    assert_gap_free(events)
+    assert events[0].sequence == 1
+    assert {e.turn_id for e in events} == {events[0].turn_id}
+    assert events[0].turn_started.user_message.content == "hello"
+    done = events[-1].turn_completed
+    assert text_of(events) == REPLY == done.message.content
+    assert done.stop_reason == "end_turn"
+    usage = next(e.usage for e in events if e.HasField("usage"))
+    assert usage.output_tokens == len(REPLY.split())
+    assert usage.provider == "provider-echo"
+    messages = await transcript(stack, session_id)
+    assert [(m.role, m.content) for m in messages] == [
+        (session_pb2.ROLE_USER, "hello"),
+        (session_pb2.ROLE_ASSISTANT, REPLY),
+    ]
+    assert {m.turn_id for m in messages} == {events[0].turn_id}
+    session = await get_session(stack, session_id)
+    assert session.last_sequence == events[-1].sequence
+    assert session.message_count == 2
+    assert session.active_turn_id == ""
+
+
+async def test_the_basic_loop_sends_each_reply_as_one_delta(stack: Stack) -> None:
+    session_id = await active_session(stack, bundle({"reply": REPLY}, orchestrator="loop-basic"))
+    events = await collect(send(stack.sessions, session_id, "hello"))
+    assert kinds(events).count("content_delta") == 1
+    assert text_of(events) == REPLY
+
+
+async def test_tool_calls_run_and_feed_back_to_the_model(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "note.txt").write_text("remember the milk")
+    script = [
+        {
+            "reply": "Let me look. ",
+            "tool_calls": [{"name": "read_file", "arguments": {"path": "note.txt"}}],
+        },
+        {"reply": "It says to remember the milk."},
+    ]
+    tools = [{"module": "tool-filesystem", "config": {"allowed_paths": [str(tmp_path)]}}]
+    session_id = await active_session(stack, bundle({"script": script}, tools=tools))
+    events = await collect(send(stack.sessions, session_id, "what does my note say?"))
+    assert_gap_free(events)
+    started = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
+    completed = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
+    assert [(s.name, json.loads(s.arguments_json)) for s in started] == [
+        ("read_file", {"path": "note.txt"})
+    ]
+    assert completed[0].tool_call_id == started[0].tool_call_id
+    assert completed[0].result == "remember the milk"
+    assert completed[0].is_error is False
+    assert kinds(events).index("tool_call_started") < kinds(events).index("tool_call_completed")
+    assert events[-1].turn_completed.message.content == "It says to remember the milk."
+    roles = [m.role for m in await transcript(stack, session_id)]
+    assert roles == [
+        session_pb2.ROLE_USER,
+        session_pb2.ROLE_ASSISTANT,
+        session_pb2.ROLE_TOOL,
+        session_pb2.ROLE_ASSISTANT,
+    ]
+    messages = await transcript(stack, session_id)
+    assert messages[1].tool_calls[0].name == "read_file"
+    assert messages[2].tool_call_id == started[0].tool_call_id
+
+
+async def test_a_path_escape_is_a_tool_error_not_a_crash(stack: Stack, tmp_path: Path) -> None:
+    script = [
+        {"tool_calls": [{"name": "read_file", "arguments": {"path": "../../etc/passwd"}}]},
+        {"reply": "I cannot read that."},
+    ]
+    tools = [{"module": "tool-filesystem", "config": {"allowed_paths": [str(tmp_path)]}}]
+    session_id = await active_session(stack, bundle({"script": script}, tools=tools))
+    events = await collect(send(stack.sessions, session_id, "read it"))
+    [completed] = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
+    assert completed.is_error is True
+    assert "root:" not in completed.result
+    assert kinds(events)[-1] == "turn_completed"
+
+
+async def test_max_iterations_ends_a_turn_that_keeps_calling_tools(stack: Stack) -> None:
+    step = {"tool_calls": [{"name": "list_directory", "arguments": {"path": "."}}]}
+    document = bundle(
+        {"script": [step] * 5},
+        tools=[{"module": "tool-filesystem", "config": {"allowed_paths": ["."]}}],
+        orchestrator={"module": "loop-streaming", "config": {"max_iterations": 2}},
+    )
+    session_id = await active_session(stack, document)
+    events = await collect(send(stack.sessions, session_id, "loop"))
+    assert kinds(events).count("tool_call_started") == 2
+    assert events[-1].turn_completed.stop_reason == "max_iterations"
+
+
+async def test_a_provider_failure_ends_the_turn_with_turn_failed(stack: Stack) -> None:
+    script = [
+        {"reply": "Partial answer", "fail": {"code": "PROVIDER_UNAVAILABLE", "message": "down"}}
+    ]
+    session_id = await active_session(stack, bundle({"script": script}))
+    events = await collect(send(stack.sessions, session_id, "hi"))
+    assert kinds(events)[-1] == "turn_failed"
+    assert events[-1].turn_failed.code == "PROVIDER_UNAVAILABLE"
+    assert events[-1].turn_failed.message == "down"
+    # The session is free again, and what was said before the failure is kept.
+    assert (await get_session(stack, session_id)).active_turn_id == ""
+    assert (await transcript(stack, session_id))[-1].content == "Partial answer"
+
+
+async def test_a_second_message_while_a_turn_runs_names_the_running_turn(stack: Stack) -> None:
+    session_id = await active_session(stack, bundle({"script": [{"reply": "wait", "stall": True}]}))
+    first = send(stack.sessions, session_id, "one")
+    started = await next_event(first)
+    error = await rpc_error(collect(send(stack.sessions, session_id, "two")))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(error)
+    assert info.reason == "TURN_IN_PROGRESS"
+    assert info.metadata["turn_id"] == started.turn_id
+    assert detail(error, error_details_pb2.PreconditionFailure).violations[0].type == (
+        "TURN_IN_PROGRESS"
+    )
+    await stack.sessions.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
+    first.cancel()
+
+
+async def test_messages_need_an_active_session_and_content(stack: Stack) -> None:
+    await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id="idle", config=config_pb2.Config(name="idle", yaml_content=bundle({}))
+        )
+    )
+    created = await stack.sessions.CreateSession(
+        session_service_pb2.CreateSessionRequest(config_id="idle")
+    )
+    error = await rpc_error(collect(send(stack.sessions, created.session_id, "hi")))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(error).reason == "SESSION_NOT_ACTIVE"
+    session_id = await active_session(stack, bundle({}), name="live")
+    empty = await rpc_error(collect(send(stack.sessions, session_id, "   ")))
+    assert empty.code() is grpc.StatusCode.INVALID_ARGUMENT
+    missing = await rpc_error(collect(send(stack.sessions, "nope", "hi")))
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_retry_with_the_same_request_id_reattaches_instead_of_running_again(
+    stack: Stack,
+) -> None:
+    session_id = await active_session(stack, bundle({"reply": REPLY, "delay_ms": 20}))
+    first = send(stack.sessions, session_id, "hello", request_id="req-1")
+    head = [await next_event(first) for _ in range(3)]
+    first.cancel()  # the client drops; the turn goes on
+    retried = await collect(send(stack.sessions, session_id, "hello", request_id="req-1"))
+    assert retried[0].turn_started.request_id == "req-1"
+    assert retried[0].sequence == head[0].sequence
+    assert [e.sequence for e in retried[:3]] == [e.sequence for e in head]
+    assert {e.turn_id for e in retried} == {head[0].turn_id}
+    assert text_of(retried) == REPLY
+    assert_gap_free(retried)
+    # Run once: one user message, one reply.
+    assert len(await transcript(stack, session_id)) == 2
+    again = await collect(send(stack.sessions, session_id, "hello", request_id="req-1"))
+    assert [e.sequence for e in again] == [e.sequence for e in retried]
+
+
+async def test_a_turn_goes_on_after_its_client_leaves_and_stream_events_resumes_it(
+    stack: Stack,
+) -> None:
+    session_id = await active_session(stack, bundle({"reply": REPLY, "delay_ms": 20}))
+    call = send(stack.sessions, session_id, "hello")
+    seen = [await next_event(call) for _ in range(4)]
+    call.cancel()
+    resumed = await collect(
+        stack.sessions.StreamEvents(
+            session_service_pb2.StreamEventsRequest(
+                session_id=session_id, after_sequence=seen[-1].sequence
+            )
+        )
+    )
+    whole = [*seen, *resumed]
+    assert_gap_free(whole)
+    assert kinds(whole)[-1] == "turn_completed"
+    assert text_of(whole) == REPLY
+    # Replaying from the start gives the same log; past the end is OUT_OF_RANGE.
+    replay = await collect(
+        stack.sessions.StreamEvents(session_service_pb2.StreamEventsRequest(session_id=session_id))
+    )
+    assert [e.sequence for e in replay] == [e.sequence for e in whole]
+    error = await rpc_error(
+        collect(
+            stack.sessions.StreamEvents(
+                session_service_pb2.StreamEventsRequest(
+                    session_id=session_id, after_sequence=whole[-1].sequence + 1
+                )
+            )
+        )
+    )
+    assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert error_info(error).metadata["last_sequence"] == str(whole[-1].sequence)
+
+
+async def test_cancel_stops_the_turn_within_a_second_and_keeps_the_partial_reply(
+    stack: Stack,
+) -> None:
+    script = [{"reply": "I was about to say", "stall": True}]
+    session_id = await active_session(stack, bundle({"script": script}))
+    call = send(stack.sessions, session_id, "go")
+    events = [await next_event(call)]
+    while text_of(events) != "I was about to say":
+        events.append(await next_event(call))
+    started = time.perf_counter()
+    cancelled = await stack.sessions.CancelTurn(
+        session_service_pb2.CancelTurnRequest(session_id=session_id)
+    )
+    rest = await collect(call, within=5)
+    elapsed = time.perf_counter() - started
+    assert cancelled.turn_id == events[0].turn_id
+    assert kinds(rest)[-1] == "turn_cancelled"
+    assert elapsed < 1.0
+    partial = rest[-1].turn_cancelled.partial_message
+    assert partial.content == "I was about to say"
+    assert (await transcript(stack, session_id))[-1].content == "I was about to say"
+    # The session takes the next message; cancelling the ended turn again is harmless.
+    assert (await get_session(stack, session_id)).active_turn_id == ""
+    again = await stack.sessions.CancelTurn(
+        session_service_pb2.CancelTurnRequest(session_id=session_id, turn_id=cancelled.turn_id)
+    )
+    assert again.turn_id == cancelled.turn_id
+    nothing = await rpc_error(
+        stack.sessions.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
+    )
+    assert error_info(nothing).reason == "NO_ACTIVE_TURN"
+
+
+async def test_a_session_with_a_running_turn_cannot_be_closed_or_deleted(stack: Stack) -> None:
+    session_id = await active_session(stack, bundle({"script": [{"stall": True}]}))
+    call = send(stack.sessions, session_id, "go")
+    await next_event(call)
+    for attempt in (
+        stack.sessions.CompleteSession(
+            session_service_pb2.CompleteSessionRequest(session_id=session_id)
+        ),
+        stack.sessions.DeleteSession(
+            session_service_pb2.DeleteSessionRequest(session_id=session_id)
+        ),
+    ):
+        error = await rpc_error(attempt)
+        assert error_info(error).reason == "TURN_IN_PROGRESS"
+    await stack.sessions.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
+    assert kinds(await collect(call))[-1] == "turn_cancelled"
+
+
+async def test_deltas_are_written_in_batches(stack: Stack) -> None:
+    long_reply = " ".join(f"word{n}" for n in range(400))
+    session_id = await active_session(stack, bundle({"reply": long_reply}))
+    before = stack.parts.runner.flushes
+    events = await collect(send(stack.sessions, session_id, "talk"))
+    flushes = stack.parts.runner.flushes - before
+    assert text_of(events) == long_reply
+    assert len(events) > 400
+    assert flushes < len(events) / 4

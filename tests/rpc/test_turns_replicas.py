@@ -1,0 +1,90 @@
+"""Turns across two SessionService processes on one PostgreSQL: follow and cancel anywhere."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from shared._generated.tandem.config.v1 import (
+    config_pb2,
+    config_service_pb2,
+    config_service_pb2_grpc,
+)
+from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
+from tests.conftest import require_postgres
+from tests.rpc.test_turns import (
+    assert_gap_free,
+    bundle,
+    collect,
+    kinds,
+    next_event,
+    send,
+    text_of,
+)
+from tests.support.databases import fresh_postgres_database
+from tests.support.processes import service_process
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_turn_on_one_replica_is_followed_and_cancelled_from_another() -> None:
+    require_postgres()
+    with fresh_postgres_database() as url:
+        base = {"TANDEM_DATABASE_URL": url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
+        async with service_process(["-m", "config_service"], base) as config:
+            session_env = {
+                "TANDEM_DATABASE_URL": url,
+                "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
+                "TANDEM_CONFIG_SERVICE_TARGET": config.address,
+            }
+            async with (
+                service_process(["-m", "session_service"], session_env) as first,
+                service_process(["-m", "session_service"], session_env) as second,
+                grpc.aio.insecure_channel(config.address) as config_channel,
+                grpc.aio.insecure_channel(first.address) as first_channel,
+                grpc.aio.insecure_channel(second.address) as second_channel,
+            ):
+                configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
+                runs_turn = session_service_pb2_grpc.SessionServiceStub(first_channel)
+                elsewhere = session_service_pb2_grpc.SessionServiceStub(second_channel)
+                script = [{"reply": "one two three four five six", "stall": True}]
+                await configs.CreateConfig(
+                    config_service_pb2.CreateConfigRequest(
+                        config_id="app",
+                        config=config_pb2.Config(
+                            name="app", yaml_content=bundle({"script": script, "delay_ms": 30})
+                        ),
+                    )
+                )
+                created = await runs_turn.CreateSession(
+                    session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+                )
+                call = send(runs_turn, created.session_id, "go")
+                head = [await next_event(call) for _ in range(2)]
+                call.cancel()
+                # The other replica replays what is stored and follows what comes live.
+                follower = elsewhere.StreamEvents(
+                    session_service_pb2.StreamEventsRequest(
+                        session_id=created.session_id, after_sequence=head[-1].sequence
+                    )
+                )
+                live = [await next_event(follower)]
+                while text_of([*head, *live]) != "one two three four five six":
+                    live.append(await next_event(follower))
+                started = time.perf_counter()
+                cancelled = await elsewhere.CancelTurn(
+                    session_service_pb2.CancelTurnRequest(session_id=created.session_id)
+                )
+                rest = await collect(follower, within=10)
+                elapsed = time.perf_counter() - started
+                whole = [*head, *live, *rest]
+                assert cancelled.turn_id == head[0].turn_id
+                assert kinds(whole)[-1] == "turn_cancelled"
+                assert elapsed < 1.0
+                assert_gap_free(whole)
+                assert (
+                    whole[-1].turn_cancelled.partial_message.content
+                    == "one two three four five six"
+                )
