@@ -20,8 +20,9 @@ from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.engine import TurnRunner
-from session_service.turns.service import TurnService
+from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
+from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
@@ -74,8 +75,15 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
         unit_of_work,
         lambda tenant, config_id, revision: preparer.prepare(tenant, config_id, revision, None),
         signals,
+        WriterOptions(
+            flush_seconds=settings.event_flush_seconds,
+            flush_events=settings.event_flush_max,
+            lease_seconds=settings.turn_lease_seconds,
+        ),
     )
-    turns = TurnService(unit_of_work, runner, signals)
+    turns = TurnService(
+        unit_of_work, runner, signals, TurnOptions(lease_seconds=settings.turn_lease_seconds)
+    )
     closers: list[Callable[[], Awaitable[None]]] = []
     if make_url(settings.database).get_backend_name() == "postgresql":
         # Other replicas' events and cancel requests arrive as NOTIFYs.

@@ -21,6 +21,13 @@ class SessionServiceSettings(ServiceSettings):
     prepared_cache_size: int = Field(default=256, gt=0)
     # Pause between attempts to re-open the config change stream.
     config_watch_retry_seconds: float = Field(default=1.0, gt=0)
+    # A running turn renews its lease every third of this; a turn whose replica died is
+    # failed by the next request on its session once the lease has run out.
+    turn_lease_seconds: float = Field(default=15.0, gt=0)
+    # Text deltas are written in batches: at most this long after they arrive ...
+    event_flush_seconds: float = Field(default=0.025, gt=0)
+    # ... or as soon as this many are waiting.
+    event_flush_max: int = Field(default=64, gt=0)
 
     @property
     def database(self) -> str:

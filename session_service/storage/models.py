@@ -85,6 +85,8 @@ class TurnRow(Base):
     last_sequence: Mapped[int] = mapped_column(BigInteger)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     runner: Mapped[str] = mapped_column(String(128), default="")
+    # Renewed by the replica running the turn; once past, the turn has no owner.
+    lease_expires: Mapped[datetime] = mapped_column(UTCDateTime())
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

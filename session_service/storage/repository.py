@@ -233,6 +233,7 @@ def _turn(row: TurnRow) -> Turn:
         last_sequence=row.last_sequence,
         cancel_requested=row.cancel_requested,
         runner=row.runner,
+        lease_expires=row.lease_expires,
         create_time=row.create_time,
         end_time=row.end_time,
     )
@@ -273,6 +274,7 @@ class TurnRepository:
                 last_sequence=turn.last_sequence,
                 cancel_requested=turn.cancel_requested,
                 runner=turn.runner,
+                lease_expires=turn.lease_expires,
                 create_time=turn.create_time,
                 end_time=turn.end_time,
             )
@@ -295,6 +297,7 @@ class TurnRepository:
         last_sequence: int | None = None,
         cancel_requested: bool | None = None,
         end_time: datetime | None = None,
+        lease_expires: datetime | None = None,
     ) -> None:
         """Changes the given fields of a turn."""
         row = await self._session.get(TurnRow, (tenant_id, session_id, turn_id))
@@ -308,6 +311,8 @@ class TurnRepository:
             row.cancel_requested = cancel_requested
         if end_time is not None:
             row.end_time = end_time
+        if lease_expires is not None:
+            row.lease_expires = lease_expires
         await self._session.flush()
 
     async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:

@@ -161,6 +161,11 @@ class TurnRunner:
         self._tasks[job.turn_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.turn_id, None))
 
+    def runs(self, turn_id: str) -> bool:
+        """Whether the turn runs in this process."""
+        task = self._tasks.get(turn_id)
+        return task is not None and not task.done()
+
     def cancel_local(self, turn_id: str) -> bool:
         """Cancels the turn if it runs here; True when it did."""
         task = self._tasks.get(turn_id)

@@ -67,6 +67,7 @@ class Turn:
     last_sequence: int
     cancel_requested: bool
     runner: str
+    lease_expires: datetime
     create_time: datetime
     end_time: datetime | None = None
 

@@ -6,6 +6,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from session_service.sessions.model import Message, Role, Session, Status
@@ -13,7 +14,7 @@ from session_service.storage.repository import announce
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.engine import TurnJob, TurnRunner
 from session_service.turns.model import Event, EventKind, Turn, TurnStatus, message_payload
-from session_service.turns.signals import CANCEL_CHANNEL, TurnSignals, log_key
+from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals, log_key
 from shared.db.idempotency import check_request_id
 from shared.db.notify import Broadcast
 from shared.db.types import utcnow
@@ -37,6 +38,8 @@ class TurnOptions:
 
     # Followers re-read at least this often, in case a wake-up was lost.
     follow_poll_seconds: float = 1.0
+    # The lease a new turn starts with (its runner renews it).
+    lease_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class TurnService:
                     return earlier
             if session.status is not Status.ACTIVE:
                 raise _not_active(session)
+            session = await self._reap_abandoned(uow, tenant_id, session)
             if session.active_turn_id:
                 raise _turn_in_progress(session)
             now = utcnow()
@@ -187,6 +191,7 @@ class TurnService:
                     last_sequence=sequence,
                     cancel_requested=False,
                     runner="",
+                    lease_expires=now + timedelta(seconds=self._options.lease_seconds),
                     create_time=now,
                 ),
             )
@@ -247,6 +252,8 @@ class TurnService:
                 violations=[FieldViolation("after_sequence", "must be >= 0")],
             )
         session = await self._session(tenant_id, session_id)
+        if session.active_turn_id:
+            session = await self.reap(tenant_id, session_id)
         if after_sequence > session.last_sequence:
             raise OutOfRange(
                 f"after_sequence {after_sequence} is past the session's last event "
@@ -284,6 +291,7 @@ class TurnService:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
                 raise _session_not_found(session_id)
+            session = await self._reap_abandoned(uow, tenant_id, session)
             if turn_id:
                 turn = await uow.turns.get(tenant_id, session_id, turn_id)
                 if turn is None:
@@ -320,50 +328,79 @@ class TurnService:
             raise _session_not_found(session_id)
         return session
 
+    async def reap(self, tenant_id: str, session_id: str) -> Session:
+        """Fails the session's running turn if its runner stopped renewing the lease."""
+        async with self._unit_of_work(write=True) as uow:
+            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if session is None:
+                raise _session_not_found(session_id)
+            reaped = await self._reap_abandoned(uow, tenant_id, session)
+            await uow.commit()
+        return reaped
+
+    async def _reap_abandoned(
+        self, uow: SessionUnitOfWork, tenant_id: str, session: Session, *, force: bool = False
+    ) -> Session:
+        """Ends a turn whose lease ran out (or, with force, any running turn) with TurnFailed.
+
+        The caller holds the session's row lock and commits.
+        """
+        if not session.active_turn_id:
+            return session
+        turn = await uow.turns.get(tenant_id, session.session_id, session.active_turn_id)
+        now = utcnow()
+        alive = turn is not None and turn.status is TurnStatus.RUNNING and turn.lease_expires > now
+        if (alive and not force) or self._runner.runs(session.active_turn_id):
+            return session
+        sequence = session.last_sequence + 1
+        await uow.events.append(
+            tenant_id,
+            session.session_id,
+            [
+                Event(
+                    sequence,
+                    session.active_turn_id,
+                    EventKind.TURN_FAILED,
+                    {
+                        "code": "TURN_ABANDONED",
+                        "message": "The replica running this turn stopped before it ended.",
+                    },
+                    now,
+                )
+            ],
+        )
+        await uow.turns.update(
+            tenant_id,
+            session.session_id,
+            session.active_turn_id,
+            status=TurnStatus.FAILED,
+            last_sequence=sequence,
+            end_time=now,
+        )
+        reaped = dataclasses.replace(
+            session,
+            active_turn_id="",
+            last_sequence=sequence,
+            version=session.version + 1,
+            update_time=now,
+        )
+        await uow.sessions.save(tenant_id, reaped)
+        await announce(uow.session, EVENTS_CHANNEL, log_key(tenant_id, session.session_id))
+        self._signals.events.notify(log_key(tenant_id, session.session_id))
+        return reaped
+
     async def recover_orphans(self) -> int:
-        """Fails turns left RUNNING by a process that is gone (single-process SQLite only)."""
+        """Fails every running turn at start-up (single-process SQLite: their runner is gone)."""
         async with self._unit_of_work() as uow:
             running = await uow.turns.running()
         for tenant_id, turn in running:
             async with self._unit_of_work(write=True) as uow:
                 session = await uow.sessions.get(tenant_id, turn.session_id, for_update=True)
-                if session is None:
-                    continue
-                sequence = session.last_sequence + 1
-                now = utcnow()
-                await uow.events.append(
-                    tenant_id,
-                    turn.session_id,
-                    [
-                        Event(
-                            sequence,
-                            turn.turn_id,
-                            EventKind.TURN_FAILED,
-                            {
-                                "code": "TURN_ABANDONED",
-                                "message": "The service restarted while this turn ran.",
-                            },
-                            now,
-                        )
-                    ],
-                )
-                await uow.turns.update(
-                    tenant_id,
-                    turn.session_id,
-                    turn.turn_id,
-                    status=TurnStatus.FAILED,
-                    last_sequence=sequence,
-                    end_time=now,
-                )
-                await uow.sessions.save(
-                    tenant_id,
-                    dataclasses.replace(
-                        session,
-                        active_turn_id="",
-                        last_sequence=sequence,
-                        version=session.version + 1,
-                        update_time=now,
-                    ),
-                )
+                if session is not None and session.active_turn_id == turn.turn_id:
+                    await self._reap_abandoned(uow, tenant_id, session, force=True)
+                else:
+                    await uow.turns.update(
+                        tenant_id, turn.session_id, turn.turn_id, status=TurnStatus.FAILED
+                    )
                 await uow.commit()
         return len(running)

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from session_service.sessions.model import Message
@@ -35,6 +36,8 @@ class WriterOptions:
     flush_events: int = 64
     # How often a turn re-reads its cancel flag (the safety net behind NOTIFY).
     cancel_check_seconds: float = 0.5
+    # How long a turn stays owned without renewal; it is renewed every third of that.
+    lease_seconds: float = 15.0
 
 
 class EventWriter:
@@ -151,6 +154,7 @@ class EventWriter:
                 last_sequence=last,
                 status=end,
                 end_time=now if end is not None else None,
+                lease_expires=now + timedelta(seconds=self._options.lease_seconds),
             )
             if events:
                 await announce(
@@ -161,10 +165,15 @@ class EventWriter:
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self._options.cancel_check_seconds
+        renew_every = self._options.lease_seconds / 3
+        next_renewal = loop.time() + renew_every
         while True:
             await asyncio.sleep(self._options.flush_seconds)
             if self._pending:
                 await self.flush()
+            if loop.time() >= next_renewal:
+                next_renewal = loop.time() + renew_every
+                await self._renew()
             if loop.time() >= next_check:
                 next_check = loop.time() + self._options.cancel_check_seconds
                 async with self._unit_of_work() as uow:
@@ -173,3 +182,13 @@ class EventWriter:
                     )
                 if requested:
                     self._on_cancel_requested()
+
+    async def _renew(self) -> None:
+        async with self._lock, self._unit_of_work(write=True) as uow:
+            await uow.turns.update(
+                self._tenant_id,
+                self._session_id,
+                self._turn_id,
+                lease_expires=utcnow() + timedelta(seconds=self._options.lease_seconds),
+            )
+            await uow.commit()

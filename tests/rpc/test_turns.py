@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
@@ -155,39 +156,62 @@ async def test_the_basic_loop_sends_each_reply_as_one_delta(stack: Stack) -> Non
     assert text_of(events) == REPLY
 
 
-async def test_tool_calls_run_and_feed_back_to_the_model(stack: Stack, tmp_path: Path) -> None:
-    (tmp_path / "note.txt").write_text("remember the milk")
+async def test_a_turn_with_two_tool_calls_logs_them_in_order_and_keeps_an_exact_transcript(
+    stack: Stack, tmp_path: Path
+) -> None:
+    root = tmp_path / "files"
+    (root / "docs").mkdir(parents=True)
+    (root / "note.txt").write_text("remember the milk")
+    calls = [
+        {"name": "read_file", "arguments": {"path": "note.txt"}},
+        {"name": "list_directory", "arguments": {"path": "."}},
+    ]
     script = [
-        {
-            "reply": "Let me look. ",
-            "tool_calls": [{"name": "read_file", "arguments": {"path": "note.txt"}}],
-        },
+        {"reply": "Let me look. ", "tool_calls": calls},
         {"reply": "It says to remember the milk."},
     ]
-    tools = [{"module": "tool-filesystem", "config": {"allowed_paths": [str(tmp_path)]}}]
+    tools = [{"module": "tool-filesystem", "config": {"allowed_paths": [str(root)]}}]
     session_id = await active_session(stack, bundle({"script": script}, tools=tools))
     events = await collect(send(stack.sessions, session_id, "what does my note say?"))
     assert_gap_free(events)
+    order = [k for k in kinds(events) if k not in ("content_delta", "usage")]
+    assert order == [
+        "turn_started",
+        "tool_call_started",
+        "tool_call_started",
+        "tool_call_completed",
+        "tool_call_completed",
+        "turn_completed",
+    ]
     started = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
     completed = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
-    assert [(s.name, json.loads(s.arguments_json)) for s in started] == [
-        ("read_file", {"path": "note.txt"})
+    assert [(c.name, json.loads(c.arguments_json)) for c in started] == [
+        (c["name"], c["arguments"]) for c in calls
     ]
-    assert completed[0].tool_call_id == started[0].tool_call_id
-    assert completed[0].result == "remember the milk"
-    assert completed[0].is_error is False
-    assert kinds(events).index("tool_call_started") < kinds(events).index("tool_call_completed")
-    assert events[-1].turn_completed.message.content == "It says to remember the milk."
-    roles = [m.role for m in await transcript(stack, session_id)]
-    assert roles == [
-        session_pb2.ROLE_USER,
-        session_pb2.ROLE_ASSISTANT,
-        session_pb2.ROLE_TOOL,
-        session_pb2.ROLE_ASSISTANT,
+    assert [c.tool_call_id for c in completed] == [c.tool_call_id for c in started]
+    assert [(c.result, c.is_error) for c in completed] == [
+        ("remember the milk", False),
+        ("docs/\nnote.txt", False),
     ]
+    assert text_of(events) == "Let me look. It says to remember the milk."
     messages = await transcript(stack, session_id)
-    assert messages[1].tool_calls[0].name == "read_file"
-    assert messages[2].tool_call_id == started[0].tool_call_id
+    assert [
+        (m.role, m.content, [(c.name, c.tool_call_id) for c in m.tool_calls], m.tool_call_id)
+        for m in messages
+    ] == [
+        (session_pb2.ROLE_USER, "what does my note say?", [], ""),
+        (
+            session_pb2.ROLE_ASSISTANT,
+            "Let me look. ",
+            [(s.name, s.tool_call_id) for s in started],
+            "",
+        ),
+        (session_pb2.ROLE_TOOL, "remember the milk", [], started[0].tool_call_id),
+        (session_pb2.ROLE_TOOL, "docs/\nnote.txt", [], started[1].tool_call_id),
+        (session_pb2.ROLE_ASSISTANT, "It says to remember the milk.", [], ""),
+    ]
+    assert [m.sequence for m in messages] == [1, 2, 3, 4, 5]
+    assert events[-1].turn_completed.message.message_id == messages[-1].message_id
 
 
 async def test_a_path_escape_is_a_tool_error_not_a_crash(stack: Stack, tmp_path: Path) -> None:
@@ -382,3 +406,38 @@ async def test_deltas_are_written_in_batches(stack: Stack) -> None:
     assert text_of(events) == long_reply
     assert len(events) > 400
     assert flushes < len(events) / 4
+
+
+@pytest.mark.timeout(120)
+async def test_fifty_sessions_run_turns_at_once_with_gap_free_logs(stack: Stack) -> None:
+    reply = " ".join(f"token{n}" for n in range(40))
+    await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id="many",
+            config=config_pb2.Config(name="many", yaml_content=bundle({"reply": reply})),
+        )
+    )
+    sessions = await asyncio.gather(
+        *(
+            stack.sessions.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="many", start=True)
+            )
+            for _ in range(50)
+        )
+    )
+
+    async def one_turn(session_id: str) -> list[Event]:
+        return await collect(send(stack.sessions, session_id, "go"), within=90)
+
+    results = await asyncio.gather(*(one_turn(s.session_id) for s in sessions))
+    for session, events in zip(sessions, results, strict=True):
+        assert_gap_free(events)
+        assert events[0].sequence == 1
+        assert kinds(events)[-1] == "turn_completed"
+        assert text_of(events) == reply
+        stored = await collect(
+            stack.sessions.StreamEvents(
+                session_service_pb2.StreamEventsRequest(session_id=session.session_id)
+            )
+        )
+        assert [e.sequence for e in stored] == [e.sequence for e in events]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -88,3 +89,75 @@ async def test_a_turn_on_one_replica_is_followed_and_cancelled_from_another() ->
                     whole[-1].turn_cancelled.partial_message.content
                     == "one two three four five six"
                 )
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_killed_replicas_turn_is_failed_once_its_lease_expires() -> None:
+    require_postgres()
+    with fresh_postgres_database() as url:
+        base = {"TANDEM_DATABASE_URL": url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
+        async with service_process(["-m", "config_service"], base) as config:
+            session_env = {
+                "TANDEM_DATABASE_URL": url,
+                "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
+                "TANDEM_CONFIG_SERVICE_TARGET": config.address,
+                "TANDEM_TURN_LEASE_SECONDS": "1",
+            }
+            async with (
+                service_process(["-m", "session_service"], session_env) as doomed,
+                service_process(["-m", "session_service"], session_env) as survivor,
+                grpc.aio.insecure_channel(config.address) as config_channel,
+                grpc.aio.insecure_channel(doomed.address) as doomed_channel,
+                grpc.aio.insecure_channel(survivor.address) as survivor_channel,
+            ):
+                configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
+                first = session_service_pb2_grpc.SessionServiceStub(doomed_channel)
+                second = session_service_pb2_grpc.SessionServiceStub(survivor_channel)
+                slow = " ".join(f"w{n}" for n in range(100))
+                await configs.CreateConfig(
+                    config_service_pb2.CreateConfigRequest(
+                        config_id="app",
+                        config=config_pb2.Config(
+                            name="app", yaml_content=bundle({"reply": slow, "delay_ms": 200})
+                        ),
+                    )
+                )
+                created = await first.CreateSession(
+                    session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+                )
+                call = send(first, created.session_id, "go")
+                orphan = await next_event(call)
+                doomed.process.kill()
+                await doomed.process.wait()
+                call.cancel()
+                # Until the lease runs out the turn still counts as running; then it is failed
+                # and the session takes a new turn.
+                started = time.perf_counter()
+                while True:
+                    retry = send(second, created.session_id, "again")
+                    try:
+                        fresh = await next_event(retry)
+                    except grpc.aio.AioRpcError as exc:
+                        refused = exc
+                    else:
+                        break
+                    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+                    assert time.perf_counter() - started < 10, "the lease never expired"
+                    await asyncio.sleep(0.2)
+                assert fresh.HasField("turn_started")
+                assert fresh.turn_id != orphan.turn_id
+                await second.CancelTurn(
+                    session_service_pb2.CancelTurnRequest(session_id=created.session_id)
+                )
+                await collect(retry, within=10)
+                log = await collect(
+                    second.StreamEvents(
+                        session_service_pb2.StreamEventsRequest(session_id=created.session_id)
+                    )
+                )
+                assert_gap_free(log)
+                [failed] = [e for e in log if e.HasField("turn_failed")]
+                assert failed.turn_id == orphan.turn_id
+                assert failed.turn_failed.code == "TURN_ABANDONED"
+                assert failed.sequence < fresh.sequence

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("last_sequence", sa.BigInteger(), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("runner", sa.String(128), nullable=False),
+        sa.Column("lease_expires", UTCDateTime(), nullable=False),
         sa.Column("create_time", UTCDateTime(), nullable=False),
         sa.Column("end_time", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("tenant_id", "session_id", "turn_id", name="pk_session_turns"),
