@@ -225,6 +225,7 @@ class _Turn:
         self._prepare = prepare
         self._text: list[str] = []
         self._hooks: list[Hook] = []
+        self._provider: Provider | None = None
 
     async def run(self) -> None:
         try:
@@ -239,6 +240,17 @@ class _Turn:
         except Exception:
             _log.exception("turn %s failed unexpectedly", self._job.turn_id)
             await self._end_failed("INTERNAL", "The turn failed unexpectedly.")
+        finally:
+            await self._close_provider()
+
+    async def _close_provider(self) -> None:
+        # Providers hold HTTP connection pools; a turn's provider is released with the turn.
+        close = getattr(self._provider, "aclose", None)
+        if close is not None:
+            try:
+                await asyncio.shield(close())
+            except Exception as exc:
+                _log.warning("closing the provider failed", exc_info=exc)
 
     async def _loop(self) -> None:
         job = self._job
@@ -246,6 +258,7 @@ class _Turn:
             job.tenant_id, job.config_id, job.config_revision
         )
         modules = _instantiate(bundle)
+        self._provider = modules.provider
         self._hooks = modules.hooks
         await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})
         transcript = [_chat(m) for m in await self._transcript()]

@@ -40,6 +40,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed during a write; busy_timeout makes writers queue instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL still survives a crash of the process; only an OS crash or power
+    # loss may drop the last commits. Syncing every commit would cap the event log's rate.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
