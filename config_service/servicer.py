@@ -16,9 +16,9 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared.bundle.validate import BundleSummary, Severity, Violation
 from shared.db.idempotency import fingerprint
-from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
+from shared.rpc.fields import required
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
@@ -99,16 +99,6 @@ def _fields(config: config_pb2.Config) -> ConfigFields:
     )
 
 
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(
-            f"{field} is required.",
-            reason="FIELD_REQUIRED",
-            violations=[FieldViolation(field, "is required")],
-        )
-    return value
-
-
 def _full(view: int, default_full: bool) -> bool:
     if view == config_pb2.CONFIG_VIEW_UNSPECIFIED:
         return default_full
@@ -140,7 +130,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def GetConfig(
         self, request: config_service_pb2.GetConfigRequest, context: Context
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
+        config_id = required(request.config_id, "config_id")
         return config_pb(await self._service.get(tenant_of(context), config_id, request.revision))
 
     async def ListConfigs(
@@ -159,7 +149,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def UpdateConfig(
         self, request: config_service_pb2.UpdateConfigRequest, context: Context
     ) -> config_pb2.Config:
-        config_id = _required(request.config.config_id, "config.config_id")
+        config_id = required(request.config.config_id, "config.config_id")
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else None
         updated = await self._service.update(
             tenant_of(context),
@@ -174,7 +164,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def DeleteConfig(
         self, request: config_service_pb2.DeleteConfigRequest, context: Context
     ) -> empty_pb2.Empty:
-        config_id = _required(request.config_id, "config_id")
+        config_id = required(request.config_id, "config_id")
         await self._service.delete(tenant_of(context), config_id, request.etag)
         return empty_pb2.Empty()
 
@@ -191,7 +181,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def ListConfigRevisions(
         self, request: config_service_pb2.ListConfigRevisionsRequest, context: Context
     ) -> config_service_pb2.ListConfigRevisionsResponse:
-        config_id = _required(request.config_id, "config_id")
+        config_id = required(request.config_id, "config_id")
         page = await self._service.list_revisions(
             tenant_of(context), config_id, request.page_size, request.page_token
         )
@@ -205,7 +195,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def RollbackConfig(
         self, request: config_service_pb2.RollbackConfigRequest, context: Context
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
+        config_id = required(request.config_id, "config_id")
         restored = await self._service.rollback(
             tenant_of(context), config_id, request.revision, request.etag
         )
@@ -217,8 +207,8 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         request: config_service_pb2.AddToolRequest | config_service_pb2.AddProviderRequest,
         context: Context,
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
-        module = _required(request.module, "module")
+        config_id = required(request.config_id, "config_id")
+        module = required(request.module, "module")
         settings = struct_to_python(request.config) if request.HasField("config") else None
         source = request.source or None
         edited = await self._service.edit(
@@ -235,8 +225,8 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         request: config_service_pb2.RemoveToolRequest | config_service_pb2.RemoveProviderRequest,
         context: Context,
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
-        module = _required(request.module, "module")
+        config_id = required(request.config_id, "config_id")
+        module = required(request.module, "module")
         edited = await self._service.edit(
             tenant_of(context),
             config_id,
@@ -268,8 +258,8 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def AddInclude(
         self, request: config_service_pb2.AddIncludeRequest, context: Context
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
-        bundle = _required(request.bundle, "bundle")
+        config_id = required(request.config_id, "config_id")
+        bundle = required(request.bundle, "bundle")
         edited = await self._service.edit(
             tenant_of(context),
             config_id,
@@ -281,8 +271,8 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def RemoveInclude(
         self, request: config_service_pb2.RemoveIncludeRequest, context: Context
     ) -> config_pb2.Config:
-        config_id = _required(request.config_id, "config_id")
-        bundle = _required(request.bundle, "bundle")
+        config_id = required(request.config_id, "config_id")
+        bundle = required(request.bundle, "bundle")
         edited = await self._service.edit(
             tenant_of(context),
             config_id,

@@ -24,6 +24,7 @@ from shared.db.idempotency import fingerprint
 from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
+from shared.rpc.fields import required
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
@@ -142,16 +143,6 @@ def prepared_pb(bundle: PreparedBundle) -> session_service_pb2.PrepareConfigResp
     )
 
 
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(
-            f"{field} is required.",
-            reason="FIELD_REQUIRED",
-            violations=[FieldViolation(field, "is required")],
-        )
-    return value
-
-
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     """Maps SessionService RPCs onto the session domain."""
 
@@ -182,7 +173,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: session_service_pb2.GetSessionRequest, context: Context
     ) -> session_pb2.Session:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         return session_pb(await self._service.get(tenant_of(context), session_id))
 
     async def ListSessions(
@@ -200,7 +191,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def DeleteSession(
         self, request: session_service_pb2.DeleteSessionRequest, context: Context
     ) -> empty_pb2.Empty:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         await self._service.delete(tenant_of(context), session_id)
         return empty_pb2.Empty()
 
@@ -214,7 +205,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.Session:
         updated = await self._service.transition(
             tenant_of(context),
-            _required(session_id, "session_id"),
+            required(session_id, "session_id"),
             transition,
             error_message=error_message,
             upgrade_config=upgrade_config,
@@ -254,7 +245,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def AppendMessage(
         self, request: session_service_pb2.AppendMessageRequest, context: Context
     ) -> session_pb2.Message:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         message = request.message
         appended = await self._service.append_message(
             tenant_of(context),
@@ -269,7 +260,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def ListMessages(
         self, request: session_service_pb2.ListMessagesRequest, context: Context
     ) -> session_service_pb2.ListMessagesResponse:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         page = await self._service.list_messages(
             tenant_of(context), session_id, request.page_size, request.page_token
         )
@@ -280,7 +271,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def PrepareConfig(
         self, request: session_service_pb2.PrepareConfigRequest, context: Context
     ) -> session_service_pb2.PrepareConfigResponse:
-        config_id = _required(request.config_id, "config_id")
+        config_id = required(request.config_id, "config_id")
         if request.revision < 0:
             raise InvalidArgument(
                 "revision must not be negative.",
@@ -294,7 +285,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def SendMessage(
         self, request: session_service_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         tenant = tenant_of(context)
         accepted = await self._turns.send(
             tenant,
@@ -311,7 +302,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def StreamEvents(
         self, request: session_service_pb2.StreamEventsRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         async for event in self._turns.events(
             tenant_of(context), session_id, request.after_sequence, follow=request.follow
         ):
@@ -320,6 +311,6 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def CancelTurn(
         self, request: session_service_pb2.CancelTurnRequest, context: Context
     ) -> session_service_pb2.CancelTurnResponse:
-        session_id = _required(request.session_id, "session_id")
+        session_id = required(request.session_id, "session_id")
         turn_id = await self._turns.cancel(tenant_of(context), session_id, request.turn_id)
         return session_service_pb2.CancelTurnResponse(turn_id=turn_id)

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -168,3 +168,18 @@ class Page(Generic[T]):
     items: list[T]
     next_page_token: str
     total_size: int
+
+
+def page_of(
+    items: Sequence[T],
+    size: int,
+    scope: str,
+    position: Callable[[T], Sequence[str | int]],
+    total: int,
+) -> Page[T]:
+    """A page from up to size + 1 items read: the extra one says another page follows.
+
+    position gives what the next page's token resumes after (the last item's sort key).
+    """
+    token = encode_page_token(position(items[size - 1]), scope) if len(items) > size else ""
+    return Page(items=list(items[:size]), next_page_token=token, total_size=total)

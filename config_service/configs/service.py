@@ -38,7 +38,7 @@ from shared.errors import (
 from shared.listing import (
     Page,
     decode_page_token,
-    encode_page_token,
+    page_of,
     page_scope,
     page_size,
     parse_filter,
@@ -155,8 +155,7 @@ class ConfigService:
         async with self._unit_of_work() as uow:
             items = await uow.configs.list_live(tenant_id, conditions, after_id, size + 1)
             total = await uow.configs.count_live(tenant_id, conditions)
-        token = encode_page_token([items[size - 1].config_id], scope) if len(items) > size else ""
-        return Page(items=items[:size], next_page_token=token, total_size=total)
+        return page_of(items, size, scope, lambda item: [item.config_id], total)
 
     async def list_revisions(
         self, tenant_id: str, config_id: str, requested_size: int, page_token: str
@@ -171,8 +170,7 @@ class ConfigService:
                 raise _not_found(config_id)
             before = int(after[0]) if after else None
             items = await uow.configs.list_revisions(tenant_id, config_id, before, size + 1)
-        token = encode_page_token([items[size - 1].revision], scope) if len(items) > size else ""
-        return Page(items=items[:size], next_page_token=token, total_size=current.revision)
+        return page_of(items, size, scope, lambda item: [item.revision], current.revision)
 
     # Writes -----------------------------------------------------------------------------
 

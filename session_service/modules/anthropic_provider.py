@@ -16,6 +16,7 @@ import anthropic
 import httpx2
 from anthropic import types as api
 
+from session_service.modules.settings import ProviderConfig
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -42,17 +43,18 @@ class AnthropicProvider:
     name = "provider-anthropic"
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.model = _required_str(config, "model")
+        read = ProviderConfig(self.name, config)
+        self.model = read.required_str("model")
         # None lets the SDK find the key the usual way (ANTHROPIC_API_KEY and its successors).
-        api_key = _optional_str(config, "api_key")
-        self.max_tokens = _positive_int(config, "max_tokens", DEFAULT_MAX_TOKENS)
-        self.temperature = _optional_number(config, "temperature")
-        timeout = _positive_number(config, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-        max_retries = _non_negative_int(config, "max_retries", DEFAULT_MAX_RETRIES)
+        api_key = read.optional_str("api_key")
+        self.max_tokens = read.positive_int("max_tokens", DEFAULT_MAX_TOKENS)
+        self.temperature = read.optional_number("temperature")
+        timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+        max_retries = read.non_negative_int("max_retries", DEFAULT_MAX_RETRIES)
         try:
             self._client = anthropic.AsyncAnthropic(
                 api_key=api_key,
-                base_url=_optional_str(config, "base_url"),
+                base_url=read.optional_str("base_url"),
                 timeout=timeout,
                 max_retries=max_retries,
             )
@@ -371,55 +373,3 @@ def _status_code(status: int) -> tuple[str, bool]:
 
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "[redacted]") if secret else text
-
-
-def _required_str(config: Mapping[str, Any], key: str) -> str:
-    value = config.get(key)
-    if not isinstance(value, str) or not value:
-        raise ProviderError("PROVIDER_CONFIG", f"provider-anthropic needs a {key} string.")
-    return value
-
-
-def _optional_str(config: Mapping[str, Any], key: str) -> str | None:
-    value = config.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ProviderError("PROVIDER_CONFIG", f"provider-anthropic: {key} must be a string.")
-    return value
-
-
-def _positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ProviderError(
-            "PROVIDER_CONFIG", f"provider-anthropic: {key} must be a positive integer."
-        )
-    return value
-
-
-def _non_negative_int(config: Mapping[str, Any], key: str, default: int) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProviderError(
-            "PROVIDER_CONFIG", f"provider-anthropic: {key} must be a non-negative integer."
-        )
-    return value
-
-
-def _optional_number(config: Mapping[str, Any], key: str) -> float | None:
-    value = config.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ProviderError("PROVIDER_CONFIG", f"provider-anthropic: {key} must be a number.")
-    return float(value)
-
-
-def _positive_number(config: Mapping[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ProviderError(
-            "PROVIDER_CONFIG", f"provider-anthropic: {key} must be a positive number."
-        )
-    return float(value)

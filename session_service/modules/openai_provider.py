@@ -23,6 +23,7 @@ from openai.types.chat import (
 )
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
+from session_service.modules.settings import ProviderConfig
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -50,21 +51,20 @@ class OpenAIProvider:
     name = "provider-openai"
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.model = _required_str(config, "model")
+        read = ProviderConfig(self.name, config)
+        self.model = read.required_str("model")
         api_key = (
-            _optional_str(config, "api_key")
-            or os.environ.get("OPENAI_API_KEY")
-            or PLACEHOLDER_API_KEY
+            read.optional_str("api_key") or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
         )
-        self.max_tokens = _optional_positive_int(config, "max_tokens")
-        self.temperature = _optional_number(config, "temperature")
-        timeout = _positive_number(config, "timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-        max_retries = _non_negative_int(config, "max_retries", DEFAULT_MAX_RETRIES)
+        self.max_tokens = read.optional_positive_int("max_tokens")
+        self.temperature = read.optional_number("temperature")
+        timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+        max_retries = read.non_negative_int("max_retries", DEFAULT_MAX_RETRIES)
         self._secret = api_key
         try:
             self._client = openai.AsyncOpenAI(
                 api_key=api_key,
-                base_url=_optional_str(config, "base_url"),
+                base_url=read.optional_str("base_url"),
                 timeout=timeout,
                 max_retries=max_retries,
             )
@@ -293,55 +293,3 @@ def _api_message(body: object) -> str:
 
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "[redacted]") if secret else text
-
-
-def _required_str(config: Mapping[str, Any], key: str) -> str:
-    value = config.get(key)
-    if not isinstance(value, str) or not value:
-        raise ProviderError("PROVIDER_CONFIG", f"provider-openai needs a {key} string.")
-    return value
-
-
-def _optional_str(config: Mapping[str, Any], key: str) -> str | None:
-    value = config.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ProviderError("PROVIDER_CONFIG", f"provider-openai: {key} must be a string.")
-    return value
-
-
-def _optional_positive_int(config: Mapping[str, Any], key: str) -> int | None:
-    value = config.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ProviderError(
-            "PROVIDER_CONFIG", f"provider-openai: {key} must be a positive integer."
-        )
-    return value
-
-
-def _non_negative_int(config: Mapping[str, Any], key: str, default: int) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProviderError(
-            "PROVIDER_CONFIG", f"provider-openai: {key} must be a non-negative integer."
-        )
-    return value
-
-
-def _optional_number(config: Mapping[str, Any], key: str) -> float | None:
-    value = config.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ProviderError("PROVIDER_CONFIG", f"provider-openai: {key} must be a number.")
-    return float(value)
-
-
-def _positive_number(config: Mapping[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ProviderError("PROVIDER_CONFIG", f"provider-openai: {key} must be a positive number.")
-    return float(value)

@@ -75,8 +75,10 @@ class Preparer:
 
     def forget(self, config_id: str, name: str, *, created: bool = False) -> None:
         """A config changed: drop what was derived from it."""
-        for key in [k for k in self._latest if k[1] == config_id]:
-            del self._latest[key]
+        if not created:
+            # A creation leaves the config's known revision as it is (ids are never reused).
+            for key in [k for k in self._latest if k[1] == config_id]:
+                del self._latest[key]
         self._cache.evict_config(config_id, name, created=created)
 
     def forget_all(self) -> None:

@@ -38,7 +38,7 @@ from shared.errors import (
 from shared.listing import (
     Page,
     decode_page_token,
-    encode_page_token,
+    page_of,
     page_scope,
     page_size,
     parse_filter,
@@ -58,7 +58,7 @@ class Preparer(Protocol):
     ) -> PreparedBundle: ...
 
 
-def _not_found(session_id: str) -> NotFound:
+def session_not_found(session_id: str) -> NotFound:
     return NotFound(
         f"Session {session_id!r} does not exist.",
         reason="SESSION_NOT_FOUND",
@@ -165,7 +165,7 @@ class SessionService:
         async with self._unit_of_work() as uow:
             found = await uow.sessions.get(tenant_id, session_id)
         if found is None:
-            raise _not_found(session_id)
+            raise session_not_found(session_id)
         return found
 
     async def list_sessions(
@@ -183,18 +183,16 @@ class SessionService:
         async with self._unit_of_work() as uow:
             items = await uow.sessions.page(tenant_id, conditions, position, size + 1)
             total = await uow.sessions.count(tenant_id, conditions)
-        token = ""
-        if len(items) > size:
-            last = items[size - 1]
-            token = encode_page_token([last.create_time.isoformat(), last.session_id], scope)
-        return Page(items=items[:size], next_page_token=token, total_size=total)
+        return page_of(
+            items, size, scope, lambda item: [item.create_time.isoformat(), item.session_id], total
+        )
 
     async def delete(self, tenant_id: str, session_id: str) -> None:
         """Removes a session and its transcript."""
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
-                raise _not_found(session_id)
+                raise session_not_found(session_id)
             _refuse_during_turn(current, "delete")
             await uow.sessions.delete(tenant_id, session_id)
             await uow.commit()
@@ -228,7 +226,7 @@ class SessionService:
         async with self._unit_of_work(write=True) as uow:
             current_or_none = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current_or_none is None:
-                raise _not_found(session_id)
+                raise session_not_found(session_id)
             current = current_or_none
             status = next_status(session_id, current.status, transition)
             if transition in (Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE):
@@ -259,7 +257,7 @@ class SessionService:
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
-                raise _not_found(session_id)
+                raise session_not_found(session_id)
             if current.status not in OPEN_STATUSES:
                 raise FailedPrecondition(
                     f"Session {session_id!r} is {current.status.value}; messages can only be "
@@ -308,12 +306,11 @@ class SessionService:
         async with self._unit_of_work() as uow:
             current = await uow.sessions.get(tenant_id, session_id)
             if current is None:
-                raise _not_found(session_id)
+                raise session_not_found(session_id)
             items = await uow.messages.page(
                 tenant_id, session_id, int(after[0]) if after else 0, size + 1
             )
-        token = encode_page_token([items[size - 1].sequence], scope) if len(items) > size else ""
-        return Page(items=items[:size], next_page_token=token, total_size=current.message_count)
+        return page_of(items, size, scope, lambda item: [item.sequence], current.message_count)
 
 
 def _refuse_during_turn(session: Session, action: str) -> None:

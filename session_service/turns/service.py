@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from session_service.sessions.model import Message, Role, Session, Status
+from session_service.sessions.service import session_not_found
 from session_service.storage.repository import announce
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.engine import TurnJob, TurnRunner
@@ -49,15 +50,6 @@ class Accepted:
     turn_id: str
     after_sequence: int  # stream this turn's events after this sequence
     replayed: bool
-
-
-def _session_not_found(session_id: str) -> NotFound:
-    return NotFound(
-        f"Session {session_id!r} does not exist.",
-        reason="SESSION_NOT_FOUND",
-        resource_type="Session",
-        resource_name=session_id,
-    )
 
 
 def _turn_in_progress(session: Session) -> FailedPrecondition:
@@ -159,7 +151,7 @@ class TurnService:
         async with self._unit_of_work(write=True) as uow:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
-                raise _session_not_found(session_id)
+                raise session_not_found(session_id)
             if request_id:
                 # Checked again under the session's lock: a retry that raced the first try.
                 earlier = await uow.turns.by_request(tenant_id, session_id, request_id)
@@ -290,7 +282,7 @@ class TurnService:
         async with self._unit_of_work(write=True) as uow:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
-                raise _session_not_found(session_id)
+                raise session_not_found(session_id)
             session = await self._reap_abandoned(uow, tenant_id, session)
             if turn_id:
                 turn = await uow.turns.get(tenant_id, session_id, turn_id)
@@ -325,7 +317,7 @@ class TurnService:
         async with self._unit_of_work() as uow:
             session = await uow.sessions.get(tenant_id, session_id)
         if session is None:
-            raise _session_not_found(session_id)
+            raise session_not_found(session_id)
         return session
 
     async def reap(self, tenant_id: str, session_id: str) -> Session:
@@ -333,7 +325,7 @@ class TurnService:
         async with self._unit_of_work(write=True) as uow:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
-                raise _session_not_found(session_id)
+                raise session_not_found(session_id)
             reaped = await self._reap_abandoned(uow, tenant_id, session)
             await uow.commit()
         return reaped

@@ -12,14 +12,13 @@ from google.protobuf import field_mask_pb2
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
-    config_service_pb2_grpc,
 )
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from tests.conftest import Stack, require_postgres
 from tests.rpc.test_config_crud import rpc_error
 from tests.rpc.test_session_prepare import create_config
 from tests.support.databases import fresh_postgres_database
-from tests.support.processes import service_process
+from tests.support.processes import deployment
 from tests.support.rpc import error_info
 
 
@@ -31,6 +30,11 @@ async def test_cached_revisions_still_create_sessions_while_config_service_is_do
     warm = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id="cached")
     )
+    # The cache has seen both creations before ConfigService goes away.
+    for _ in range(100):
+        if stack.parts.watcher.last_sequence >= 2:
+            break
+        await asyncio.sleep(0.05)
     await stack.config_app.stop(0)
     for _ in range(50):
         if not stack.parts.watcher.healthy:
@@ -60,52 +64,35 @@ async def test_cached_revisions_still_create_sessions_while_config_service_is_do
 async def test_two_session_replicas_both_see_a_config_update(tmp_path: Path) -> None:
     require_postgres()
     with fresh_postgres_database() as url:
-        base = {"TANDEM_DATABASE_URL": url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
-        async with service_process(["-m", "config_service"], base) as config:
-            session_env = {
-                "TANDEM_DATABASE_URL": url,
-                "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
-                "TANDEM_CONFIG_SERVICE_TARGET": config.address,
-                "TANDEM_CONFIG_WATCH_RETRY_SECONDS": "0.2",
-            }
-            async with (
-                service_process(["-m", "session_service"], session_env) as first,
-                service_process(["-m", "session_service"], session_env) as second,
-                grpc.aio.insecure_channel(config.address) as config_channel,
-                grpc.aio.insecure_channel(first.address) as first_channel,
-                grpc.aio.insecure_channel(second.address) as second_channel,
-            ):
-                configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
-                replicas = [
-                    session_service_pb2_grpc.SessionServiceStub(first_channel),
-                    session_service_pb2_grpc.SessionServiceStub(second_channel),
-                ]
-                await configs.CreateConfig(
-                    config_service_pb2.CreateConfigRequest(
-                        config_id="app",
-                        config=config_pb2.Config(name="app", yaml_content="bundle:\n  name: a\n"),
-                    )
+        async with deployment(
+            url, session_env={"TANDEM_CONFIG_WATCH_RETRY_SECONDS": "0.2"}
+        ) as tandem:
+            configs = tandem.configs
+            replicas = tandem.sessions
+            await configs.CreateConfig(
+                config_service_pb2.CreateConfigRequest(
+                    config_id="app",
+                    config=config_pb2.Config(name="app", yaml_content="bundle:\n  name: a\n"),
                 )
+            )
 
-                async def revision(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> int:
-                    created = await stub.CreateSession(
-                        session_service_pb2.CreateSessionRequest(config_id="app")
-                    )
-                    return created.config_revision
-
-                assert [await revision(r) for r in replicas] == [1, 1]
-                await configs.UpdateConfig(
-                    config_service_pb2.UpdateConfigRequest(
-                        config=config_pb2.Config(
-                            config_id="app", yaml_content="bundle:\n  name: b\n"
-                        ),
-                        update_mask=field_mask_pb2.FieldMask(paths=["yaml_content"]),
-                    )
+            async def revision(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> int:
+                created = await stub.CreateSession(
+                    session_service_pb2.CreateSessionRequest(config_id="app")
                 )
-                for replica in replicas:
-                    for _ in range(50):
-                        if await revision(replica) == 2:
-                            break
-                        await asyncio.sleep(0.1)
-                    else:
-                        pytest.fail("a replica kept serving revision 1")
+                return created.config_revision
+
+            assert [await revision(r) for r in replicas] == [1, 1]
+            await configs.UpdateConfig(
+                config_service_pb2.UpdateConfigRequest(
+                    config=config_pb2.Config(config_id="app", yaml_content="bundle:\n  name: b\n"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["yaml_content"]),
+                )
+            )
+            for replica in replicas:
+                for _ in range(50):
+                    if await revision(replica) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    pytest.fail("a replica kept serving revision 1")

@@ -11,9 +11,8 @@ import pytest
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
-    config_service_pb2_grpc,
 )
-from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
+from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.conftest import require_postgres
 from tests.rpc.test_turns import (
     assert_gap_free,
@@ -25,7 +24,7 @@ from tests.rpc.test_turns import (
     text_of,
 )
 from tests.support.databases import fresh_postgres_database
-from tests.support.processes import service_process
+from tests.support.processes import deployment
 
 
 @pytest.mark.postgres
@@ -33,62 +32,45 @@ from tests.support.processes import service_process
 async def test_a_turn_on_one_replica_is_followed_and_cancelled_from_another() -> None:
     require_postgres()
     with fresh_postgres_database() as url:
-        base = {"TANDEM_DATABASE_URL": url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
-        async with service_process(["-m", "config_service"], base) as config:
-            session_env = {
-                "TANDEM_DATABASE_URL": url,
-                "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
-                "TANDEM_CONFIG_SERVICE_TARGET": config.address,
-            }
-            async with (
-                service_process(["-m", "session_service"], session_env) as first,
-                service_process(["-m", "session_service"], session_env) as second,
-                grpc.aio.insecure_channel(config.address) as config_channel,
-                grpc.aio.insecure_channel(first.address) as first_channel,
-                grpc.aio.insecure_channel(second.address) as second_channel,
-            ):
-                configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
-                runs_turn = session_service_pb2_grpc.SessionServiceStub(first_channel)
-                elsewhere = session_service_pb2_grpc.SessionServiceStub(second_channel)
-                script = [{"reply": "one two three four five six", "stall": True}]
-                await configs.CreateConfig(
-                    config_service_pb2.CreateConfigRequest(
-                        config_id="app",
-                        config=config_pb2.Config(
-                            name="app", yaml_content=bundle({"script": script, "delay_ms": 30})
-                        ),
-                    )
+        async with deployment(url) as tandem:
+            configs = tandem.configs
+            runs_turn, elsewhere = tandem.sessions
+            script = [{"reply": "one two three four five six", "stall": True}]
+            await configs.CreateConfig(
+                config_service_pb2.CreateConfigRequest(
+                    config_id="app",
+                    config=config_pb2.Config(
+                        name="app", yaml_content=bundle({"script": script, "delay_ms": 30})
+                    ),
                 )
-                created = await runs_turn.CreateSession(
-                    session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+            )
+            created = await runs_turn.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+            )
+            call = send(runs_turn, created.session_id, "go")
+            head = [await next_event(call) for _ in range(2)]
+            call.cancel()
+            # The other replica replays what is stored and follows what comes live.
+            follower = elsewhere.StreamEvents(
+                session_service_pb2.StreamEventsRequest(
+                    session_id=created.session_id, after_sequence=head[-1].sequence
                 )
-                call = send(runs_turn, created.session_id, "go")
-                head = [await next_event(call) for _ in range(2)]
-                call.cancel()
-                # The other replica replays what is stored and follows what comes live.
-                follower = elsewhere.StreamEvents(
-                    session_service_pb2.StreamEventsRequest(
-                        session_id=created.session_id, after_sequence=head[-1].sequence
-                    )
-                )
-                live = [await next_event(follower)]
-                while text_of([*head, *live]) != "one two three four five six":
-                    live.append(await next_event(follower))
-                started = time.perf_counter()
-                cancelled = await elsewhere.CancelTurn(
-                    session_service_pb2.CancelTurnRequest(session_id=created.session_id)
-                )
-                rest = await collect(follower, within=10)
-                elapsed = time.perf_counter() - started
-                whole = [*head, *live, *rest]
-                assert cancelled.turn_id == head[0].turn_id
-                assert kinds(whole)[-1] == "turn_cancelled"
-                assert elapsed < 1.0
-                assert_gap_free(whole)
-                assert (
-                    whole[-1].turn_cancelled.partial_message.content
-                    == "one two three four five six"
-                )
+            )
+            live = [await next_event(follower)]
+            while text_of([*head, *live]) != "one two three four five six":
+                live.append(await next_event(follower))
+            started = time.perf_counter()
+            cancelled = await elsewhere.CancelTurn(
+                session_service_pb2.CancelTurnRequest(session_id=created.session_id)
+            )
+            rest = await collect(follower, within=10)
+            elapsed = time.perf_counter() - started
+            whole = [*head, *live, *rest]
+            assert cancelled.turn_id == head[0].turn_id
+            assert kinds(whole)[-1] == "turn_cancelled"
+            assert elapsed < 1.0
+            assert_gap_free(whole)
+            assert whole[-1].turn_cancelled.partial_message.content == "one two three four five six"
 
 
 @pytest.mark.postgres
@@ -96,68 +78,54 @@ async def test_a_turn_on_one_replica_is_followed_and_cancelled_from_another() ->
 async def test_a_killed_replicas_turn_is_failed_once_its_lease_expires() -> None:
     require_postgres()
     with fresh_postgres_database() as url:
-        base = {"TANDEM_DATABASE_URL": url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
-        async with service_process(["-m", "config_service"], base) as config:
-            session_env = {
-                "TANDEM_DATABASE_URL": url,
-                "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
-                "TANDEM_CONFIG_SERVICE_TARGET": config.address,
-                "TANDEM_TURN_LEASE_SECONDS": "1",
-            }
-            async with (
-                service_process(["-m", "session_service"], session_env) as doomed,
-                service_process(["-m", "session_service"], session_env) as survivor,
-                grpc.aio.insecure_channel(config.address) as config_channel,
-                grpc.aio.insecure_channel(doomed.address) as doomed_channel,
-                grpc.aio.insecure_channel(survivor.address) as survivor_channel,
-            ):
-                configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
-                first = session_service_pb2_grpc.SessionServiceStub(doomed_channel)
-                second = session_service_pb2_grpc.SessionServiceStub(survivor_channel)
-                slow = " ".join(f"w{n}" for n in range(100))
-                await configs.CreateConfig(
-                    config_service_pb2.CreateConfigRequest(
-                        config_id="app",
-                        config=config_pb2.Config(
-                            name="app", yaml_content=bundle({"reply": slow, "delay_ms": 200})
-                        ),
-                    )
+        async with deployment(url, session_env={"TANDEM_TURN_LEASE_SECONDS": "1"}) as tandem:
+            configs = tandem.configs
+            first, second = tandem.sessions
+            doomed = tandem.replicas[0]
+            slow = " ".join(f"w{n}" for n in range(100))
+            await configs.CreateConfig(
+                config_service_pb2.CreateConfigRequest(
+                    config_id="app",
+                    config=config_pb2.Config(
+                        name="app", yaml_content=bundle({"reply": slow, "delay_ms": 200})
+                    ),
                 )
-                created = await first.CreateSession(
-                    session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+            )
+            created = await first.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+            )
+            call = send(first, created.session_id, "go")
+            orphan = await next_event(call)
+            doomed.process.kill()
+            await doomed.process.wait()
+            call.cancel()
+            # Until the lease runs out the turn still counts as running; then it is failed
+            # and the session takes a new turn.
+            started = time.perf_counter()
+            while True:
+                retry = send(second, created.session_id, "again")
+                try:
+                    fresh = await next_event(retry)
+                except grpc.aio.AioRpcError as exc:
+                    refused = exc
+                else:
+                    break
+                assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+                assert time.perf_counter() - started < 10, "the lease never expired"
+                await asyncio.sleep(0.2)
+            assert fresh.HasField("turn_started")
+            assert fresh.turn_id != orphan.turn_id
+            await second.CancelTurn(
+                session_service_pb2.CancelTurnRequest(session_id=created.session_id)
+            )
+            await collect(retry, within=10)
+            log = await collect(
+                second.StreamEvents(
+                    session_service_pb2.StreamEventsRequest(session_id=created.session_id)
                 )
-                call = send(first, created.session_id, "go")
-                orphan = await next_event(call)
-                doomed.process.kill()
-                await doomed.process.wait()
-                call.cancel()
-                # Until the lease runs out the turn still counts as running; then it is failed
-                # and the session takes a new turn.
-                started = time.perf_counter()
-                while True:
-                    retry = send(second, created.session_id, "again")
-                    try:
-                        fresh = await next_event(retry)
-                    except grpc.aio.AioRpcError as exc:
-                        refused = exc
-                    else:
-                        break
-                    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
-                    assert time.perf_counter() - started < 10, "the lease never expired"
-                    await asyncio.sleep(0.2)
-                assert fresh.HasField("turn_started")
-                assert fresh.turn_id != orphan.turn_id
-                await second.CancelTurn(
-                    session_service_pb2.CancelTurnRequest(session_id=created.session_id)
-                )
-                await collect(retry, within=10)
-                log = await collect(
-                    second.StreamEvents(
-                        session_service_pb2.StreamEventsRequest(session_id=created.session_id)
-                    )
-                )
-                assert_gap_free(log)
-                [failed] = [e for e in log if e.HasField("turn_failed")]
-                assert failed.turn_id == orphan.turn_id
-                assert failed.turn_failed.code == "TURN_ABANDONED"
-                assert failed.sequence < fresh.sequence
+            )
+            assert_gap_free(log)
+            [failed] = [e for e in log if e.HasField("turn_failed")]
+            assert failed.turn_id == orphan.turn_id
+            assert failed.turn_failed.code == "TURN_ABANDONED"
+            assert failed.sequence < fresh.sequence

@@ -7,8 +7,13 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+
+import grpc
+
+from shared._generated.tandem.config.v1 import config_service_pb2_grpc
+from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 
 _LISTENING = re.compile(r"listening on (\S+:\d+)")
 
@@ -65,3 +70,43 @@ async def service_process(
             await process.wait()
         if drain is not None:
             await drain
+
+
+@dataclass
+class Deployment:
+    """ConfigService and SessionService replicas as processes on one database, with stubs."""
+
+    config: RunningService
+    replicas: list[RunningService]
+    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
+    sessions: list[session_service_pb2_grpc.SessionServiceAsyncStub]
+
+
+@asynccontextmanager
+async def deployment(
+    database_url: str, replicas: int = 2, session_env: Mapping[str, str] | None = None
+) -> AsyncIterator[Deployment]:
+    """One ConfigService and `replicas` SessionService processes, as Kubernetes would run them."""
+    base = {"TANDEM_DATABASE_URL": database_url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
+    async with AsyncExitStack() as stack:
+        config = await stack.enter_async_context(service_process(["-m", "config_service"], base))
+        env = {
+            "TANDEM_DATABASE_URL": database_url,
+            "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
+            "TANDEM_CONFIG_SERVICE_TARGET": config.address,
+            **(session_env or {}),
+        }
+        running = [
+            await stack.enter_async_context(service_process(["-m", "session_service"], env))
+            for _ in range(replicas)
+        ]
+        config_channel = await stack.enter_async_context(grpc.aio.insecure_channel(config.address))
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(r.address)) for r in running
+        ]
+        yield Deployment(
+            config,
+            running,
+            config_service_pb2_grpc.ConfigServiceStub(config_channel),
+            [session_service_pb2_grpc.SessionServiceStub(c) for c in channels],
+        )
