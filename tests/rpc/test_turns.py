@@ -441,3 +441,31 @@ async def test_fifty_sessions_run_turns_at_once_with_gap_free_logs(stack: Stack)
             )
         )
         assert [e.sequence for e in stored] == [e.sequence for e in events]
+
+
+async def test_hooks_are_called_around_the_turn_and_each_tool_call(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = [
+        {"reply": "", "tool_calls": [{"name": "list_directory", "arguments": {"path": "."}}]},
+        {"reply": "done"},
+    ]
+    document = bundle(
+        {"script": script},
+        tools=[{"module": "tool-filesystem", "config": {"allowed_paths": [str(tmp_path)]}}],
+    ).replace(
+        '"providers"',
+        '"hooks": [{"module": "hooks-logging", "config": {"log_level": "INFO"}}],\n"providers"',
+    )
+    session_id = await active_session(stack, document)
+    with caplog.at_level("INFO", logger="tandem.hooks"):
+        events = await collect(send(stack.sessions, session_id, "go"))
+    turn_id = events[0].turn_id
+    lines = [r.getMessage() for r in caplog.records if r.name == "tandem.hooks"]
+    order = [line.split()[0] for line in lines if turn_id in line]
+    assert order == [
+        "event=turn_start",
+        "event=tool_call_start",
+        "event=tool_call_end",
+        "event=turn_end",
+    ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import struct_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
@@ -228,3 +229,25 @@ async def test_an_anthropic_error_mid_stream_fails_the_turn(
     assert kinds(events)[-1] == "turn_failed"
     assert events[-1].turn_failed.code.startswith("PROVIDER_")
     assert text_of(events) == "Partial"
+
+
+async def test_turn_context_reaches_the_model_but_is_never_stored(
+    stack: Stack, server: LlmServer, files: Path
+) -> None:
+    server.script(stream(openai_text_reply(["Hello Ada."])))
+    config = {"model": "gpt-test", "base_url": f"{server.origin}/v1", "max_retries": 0}
+    session_id = await session_on(stack, document("provider-openai", config, files))
+    context = struct_pb2.Struct()
+    context.update({"user_name": "Zelda-Quartz", "plan": "gold"})
+    call = stack.sessions.SendMessage(
+        session_service_pb2.SendMessageRequest(
+            session_id=session_id, content="greet me", context=context
+        )
+    )
+    events = await collect(call)
+    system = server.requests[0].body["messages"][0]["content"]
+    assert system.startswith("You answer from files.")
+    assert "- user_name: Zelda-Quartz" in system
+    assert "- plan: gold" in system
+    assert all("Zelda-Quartz" not in str(e) for e in events)
+    assert all("Zelda-Quartz" not in str(m) for m in await transcript(stack, session_id))
