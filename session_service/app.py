@@ -113,8 +113,9 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
         name="SessionService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
+        drainers=[turns.drain],
+        finishers=[runner.shutdown],
         closers=[
-            runner.shutdown,
             *closers,
             watcher.stop,
             close_channel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -26,6 +27,9 @@ class ServiceApp:
     # Called once health is NOT_SERVING, before the grace period: end long-lived streams so
     # their clients move to another replica instead of holding the shutdown.
     drainers: Sequence[Callable[[], None]] = field(default_factory=tuple)
+    # Called with the grace period once the server has stopped: background work (running
+    # turns) may use what is left of it to finish before it is ended cleanly.
+    finishers: Sequence[Callable[[float], Awaitable[None]]] = field(default_factory=tuple)
     # Called in order after the server has stopped (listeners, engines, channels, ...).
     closers: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
@@ -39,7 +43,11 @@ class ServiceApp:
         await self.server.mark_not_serving()
         for drain in self.drainers:
             drain()
-        await self.server.stop(self.grace_seconds if grace is None else grace)
+        grace = self.grace_seconds if grace is None else grace
+        started = time.monotonic()
+        await self.server.stop(grace)
+        for finish in self.finishers:
+            await finish(max(0.0, grace - (time.monotonic() - started)))
         for close in self.closers:
             await close()
 

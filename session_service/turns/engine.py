@@ -148,6 +148,8 @@ class TurnRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Log transactions written by finished turns (for tests and metrics).
         self.flushes = 0
+        # Set when this replica stops: cancelled turns then fail instead of counting as cancelled.
+        self.stopping = False
         signals.cancel_local = self.cancel_local
 
     @property
@@ -181,9 +183,17 @@ class TurnRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
 
-    async def shutdown(self) -> None:
-        """Cancels every running turn and waits for each to record how it ended."""
+    async def shutdown(self, grace: float = 0.0) -> None:
+        """Lets running turns finish for up to grace seconds, then fails the rest cleanly.
+
+        A turn ended this way gets TurnFailed REPLICA_STOPPED (not TurnCancelled: nobody
+        asked to cancel it), with its partial reply kept, so the session takes new turns on
+        any other replica at once.
+        """
         tasks = list(self._tasks.values())
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        self.stopping = True
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,7 +211,7 @@ class TurnRunner:
             on_cancel_requested=lambda: self.cancel_local(job.turn_id),
         )
         writer.start()
-        turn = _Turn(job, writer, self._unit_of_work, self._prepare)
+        turn = _Turn(job, writer, self._unit_of_work, self._prepare, lambda: self.stopping)
         try:
             await turn.run()
         finally:
@@ -218,8 +228,10 @@ class _Turn:
         writer: EventWriter,
         unit_of_work: Callable[..., SessionUnitOfWork],
         prepare: Callable[[str, str, int], Any],
+        stopping: Callable[[], bool],
     ) -> None:
         self._job = job
+        self._stopping = stopping
         self._writer = writer
         self._unit_of_work = unit_of_work
         self._prepare = prepare
@@ -231,7 +243,16 @@ class _Turn:
         try:
             await self._loop()
         except asyncio.CancelledError:
-            await asyncio.shield(self._end_cancelled())
+            if self._stopping():
+                await asyncio.shield(
+                    self._end_failed(
+                        "REPLICA_STOPPED",
+                        "The replica running this turn shut down before it ended; "
+                        "send the message again.",
+                    )
+                )
+            else:
+                await asyncio.shield(self._end_cancelled())
             raise
         except ProviderError as exc:
             await self._end_failed(exc.code, exc.message)

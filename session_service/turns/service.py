@@ -27,6 +27,7 @@ from shared.errors import (
     NotFound,
     OutOfRange,
     PreconditionViolation,
+    Unavailable,
 )
 
 MAX_CONTENT_CHARS = 256 * 1024
@@ -94,6 +95,12 @@ class TurnService:
         self._runner = runner
         self._signals = signals
         self._options = options or TurnOptions()
+        self._draining = False
+
+    def drain(self) -> None:
+        """Ends every event stream so its client resumes on another replica."""
+        self._draining = True
+        self._signals.events.notify_all()
 
     async def send(
         self,
@@ -259,6 +266,13 @@ class TurnService:
         cursor = after_sequence
         key = log_key(tenant_id, session_id)
         while True:
+            if self._draining:
+                raise Unavailable(
+                    "This replica is shutting down; resume with StreamEvents after_sequence "
+                    f"{cursor} on another replica.",
+                    reason="SERVER_DRAINING",
+                    metadata={"last_sequence": str(cursor), "session_id": session_id},
+                )
             ticket = self._signals.events.ticket(key)
             async with self._unit_of_work() as uow:
                 batch = await uow.events.after(tenant_id, session_id, cursor, READ_BATCH)

@@ -13,19 +13,20 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from session_service import app as session_app
+from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_pb2,
     session_service_pb2,
+    session_service_pb2_grpc,
 )
 from tests.conftest import Stack
 from tests.rpc.test_config_crud import rpc_error
 from tests.support.rpc import detail, error_info
 
 if TYPE_CHECKING:
-    from shared._generated.tandem.session.v1 import session_service_pb2_grpc
-
     SessionStub = session_service_pb2_grpc.SessionServiceAsyncStub
 
 
@@ -469,3 +470,47 @@ async def test_hooks_are_called_around_the_turn_and_each_tool_call(
         "event=tool_call_end",
         "event=turn_end",
     ]
+
+
+async def test_a_stopping_replica_ends_streams_resumably_and_fails_its_unfinished_turn(
+    stack: Stack, database_url: str
+) -> None:
+    session_id = await active_session(stack, bundle({"script": [{"reply": "wait", "stall": True}]}))
+    call = send(stack.sessions, session_id, "go")
+    seen = [await next_event(call)]
+    stopping = asyncio.create_task(stack.session_app.stop(grace=0.5))
+    error = await rpc_error(collect(call))
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert error_info(error).reason == "SERVER_DRAINING"
+    last = int(error_info(error).metadata["last_sequence"])
+    assert last >= seen[-1].sequence
+    await asyncio.wait_for(stopping, 10)
+    # Another replica on the same database serves the rest of the log.
+    other = await session_app.build(
+        SessionServiceSettings(
+            database_url=database_url,
+            session_service_listen="127.0.0.1:0",
+            config_service_target=stack.config_app.server.address,
+        )
+    )
+    await other.start()
+    try:
+        async with grpc.aio.insecure_channel(other.server.address) as channel:
+            stub = session_service_pb2_grpc.SessionServiceStub(channel)
+            rest = await collect(
+                stub.StreamEvents(
+                    session_service_pb2.StreamEventsRequest(
+                        session_id=session_id, after_sequence=last
+                    )
+                )
+            )
+            assert rest[0].sequence == last + 1
+            assert kinds(rest)[-1] == "turn_failed"
+            assert rest[-1].turn_failed.code == "REPLICA_STOPPED"
+            # The session takes a new turn straight away.
+            again = send(stub, session_id, "again")
+            assert (await next_event(again)).HasField("turn_started")
+            await stub.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
+            await collect(again)
+    finally:
+        await other.stop(0)
