@@ -63,6 +63,7 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
         name="ConfigService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
+        drain_seconds=settings.shutdown_drain_seconds,
         drainers=[service.drain],
         closers=closers,
     )

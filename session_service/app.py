@@ -113,6 +113,7 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
         name="SessionService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
+        drain_seconds=settings.shutdown_drain_seconds,
         drainers=[turns.drain],
         finishers=[runner.shutdown],
         closers=[

@@ -24,6 +24,8 @@ class ServiceApp:
     name: str
     server: GrpcServer
     grace_seconds: float
+    # Only on a real shutdown (stop() without a grace): accept calls this much longer.
+    drain_seconds: float = 0.0
     # Called once health is NOT_SERVING, before the grace period: end long-lived streams so
     # their clients move to another replica instead of holding the shutdown.
     drainers: Sequence[Callable[[], None]] = field(default_factory=tuple)
@@ -43,6 +45,8 @@ class ServiceApp:
         await self.server.mark_not_serving()
         for drain in self.drainers:
             drain()
+        if grace is None:
+            await asyncio.sleep(self.drain_seconds)
         grace = self.grace_seconds if grace is None else grace
         started = time.monotonic()
         await self.server.stop(grace)

@@ -24,6 +24,9 @@ class ServiceSettings(BaseSettings):
     max_send_message_bytes: int = Field(default=16 * MIB, gt=0)
     # How long in-flight RPCs get to finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # After SIGTERM, how long the server keeps accepting calls while reporting NOT_SERVING,
+    # so calls already on their way (and balancers still routing here) are served, not cut.
+    shutdown_drain_seconds: float = Field(default=1.0, ge=0)
     log_level: str = "INFO"
 
     def effective_database_url(self, default_file: str) -> str:
