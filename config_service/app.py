@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.engine import make_url
@@ -20,13 +21,22 @@ from shared.db.engine import create_engine, dispose_engine
 from shared.db.notify import Broadcast, PostgresListener
 from shared.db.uow import session_factory
 from shared.rpc.server import GrpcServer, ServiceBinding
+from shared.telemetry.setup import Telemetry
+
+TELEMETRY_NAME = "tandem-config-service"
 
 
-async def build(settings: ConfigServiceSettings) -> ServiceApp:
-    """Migrates (when enabled) and wires the service; nothing is served until `start()`."""
+async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = None) -> ServiceApp:
+    """Migrates (when enabled) and wires the service; nothing is served until `start()`.
+
+    Telemetry comes from the OTEL_* variables unless given (tests pass in-memory exporters).
+    """
+    if telemetry is None:
+        telemetry = Telemetry.from_environment(TELEMETRY_NAME, os.environ)
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, settings.database)
     engine = create_engine(settings.database)
+    telemetry.instrument_engine(engine)
     sessions = session_factory(engine)
     changes = Broadcast()
     closers: list[Callable[[], Awaitable[None]]] = []
@@ -38,6 +48,7 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
         await listener.start()
         closers.append(listener.stop)
     closers.append(lambda: dispose_engine(engine))
+    closers.append(telemetry.shutdown)
 
     def unit_of_work(write: bool = False) -> ConfigUnitOfWork:
         return ConfigUnitOfWork(sessions, write=write)
@@ -58,7 +69,12 @@ async def build(settings: ConfigServiceSettings) -> ServiceApp:
             servicer, server
         ),
     )
-    server = GrpcServer(settings.config_service_listen, [binding], settings.server_options())
+    server = GrpcServer(
+        settings.config_service_listen,
+        [binding],
+        settings.server_options(),
+        outer_interceptors=telemetry.server_interceptors(),
+    )
     return ServiceApp(
         name="ConfigService",
         server=server,

@@ -19,6 +19,7 @@ from session_service.sessions.service import SessionService
 from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
+from session_service.telemetry import TurnInstruments, observe_gauges
 from session_service.turns.engine import TurnRunner
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
@@ -31,6 +32,7 @@ from shared.db.notify import PostgresListener
 from shared.db.uow import session_factory
 from shared.rpc.channel import insecure_channel
 from shared.rpc.server import GrpcServer, ServiceBinding
+from shared.telemetry.setup import Telemetry
 
 CONFIG_SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
@@ -45,15 +47,29 @@ class SessionParts:
     runner: TurnRunner
 
 
-async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp, SessionParts]:
-    """Wires the service and returns it with its inner parts."""
+TELEMETRY_NAME = "tandem-session-service"
+
+
+async def build_with_parts(
+    settings: SessionServiceSettings, telemetry: Telemetry | None = None
+) -> tuple[ServiceApp, SessionParts]:
+    """Wires the service and returns it with its inner parts.
+
+    Telemetry comes from the OTEL_* variables unless given (tests pass in-memory exporters).
+    """
+    if telemetry is None:
+        telemetry = Telemetry.from_environment(TELEMETRY_NAME, os.environ)
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, settings.database)
     engine = create_engine(settings.database)
+    telemetry.instrument_engine(engine)
     sessions = session_factory(engine)
     # Channels connect lazily, so SessionService starts even while ConfigService is down.
     channel = insecure_channel(
-        settings.config_service_target, CONFIG_SERVICE_NAME, settings.server_options()
+        settings.config_service_target,
+        CONFIG_SERVICE_NAME,
+        settings.server_options(),
+        interceptors=telemetry.client_interceptors(),
     )
     client = ConfigClient(
         config_service_pb2_grpc.ConfigServiceStub(channel), settings.config_call_timeout_seconds
@@ -80,6 +96,7 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
             flush_events=settings.event_flush_max,
             lease_seconds=settings.turn_lease_seconds,
         ),
+        TurnInstruments.create(telemetry),
     )
     turns = TurnService(
         unit_of_work, runner, signals, TurnOptions(lease_seconds=settings.turn_lease_seconds)
@@ -104,7 +121,13 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
             servicer, server
         ),
     )
-    server = GrpcServer(settings.session_service_listen, [binding], settings.server_options())
+    observe_gauges(telemetry, cache, lambda: runner.active, lambda: turns.open_streams)
+    server = GrpcServer(
+        settings.session_service_listen,
+        [binding],
+        settings.server_options(),
+        outer_interceptors=telemetry.server_interceptors(),
+    )
 
     async def close_channel() -> None:
         await channel.close(None)
@@ -121,12 +144,13 @@ async def build_with_parts(settings: SessionServiceSettings) -> tuple[ServiceApp
             watcher.stop,
             close_channel,
             lambda: dispose_engine(engine),
+            telemetry.shutdown,
         ],
     )
     return app, SessionParts(cache=cache, watcher=watcher, preparer=preparer, runner=runner)
 
 
-async def build(settings: SessionServiceSettings) -> ServiceApp:
+async def build(settings: SessionServiceSettings, telemetry: Telemetry | None = None) -> ServiceApp:
     """Migrates (when enabled) and wires the service; nothing is served until `start()`."""
-    app, _ = await build_with_parts(settings)
+    app, _ = await build_with_parts(settings, telemetry)
     return app

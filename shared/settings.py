@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,7 +29,13 @@ class ServiceSettings(BaseSettings):
     # After SIGTERM, how long the server keeps accepting calls while reporting NOT_SERVING,
     # so calls already on their way (and balancers still routing here) are served, not cut.
     shutdown_drain_seconds: float = Field(default=1.0, ge=0)
+    # A connection is closed after this long (0 = never) so clients re-resolve and spread
+    # over new replicas; in-flight calls get the grace period to finish on it.
+    max_connection_age_seconds: float = Field(default=0.0, ge=0)
+    max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
     log_level: str = "INFO"
+    # `auto`: JSON lines when stderr is not a terminal (containers), text on a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     def effective_database_url(self, default_file: str) -> str:
         """The configured database, or the embedded SQLite file named default_file."""
@@ -38,4 +46,6 @@ class ServiceSettings(BaseSettings):
         return ServerOptions(
             max_receive_message_bytes=self.max_receive_message_bytes,
             max_send_message_bytes=self.max_send_message_bytes,
+            max_connection_age_seconds=self.max_connection_age_seconds,
+            max_connection_age_grace_seconds=self.max_connection_age_grace_seconds,
         )

@@ -14,15 +14,20 @@ import contextlib
 import importlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
 from session_service.modules.loops import DEFAULT_MAX_ITERATIONS, LoopSettings
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.storage.uow import SessionUnitOfWork
+from session_service.telemetry import TurnInstruments
 from session_service.turns.model import EventKind, TurnStatus, message_payload
 from session_service.turns.protocols import (
     ChatMessage,
@@ -140,8 +145,10 @@ class TurnRunner:
         prepare: Callable[[str, str, int], Any],
         signals: TurnSignals,
         options: WriterOptions | None = None,
+        instruments: TurnInstruments | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
+        self._instruments = instruments or TurnInstruments.off()
         self._prepare = prepare
         self._signals = signals
         self._options = options or WriterOptions()
@@ -211,12 +218,33 @@ class TurnRunner:
             on_cancel_requested=lambda: self.cancel_local(job.turn_id),
         )
         writer.start()
-        turn = _Turn(job, writer, self._unit_of_work, self._prepare, lambda: self.stopping)
-        try:
-            await turn.run()
-        finally:
-            await writer.stop()
-            self.flushes += writer.flushes
+        turn = _Turn(
+            job, writer, self._unit_of_work, self._prepare, lambda: self.stopping, self._instruments
+        )
+        started = time.perf_counter()
+        # The task was started inside SendMessage, so this span is a child of that RPC's.
+        with self._instruments.tracer.start_as_current_span(
+            "tandem.turn",
+            attributes={
+                "tandem.session.id": job.session_id,
+                "tandem.turn.id": job.turn_id,
+                "tandem.config.id": job.config_id,
+                "tandem.config.revision": job.config_revision,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await turn.run()
+            finally:
+                await writer.stop()
+                self.flushes += writer.flushes
+                span.set_attribute("tandem.turn.status", turn.status)
+                if turn.status != "COMPLETED":
+                    span.set_status(StatusCode.ERROR, turn.failure or turn.status)
+                self._instruments.duration.record(
+                    time.perf_counter() - started, {"tandem.turn.status": turn.status}
+                )
 
 
 class _Turn:
@@ -229,9 +257,16 @@ class _Turn:
         unit_of_work: Callable[..., SessionUnitOfWork],
         prepare: Callable[[str, str, int], Any],
         stopping: Callable[[], bool],
+        instruments: TurnInstruments,
     ) -> None:
         self._job = job
         self._stopping = stopping
+        self._instruments = instruments
+        self._started = time.perf_counter()
+        self._first_event_seen = False
+        # How the turn ended, for its span and duration metric.
+        self.status = "CANCELLED"
+        self.failure = ""
         self._writer = writer
         self._unit_of_work = unit_of_work
         self._prepare = prepare
@@ -362,12 +397,27 @@ class _Turn:
     async def _model_call(
         self, modules: _Modules, request: ProviderRequest
     ) -> tuple[list[ToolCallRequest], str]:
+        with self._instruments.tracer.start_as_current_span(
+            "tandem.provider.stream",
+            attributes={"gen_ai.system": modules.provider.name},
+        ) as span:
+            return await self._stream_model(modules, request, span)
+
+    async def _stream_model(
+        self, modules: _Modules, request: ProviderRequest, span: trace.Span
+    ) -> tuple[list[ToolCallRequest], str]:
         calls: list[ToolCallRequest] = []
         stop_reason = ""
         streamed = modules.loop.stream_deltas
         stream = modules.provider.stream(request)
         try:
             async for event in stream:
+                if not self._first_event_seen:
+                    self._first_event_seen = True
+                    self._instruments.first_event.record(
+                        time.perf_counter() - self._started,
+                        {"tandem.provider": modules.provider.name},
+                    )
                 if isinstance(event, TextDelta):
                     self._text.append(event.text)
                     if streamed and event.text:
@@ -377,6 +427,7 @@ class _Turn:
                 elif isinstance(event, ToolCallDelta):
                     calls.append(event.call)
                 elif isinstance(event, UsageReport):
+                    self._count_tokens(modules.provider.name, event, span)
                     await self._writer.add(
                         EventKind.USAGE,
                         {
@@ -395,9 +446,32 @@ class _Turn:
                 await aclose()
         if not streamed and self._text:
             await self._writer.add(EventKind.CONTENT_DELTA, {"text": "".join(self._text)})
+        span.set_attribute("gen_ai.response.finish_reasons", [stop_reason or "tool_calls"])
         return calls, stop_reason
 
+    def _count_tokens(self, provider: str, usage: UsageReport, span: trace.Span) -> None:
+        for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            self._instruments.tokens.add(
+                count, {"tandem.provider": provider, "gen_ai.token.type": kind}
+            )
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        if usage.model:
+            span.set_attribute("gen_ai.response.model", usage.model)
+
     async def _run_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
+        # Arguments and results stay out of the span: they may carry user data or secrets.
+        with self._instruments.tracer.start_as_current_span(
+            "tandem.tool.call",
+            attributes={"gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.tool_call_id},
+        ) as span:
+            result = await self._call_tool(modules, call)
+            span.set_attribute("tandem.tool.is_error", result.is_error)
+            if result.is_error:
+                span.set_status(StatusCode.ERROR)
+            return result
+
+    async def _call_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
         tool = modules.tools.get(call.name)
         data = {"turn_id": self._job.turn_id, "tool_call_id": call.tool_call_id, "name": call.name}
         await self._hook("tool_call_start", data)
@@ -450,6 +524,7 @@ class _Turn:
             {"stop_reason": stop_reason or "end_turn", "message": message_payload(message)},
         )
         await self._writer.flush(end=TurnStatus.COMPLETED)
+        self.status = "COMPLETED"
         await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "COMPLETED"})
 
     async def _end_failed(self, code: str, detail: str) -> None:
@@ -457,6 +532,7 @@ class _Turn:
             self._assistant("".join(self._text))
         await self._writer.add(EventKind.TURN_FAILED, {"code": code, "message": detail})
         await self._writer.flush(end=TurnStatus.FAILED)
+        self.status, self.failure = "FAILED", code
         await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "FAILED"})
 
     async def _end_cancelled(self) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -96,6 +97,8 @@ class TurnService:
         self._signals = signals
         self._options = options or TurnOptions()
         self._draining = False
+        # Event streams (SendMessage and StreamEvents) open on this replica, for metrics.
+        self.open_streams = 0
 
     def drain(self) -> None:
         """Ends every event stream so its client resumes on another replica."""
@@ -116,7 +119,7 @@ class TurnService:
             check_request_id(request_id)
             earlier = await self._by_request(tenant_id, session_id, request_id)
             if earlier is not None:
-                return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
+                return await self._replay(tenant_id, session_id, earlier, content)
         if not content.strip():
             raise InvalidArgument(
                 "content must not be empty.",
@@ -137,10 +140,31 @@ class TurnService:
             # A concurrent retry with the same request_id won; attach to its turn.
             earlier = job or await self._by_request(tenant_id, session_id, request_id)
             assert earlier is not None
-            return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
+            return await self._replay(tenant_id, session_id, earlier, content)
         self._signals.events.notify(log_key(tenant_id, session_id))
         self._runner.start(job)
         return Accepted(job.turn_id, job.last_sequence - 1, replayed=False)
+
+    async def _replay(
+        self, tenant_id: str, session_id: str, earlier: Turn, content: str
+    ) -> Accepted:
+        """The turn a retry re-attaches to, if the retry carries the same message."""
+        async with self._unit_of_work() as uow:
+            started = await uow.events.after(tenant_id, session_id, earlier.first_sequence - 1, 1)
+        sent = started[0].payload.get("user_message", {}).get("content") if started else None
+        if sent is not None and sent != content:
+            # A reused key with another message is a client bug; running the first turn's
+            # stream for it would answer a question that was not asked.
+            raise InvalidArgument(
+                f"request_id {earlier.request_id!r} was already used for a different message "
+                f"(turn {earlier.turn_id}).",
+                reason="REQUEST_ID_REUSED",
+                metadata={"turn_id": earlier.turn_id},
+                violations=[
+                    FieldViolation("request_id", "already used with different content")
+                ],
+            )
+        return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
 
     async def _by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
         async with self._unit_of_work() as uow:
@@ -263,6 +287,19 @@ class TurnService:
                     FieldViolation("after_sequence", f"must be <= {session.last_sequence}")
                 ],
             )
+        self.open_streams += 1
+        try:
+            async with contextlib.aclosing(
+                self._follow(tenant_id, session_id, after_sequence, follow, turn_id)
+            ) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self.open_streams -= 1
+
+    async def _follow(
+        self, tenant_id: str, session_id: str, after_sequence: int, follow: bool, turn_id: str
+    ) -> AsyncGenerator[Event, None]:
         cursor = after_sequence
         key = log_key(tenant_id, session_id)
         while True:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -28,10 +30,16 @@ def service_config(service_name: str) -> str:
     )
 
 
-def insecure_channel(target: str, service_name: str, options: ServerOptions) -> grpc.aio.Channel:
+def insecure_channel(
+    target: str,
+    service_name: str,
+    options: ServerOptions,
+    interceptors: Sequence[Any] = (),
+) -> grpc.aio.Channel:
     """A channel to target (for example `dns:///config:50051`) for calls to service_name."""
     return grpc.aio.insecure_channel(
         target,
+        interceptors=list(interceptors) or None,
         options=[
             *options.channel_args(),
             ("grpc.service_config", service_config(service_name)),

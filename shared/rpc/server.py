@@ -30,6 +30,10 @@ class ServerOptions:
     max_receive_message_bytes: int
     max_send_message_bytes: int
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
+    # Servers only: close client connections after this long (0 = never), so clients
+    # re-resolve and spread over replicas that were added since they connected.
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 0.0
 
     def channel_args(self) -> list[tuple[str, int | str]]:
         """The options as gRPC channel arguments."""
@@ -41,6 +45,19 @@ class ServerOptions:
             *self.extra,
         ]
 
+    def server_args(self) -> list[tuple[str, int | str]]:
+        """The options as arguments for a server, connection age included."""
+        args = self.channel_args()
+        if self.max_connection_age_seconds > 0:
+            args.append(("grpc.max_connection_age_ms", int(self.max_connection_age_seconds * 1000)))
+            args.append(
+                (
+                    "grpc.max_connection_age_grace_ms",
+                    int(self.max_connection_age_grace_seconds * 1000),
+                )
+            )
+        return args
+
 
 class GrpcServer:
     """One `grpc.aio` server with per-service health and server reflection."""
@@ -51,14 +68,16 @@ class GrpcServer:
         services: Sequence[ServiceBinding],
         options: ServerOptions,
         interceptors: Sequence[Any] = (),
+        outer_interceptors: Sequence[Any] = (),
     ) -> None:
         self._listen = listen
         self._services = list(services)
         # The typing stubs predate grpc_health's asyncio servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *interceptors],
-            options=options.channel_args(),
+            # Outer ones (telemetry) see the status the error mapping produced.
+            interceptors=[*outer_interceptors, ErrorInterceptor(), *interceptors],
+            options=options.server_args(),
         )
         for service in self._services:
             service.register(self._server)

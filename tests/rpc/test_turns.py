@@ -311,6 +311,22 @@ async def test_a_retry_with_the_same_request_id_reattaches_instead_of_running_ag
     assert [e.sequence for e in again] == [e.sequence for e in retried]
 
 
+async def test_a_request_id_reused_for_another_message_is_refused(stack: Stack) -> None:
+    session_id = await active_session(stack, bundle({"reply": "ok"}))
+    first = await collect(send(stack.sessions, session_id, "hello", request_id="req-9"))
+    error = await rpc_error(
+        collect(send(stack.sessions, session_id, "goodbye", request_id="req-9"))
+    )
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(error)
+    assert info.reason == "REQUEST_ID_REUSED"
+    assert info.metadata["turn_id"] == first[0].turn_id
+    violations = detail(error, error_details_pb2.BadRequest).field_violations
+    assert [v.field for v in violations] == ["request_id"]
+    # Nothing ran for it: the transcript holds the first exchange only.
+    assert [m.content for m in await transcript(stack, session_id)] == ["hello", "ok"]
+
+
 async def test_a_turn_goes_on_after_its_client_leaves_and_stream_events_resumes_it(
     stack: Stack,
 ) -> None:

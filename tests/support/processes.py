@@ -80,33 +80,64 @@ class Deployment:
     replicas: list[RunningService]
     configs: config_service_pb2_grpc.ConfigServiceAsyncStub
     sessions: list[session_service_pb2_grpc.SessionServiceAsyncStub]
+    config_replicas: list[RunningService]
 
 
 @asynccontextmanager
 async def deployment(
-    database_url: str, replicas: int = 2, session_env: Mapping[str, str] | None = None
+    database_url: str,
+    replicas: int = 2,
+    session_env: Mapping[str, str] | None = None,
+    *,
+    config_replicas: int = 1,
+    config_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Deployment]:
-    """One ConfigService and `replicas` SessionService processes, as Kubernetes would run them."""
+    """ConfigService and SessionService processes, as Kubernetes would run them.
+
+    With several ConfigService replicas, SessionService is given all their addresses and
+    spreads its calls with round_robin, as it does over a headless Service's DNS name.
+    Each ConfigService replica gets OTEL_RESOURCE_ATTRIBUTES service.instance.id=config-N.
+    """
     base = {"TANDEM_DATABASE_URL": database_url, "TANDEM_CONFIG_SERVICE_LISTEN": "127.0.0.1:0"}
     async with AsyncExitStack() as stack:
-        config = await stack.enter_async_context(service_process(["-m", "config_service"], base))
+        configs = [
+            await stack.enter_async_context(
+                service_process(
+                    ["-m", "config_service"],
+                    {
+                        **base,
+                        **(config_env or {}),
+                        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=config-{index}",
+                    },
+                )
+            )
+            for index in range(config_replicas)
+        ]
+        target = (
+            configs[0].address
+            if config_replicas == 1
+            else "ipv4:" + ",".join(c.address for c in configs)
+        )
         env = {
             "TANDEM_DATABASE_URL": database_url,
             "TANDEM_SESSION_SERVICE_LISTEN": "127.0.0.1:0",
-            "TANDEM_CONFIG_SERVICE_TARGET": config.address,
+            "TANDEM_CONFIG_SERVICE_TARGET": target,
             **(session_env or {}),
         }
         running = [
             await stack.enter_async_context(service_process(["-m", "session_service"], env))
             for _ in range(replicas)
         ]
-        config_channel = await stack.enter_async_context(grpc.aio.insecure_channel(config.address))
+        config_channel = await stack.enter_async_context(
+            grpc.aio.insecure_channel(configs[0].address)
+        )
         channels = [
             await stack.enter_async_context(grpc.aio.insecure_channel(r.address)) for r in running
         ]
         yield Deployment(
-            config,
+            configs[0],
             running,
             config_service_pb2_grpc.ConfigServiceStub(config_channel),
             [session_service_pb2_grpc.SessionServiceStub(c) for c in channels],
+            configs,
         )

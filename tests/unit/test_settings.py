@@ -59,3 +59,24 @@ def test_server_options_set_message_limits_explicitly() -> None:
     args = dict(ConfigServiceSettings(max_send_message_bytes=2048).server_options().channel_args())
     assert args["grpc.max_send_message_length"] == 2048
     assert args["grpc.max_receive_message_length"] == 16 * 1024 * 1024
+
+
+def test_connection_age_reaches_the_server_options_only_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = dict(ConfigServiceSettings().server_options().server_args())
+    assert "grpc.max_connection_age_ms" not in default
+    monkeypatch.setenv("TANDEM_MAX_CONNECTION_AGE_SECONDS", "300")
+    monkeypatch.setenv("TANDEM_MAX_CONNECTION_AGE_GRACE_SECONDS", "30")
+    options = SessionServiceSettings().server_options()
+    server = dict(options.server_args())
+    assert server["grpc.max_connection_age_ms"] == 300_000
+    assert server["grpc.max_connection_age_grace_ms"] == 30_000
+    # Clients do not get server-only arguments.
+    assert "grpc.max_connection_age_ms" not in dict(options.channel_args())
+
+
+def test_log_format_is_one_of_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
+        ConfigServiceSettings()

@@ -1,0 +1,1 @@
+"""OpenTelemetry for both services: traces, metrics, and the switch that keeps them off."""
