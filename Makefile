@@ -14,7 +14,7 @@ BUF_BREAKING_AGAINST ?= .git\#branch=main
 PYTEST_ARGS ?=
 
 .PHONY: install run migrate generate check-generated lint format typecheck buf-lint \
-	buf-breaking check pytest test clean
+	buf-breaking check deploy-tools pytest test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -74,7 +74,20 @@ buf-breaking: $(STAMP)
 
 check: lint typecheck buf-lint buf-breaking check-generated
 
-pytest: $(STAMP) $(NODE_STAMP)
+# The deploy tests render the kustomize overlay with kubectl (1.27 or newer) and validate
+# docker-compose.yml with a compose CLI. A missing compose CLI is installed from Debian's
+# packages where we may; kubectl cannot be, so its absence is reported (and fails under CI).
+deploy-tools:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || { \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			echo "installing docker-compose (Debian) for the compose validation test"; \
+			apt-get update -qq >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+		else echo "no compose CLI: tests/deploy will skip (fail under CI)"; fi; }
+	@command -v kubectl >/dev/null \
+		|| echo "no kubectl (1.27+): tests/deploy will skip (fail under CI)"
+
+pytest: $(STAMP) $(NODE_STAMP) deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: check pytest
