@@ -160,9 +160,7 @@ class TurnService:
                 f"(turn {earlier.turn_id}).",
                 reason="REQUEST_ID_REUSED",
                 metadata={"turn_id": earlier.turn_id},
-                violations=[
-                    FieldViolation("request_id", "already used with different content")
-                ],
+                violations=[FieldViolation("request_id", "already used with different content")],
             )
         return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
 

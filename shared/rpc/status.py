@@ -33,6 +33,7 @@ from shared.errors import (
     TandemError,
     Unimplemented,
 )
+from shared.rpc.handlers import rewrap
 from shared.rpc.wire import find_bad_string
 
 ERROR_DOMAIN = "tandem.dev"
@@ -230,27 +231,12 @@ class ErrorInterceptor(_Interceptor):
             # Unknown method: grpc answers UNIMPLEMENTED itself.
             return handler  # type: ignore[return-value]
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            # Streaming handlers either yield responses or write them with context.write().
-            stream = handler.unary_stream
-            wrapped = (
-                _wrap_stream(cast(StreamBehavior, stream), method)
-                if inspect.isasyncgenfunction(stream)
-                else _wrap_unary(cast(UnaryBehavior, stream), method)
-            )
-            return grpc.unary_stream_rpc_method_handler(
-                wrapped,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        # Client-streaming RPCs are not part of the contract; pass them through untouched.
-        return handler
+        return rewrap(
+            handler,
+            lambda behavior: _wrap_unary(cast(UnaryBehavior, behavior), method),
+            lambda behavior: _wrap_stream(cast(StreamBehavior, behavior), method),
+            _tolerant(handler.request_deserializer),
+        )
 
 
 __all__ = [

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from opentelemetry.metrics import Histogram, Meter
 
+from shared.rpc.handlers import rewrap
+
 DURATION = "rpc.server.call.duration"
 # The conventions' advised boundaries for RPC durations, in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -81,22 +83,11 @@ class RpcMetricsInterceptor(_Interceptor):
         if handler is None or full.startswith(_UNMEASURED):
             return handler  # type: ignore[return-value]
         method = full.lstrip("/")
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(stream, method)
-                if inspect.isasyncgenfunction(stream)
-                else self._unary(stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(
+            handler,
+            lambda behavior: self._unary(behavior, method),
+            lambda behavior: self._stream(behavior, method),
+        )
 
     def _unary(self, behavior: Any, method: str) -> Any:
         async def measured(request: Any, context: _Context) -> Any:
