@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.engine import make_url
 
+from config_service.access import POLICY
 from config_service.configs.service import ConfigService, ConfigServiceOptions
 from config_service.servicer import SERVICE_NAME, ConfigServicer
 from config_service.settings import ConfigServiceSettings
@@ -16,6 +17,7 @@ from config_service.storage.repository import NOTIFY_CHANNEL
 from config_service.storage.uow import ConfigUnitOfWork
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared.app import ServiceApp
+from shared.auth.interceptor import authentication
 from shared.bundle.validate import Limits
 from shared.db.engine import create_engine, dispose_engine
 from shared.db.notify import Broadcast, PostgresListener
@@ -73,6 +75,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
         settings.config_service_listen,
         [binding],
         settings.server_options(),
+        interceptors=[authentication(settings.key_store(), POLICY)],
         outer_interceptors=telemetry.server_interceptors(),
     )
     return ServiceApp(

@@ -14,6 +14,7 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
+from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
 from shared.db.idempotency import fingerprint
 from shared.rpc.context import Context
@@ -287,5 +288,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         cursor = await self._service.open_watch(request.after_sequence)
         # Headers now, so a client knows the stream is established before any change arrives.
         await context.send_initial_metadata(())
-        async for change in self._service.follow(tenant_of(context), cursor):
+        # A service identity (SessionService's cache) follows every tenant's changes.
+        tenant = None if current().service else tenant_of(context)
+        async for change in self._service.follow(tenant, cursor):
             yield change_pb(change)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
+from session_service.access import POLICY
 from session_service.configs_client import ConfigClient
 from session_service.prepare.cache import PreparedCache
 from session_service.prepare.modules import ModuleRegistry
@@ -27,6 +28,7 @@ from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
+from shared.auth.interceptor import authentication
 from shared.db.engine import create_engine, dispose_engine
 from shared.db.notify import PostgresListener
 from shared.db.uow import session_factory
@@ -72,7 +74,9 @@ async def build_with_parts(
         interceptors=telemetry.client_interceptors(),
     )
     client = ConfigClient(
-        config_service_pb2_grpc.ConfigServiceStub(channel), settings.config_call_timeout_seconds
+        config_service_pb2_grpc.ConfigServiceStub(channel),
+        settings.config_call_timeout_seconds,
+        service_key=settings.config_service_api_key,
     )
     cache = PreparedCache(settings.prepared_cache_size)
     watcher = ConfigWatcher(client, retry_seconds=settings.config_watch_retry_seconds)
@@ -126,6 +130,7 @@ async def build_with_parts(
         settings.session_service_listen,
         [binding],
         settings.server_options(),
+        interceptors=[authentication(settings.key_store(), POLICY)],
         outer_interceptors=telemetry.server_interceptors(),
     )
 

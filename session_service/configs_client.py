@@ -21,6 +21,7 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
+from shared.auth.identity import current
 from shared.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -111,10 +112,23 @@ class ConfigClient:
     """Fetches configs and follows their changes."""
 
     def __init__(
-        self, stub: config_service_pb2_grpc.ConfigServiceAsyncStub, call_timeout: float
+        self,
+        stub: config_service_pb2_grpc.ConfigServiceAsyncStub,
+        call_timeout: float,
+        service_key: str = "",
     ) -> None:
         self._stub = stub
         self._call_timeout = call_timeout
+        # Only the change stream runs as SessionService itself; reads act for the caller.
+        self._watch_metadata = (
+            (("authorization", f"Bearer {service_key}"),) if service_key else None
+        )
+
+    @staticmethod
+    def _caller() -> tuple[tuple[str, str], ...] | None:
+        """The caller's credential, so ConfigService scopes the read to the caller's tenant."""
+        authorization = current().authorization
+        return (("authorization", authorization),) if authorization else None
 
     def _timeout(self, time_remaining: float | None) -> float:
         return call_timeout(time_remaining, self._call_timeout)
@@ -127,6 +141,7 @@ class ConfigClient:
             config = await self._stub.GetConfig(
                 config_service_pb2.GetConfigRequest(config_id=config_id, revision=revision),
                 timeout=self._timeout(time_remaining),
+                metadata=self._caller(),
             )
         except grpc.aio.AioRpcError as exc:
             what = f"config {config_id!r}" + (f" revision {revision}" if revision else "")
@@ -141,7 +156,9 @@ class ConfigClient:
             view=config_pb2.CONFIG_VIEW_FULL,
         )
         try:
-            page = await self._stub.ListConfigs(request, timeout=self._timeout(time_remaining))
+            page = await self._stub.ListConfigs(
+                request, timeout=self._timeout(time_remaining), metadata=self._caller()
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, f"config named {name!r}") from exc
         if not page.configs:
@@ -161,7 +178,8 @@ class ConfigClient:
         established is called once the server has accepted the stream, before any change.
         """
         call = self._stub.WatchConfigs(
-            config_service_pb2.WatchConfigsRequest(after_sequence=after_sequence)
+            config_service_pb2.WatchConfigsRequest(after_sequence=after_sequence),
+            metadata=self._watch_metadata,
         )
         try:
             await call.initial_metadata()

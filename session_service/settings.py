@@ -15,6 +15,9 @@ class SessionServiceSettings(ServiceSettings):
     session_service_listen: str = "127.0.0.1:50052"
     # A `dns:///host:port` target spreads calls over every ConfigService replica.
     config_service_target: str = "127.0.0.1:50051"
+    # SessionService's own key (role `service`) for following config changes of every tenant;
+    # every other call to ConfigService carries the caller's key.
+    config_service_api_key: str = ""
     # Upper bound on any one call to ConfigService, within the caller's own deadline.
     config_call_timeout_seconds: float = Field(default=5.0, gt=0)
     # How many prepared bundles (config revisions) the cache keeps.

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.keys import KeyStore
 from shared.rpc.server import ServerOptions
 
 MIB = 1024 * 1024
@@ -33,6 +34,12 @@ class ServiceSettings(BaseSettings):
     # over new replicas; in-flight calls get the grace period to finish on it.
     max_connection_age_seconds: float = Field(default=0.0, ge=0)
     max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    # API keys (YAML: name, tenant, role, sha256 per key). Neither set: development mode, in
+    # which every call acts as the admin of the default tenant.
+    api_keys_file: str = ""
+    api_keys: str = ""
+    # How often the key file is checked for changes (rotation without a restart).
+    api_keys_reload_seconds: float = Field(default=2.0, ge=0)
     log_level: str = "INFO"
     # `auto`: JSON lines when stderr is not a terminal (containers), text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -40,6 +47,14 @@ class ServiceSettings(BaseSettings):
     def effective_database_url(self, default_file: str) -> str:
         """The configured database, or the embedded SQLite file named default_file."""
         return self.database_url or f"sqlite:///{default_file}"
+
+    def key_store(self) -> KeyStore:
+        """The API keys this server accepts."""
+        return KeyStore(
+            path=self.api_keys_file,
+            inline=self.api_keys,
+            reload_seconds=self.api_keys_reload_seconds,
+        )
 
     def server_options(self) -> ServerOptions:
         """Transport limits for servers and channels."""

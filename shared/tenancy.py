@@ -1,7 +1,8 @@
 """Which tenant a call acts for.
 
-Every table carries tenant_id and every query is scoped by it. Until authentication maps
-callers to tenants, every call acts for the embedded default tenant.
+Every table carries tenant_id and every query is scoped by it. The authentication
+interceptor sets the caller's identity; in development mode (no keys) it is the default
+tenant.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import Any
 
 import grpc
 
-DEFAULT_TENANT = "default"
+from shared.auth.identity import DEFAULT_TENANT, current
+
+__all__ = ["DEFAULT_TENANT", "tenant_of"]
 
 
 def tenant_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The tenant the current RPC acts for."""
-    return DEFAULT_TENANT
+    return current().tenant_id

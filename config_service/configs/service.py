@@ -445,8 +445,11 @@ class ConfigService:
             raise _expired(cursor, oldest)
         return cursor
 
-    async def follow(self, tenant_id: str, cursor: int) -> AsyncIterator[ConfigChange]:
-        """The tenant's changes after cursor, then new ones as they commit, until drained."""
+    async def follow(self, tenant_id: str | None, cursor: int) -> AsyncIterator[ConfigChange]:
+        """The tenant's changes after cursor, then new ones as they commit, until drained.
+
+        tenant_id None follows every tenant (a service identity invalidating its caches).
+        """
         while True:
             if self._changes.closed:
                 raise Unavailable(
@@ -467,7 +470,9 @@ class ConfigService:
             if len(batch) < WATCH_BATCH:
                 await Broadcast.wait(ticket, self._options.watch_poll_seconds)
 
-    async def _read_changes(self, tenant_id: str, cursor: int) -> tuple[int, list[ConfigChange]]:
+    async def _read_changes(
+        self, tenant_id: str | None, cursor: int
+    ) -> tuple[int, list[ConfigChange]]:
         async with self._unit_of_work() as uow:
             oldest, _ = await uow.changes.bounds()
             return oldest, await uow.changes.after(tenant_id, cursor, WATCH_BATCH)

@@ -288,17 +288,15 @@ class ChangeLog:
         ).one()
         return int(oldest or 0), int(latest or 0)
 
-    async def after(self, tenant_id: str, sequence: int, limit: int) -> list[ConfigChange]:
-        """The tenant's changes after sequence, oldest first."""
+    async def after(self, tenant_id: str | None, sequence: int, limit: int) -> list[ConfigChange]:
+        """The tenant's changes after sequence, oldest first (None: every tenant's)."""
+        conditions = [ConfigChangeRow.sequence > sequence]
+        if tenant_id is not None:
+            conditions.append(ConfigChangeRow.tenant_id == tenant_id)
         rows = (
             await self._session.scalars(
                 select(ConfigChangeRow)
-                .where(
-                    and_(
-                        ConfigChangeRow.tenant_id == tenant_id,
-                        ConfigChangeRow.sequence > sequence,
-                    )
-                )
+                .where(and_(*conditions))
                 .order_by(ConfigChangeRow.sequence)
                 .limit(limit)
             )

@@ -1,0 +1,27 @@
+"""Which role each SessionService method needs."""
+
+from __future__ import annotations
+
+from session_service.servicer import SERVICE_NAME
+from shared.auth.identity import Role
+from shared.auth.interceptor import AccessPolicy
+
+_READ = ("GetSession", "ListSessions", "ListMessages", "StreamEvents", "PrepareConfig")
+_WRITE = (
+    "CreateSession",
+    "StartSession",
+    "CompleteSession",
+    "FailSession",
+    "TerminateSession",
+    "ResumeSession",
+    "AppendMessage",
+    "SendMessage",
+    "CancelTurn",
+)
+
+# DeleteSession (and any method added later without a line here) needs ADMIN: it erases a
+# transcript for good.
+POLICY = AccessPolicy(
+    SERVICE_NAME,
+    {**dict.fromkeys(_READ, Role.READER), **dict.fromkeys(_WRITE, Role.WRITER)},
+)

@@ -1,0 +1,172 @@
+"""API keys: stored only as SHA-256 hashes, each naming a tenant and a role.
+
+The key list is YAML (or JSON), from a file or an environment variable:
+
+    keys:
+      - name: team-a-ci          # shown in logs, never the key
+        tenant: team-a
+        role: writer             # reader, writer, admin, or service
+        sha256: 9f86d0818...     # `python -m shared.auth.keys hash <key>`
+
+A file is re-read when it changes, so keys are added, rotated and revoked without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from shared.auth.identity import SERVICE_ROLE, Identity, Role
+
+_log = logging.getLogger(__name__)
+
+_ROLES = {"reader": Role.READER, "writer": Role.WRITER, "admin": Role.ADMIN}
+
+
+class KeyFileError(ValueError):
+    """The key list cannot be used; the message says where."""
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One stored key."""
+
+    name: str
+    tenant_id: str
+    role: str
+
+    def identity(self, authorization: str) -> Identity:
+        """The caller this key authenticates."""
+        if self.role == SERVICE_ROLE:
+            return Identity(self.tenant_id, None, self.name, authorization, service=True)
+        return Identity(self.tenant_id, _ROLES[self.role], self.name, authorization)
+
+
+def parse_keys(text: str, source: str) -> dict[str, KeyEntry]:
+    """Entries by hash; KeyFileError names the entry and field at fault."""
+    try:
+        document = YAML(typ="safe").load(text) or {}
+    except YAMLError as exc:
+        raise KeyFileError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys", []), list):
+        raise KeyFileError(f"{source}: expected a mapping with a list under 'keys'")
+    entries: dict[str, KeyEntry] = {}
+    for index, raw in enumerate(document.get("keys", [])):
+        where = f"{source}: keys[{index}]"
+        if not isinstance(raw, Mapping):
+            raise KeyFileError(f"{where}: expected a mapping")
+        entry = _entry(raw, where)
+        digest = str(raw.get("sha256", "")).strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise KeyFileError(f"{where}.sha256: expected 64 hex digits")
+        if raw.get("revoked") is True:
+            continue
+        entries[digest] = entry
+    return entries
+
+
+def _entry(raw: Mapping[str, Any], where: str) -> KeyEntry:
+    for field in ("name", "tenant", "role"):
+        if not isinstance(raw.get(field), str) or not raw[field].strip():
+            raise KeyFileError(f"{where}.{field}: required")
+    role = raw["role"].strip().lower()
+    if role not in _ROLES and role != SERVICE_ROLE:
+        raise KeyFileError(f"{where}.role: one of reader, writer, admin, service")
+    return KeyEntry(raw["name"].strip(), raw["tenant"].strip(), role)
+
+
+class KeyStore:
+    """The current key list; re-read from its file when the file changes."""
+
+    def __init__(
+        self,
+        *,
+        path: str = "",
+        inline: str = "",
+        reload_seconds: float = 2.0,
+    ) -> None:
+        self._path = Path(path) if path else None
+        self._inline = inline
+        self._reload_seconds = reload_seconds
+        self._checked = 0.0
+        self._stamp: tuple[int, int] | None = None
+        self._entries: dict[str, KeyEntry] = {}
+        self._load(initial=True)
+
+    @property
+    def enabled(self) -> bool:
+        """False when no key list is configured: development mode."""
+        return self._path is not None or bool(self._inline)
+
+    def _load(self, *, initial: bool = False) -> None:
+        entries: dict[str, KeyEntry] = {}
+        if self._inline:
+            entries.update(parse_keys(self._inline, "TANDEM_API_KEYS"))
+        if self._path is not None:
+            stat = self._path.stat()
+            self._stamp = (stat.st_mtime_ns, stat.st_size)
+            entries.update(parse_keys(self._path.read_text(encoding="utf-8"), str(self._path)))
+        self._entries = entries
+        if not initial:
+            _log.info("API keys reloaded: %d active", len(entries))
+
+    def _maybe_reload(self) -> None:
+        if self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._checked < self._reload_seconds:
+            return
+        self._checked = now
+        try:
+            stat = self._path.stat()
+            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                self._load()
+        except (OSError, KeyFileError) as exc:
+            # A half-written or broken file must not lock everyone out: keep the last list.
+            _log.error("API key file not reloaded, keeping the previous keys: %s", exc)
+
+    def lookup(self, key: str) -> KeyEntry | None:
+        """The entry for key, if it is active."""
+        self._maybe_reload()
+        return self._entries.get(hash_key(key))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shared.auth.keys new|hash`: make a key, or hash one, for the key list."""
+    parser = argparse.ArgumentParser(prog="python -m shared.auth.keys")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("new", help="print a new random key and its sha256")
+    hashing = commands.add_parser("hash", help="print the sha256 of a key read from stdin")
+    hashing.add_argument("--env", help="read the key from this environment variable instead")
+    args = parser.parse_args(argv)
+    if args.command == "new":
+        key = "tdm_" + secrets.token_urlsafe(32)
+        print(f"key:    {key}\nsha256: {hash_key(key)}")
+        return 0
+    key = os.environ.get(args.env, "") if args.env else sys.stdin.readline().strip()
+    if not key:
+        print("no key given", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
