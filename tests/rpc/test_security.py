@@ -363,7 +363,7 @@ async def test_tenant_b_can_touch_nothing_of_tenant_a(secured: Secured) -> None:
         )
     )
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "a-config" in error.details()
+    assert "a-config" in str(error.details())
 
     # The same id in both tenants names two different configs.
     b_own = await create_config(secured, "b-writer", "a-config")
@@ -374,9 +374,10 @@ async def test_tenant_b_can_touch_nothing_of_tenant_a(secured: Secured) -> None:
     assert a_view.etag == a_config.etag
 
     # B's watch saw B's own changes only.
-    seen = []
+    seen: list[tuple[str, int]] = []
     while len(seen) < 2:
         change = await asyncio.wait_for(watch.read(), 5)
+        assert isinstance(change, config_pb2.ConfigChange)
         seen.append((change.config_id, change.revision))
     watch.cancel()
     assert seen == [("b-inc", 1), ("a-config", 1)]
