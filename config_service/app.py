@@ -77,6 +77,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
         settings.server_options(),
         interceptors=[authentication(settings.key_store(), POLICY)],
         outer_interceptors=telemetry.server_interceptors(),
+        credentials=settings.server_credentials(),
     )
     return ServiceApp(
         name="ConfigService",

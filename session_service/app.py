@@ -32,7 +32,7 @@ from shared.auth.interceptor import authentication
 from shared.db.engine import create_engine, dispose_engine
 from shared.db.notify import PostgresListener
 from shared.db.uow import session_factory
-from shared.rpc.channel import insecure_channel
+from shared.rpc.channel import service_channel
 from shared.rpc.server import GrpcServer, ServiceBinding
 from shared.telemetry.setup import Telemetry
 
@@ -67,11 +67,12 @@ async def build_with_parts(
     telemetry.instrument_engine(engine)
     sessions = session_factory(engine)
     # Channels connect lazily, so SessionService starts even while ConfigService is down.
-    channel = insecure_channel(
+    channel = service_channel(
         settings.config_service_target,
         CONFIG_SERVICE_NAME,
         settings.server_options(),
         interceptors=telemetry.client_interceptors(),
+        credentials=settings.config_channel_credentials(),
     )
     client = ConfigClient(
         config_service_pb2_grpc.ConfigServiceStub(channel),
@@ -132,6 +133,7 @@ async def build_with_parts(
         settings.server_options(),
         interceptors=[authentication(settings.key_store(), POLICY)],
         outer_interceptors=telemetry.server_interceptors(),
+        credentials=settings.server_credentials(),
     )
 
     async def close_channel() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grpc
 from pydantic import Field
 
+from shared.rpc.tls import channel_credentials
 from shared.settings import ServiceSettings
 
 DEFAULT_DATABASE_FILE = "tandem-session.db"
@@ -18,6 +20,11 @@ class SessionServiceSettings(ServiceSettings):
     # SessionService's own key (role `service`) for following config changes of every tenant;
     # every other call to ConfigService carries the caller's key.
     config_service_api_key: str = ""
+    # TLS to ConfigService: the CA that signed its certificate, and (for mutual TLS) this
+    # service's client certificate and key. All empty: plaintext.
+    config_service_tls_ca_file: str = ""
+    config_service_tls_cert_file: str = ""
+    config_service_tls_key_file: str = ""
     # Upper bound on any one call to ConfigService, within the caller's own deadline.
     config_call_timeout_seconds: float = Field(default=5.0, gt=0)
     # How many prepared bundles (config revisions) the cache keeps.
@@ -31,6 +38,17 @@ class SessionServiceSettings(ServiceSettings):
     event_flush_seconds: float = Field(default=0.025, gt=0)
     # ... or as soon as this many are waiting.
     event_flush_max: int = Field(default=64, gt=0)
+
+    def config_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """Credentials for the channel to ConfigService, or None for plaintext."""
+        files = (
+            self.config_service_tls_ca_file,
+            self.config_service_tls_cert_file,
+            self.config_service_tls_key_file,
+        )
+        if not any(files):
+            return None
+        return channel_credentials(*files)
 
     @property
     def database(self) -> str:

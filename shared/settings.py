@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+import grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth.keys import KeyStore
 from shared.rpc.server import ServerOptions
+from shared.rpc.tls import server_credentials
 
 MIB = 1024 * 1024
 
@@ -40,6 +42,11 @@ class ServiceSettings(BaseSettings):
     api_keys: str = ""
     # How often the key file is checked for changes (rotation without a restart).
     api_keys_reload_seconds: float = Field(default=2.0, ge=0)
+    # TLS for this server: certificate and key (PEM). With a client CA too, callers must
+    # present a certificate it signed (mutual TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     log_level: str = "INFO"
     # `auto`: JSON lines when stderr is not a terminal (containers), text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -55,6 +62,16 @@ class ServiceSettings(BaseSettings):
             inline=self.api_keys,
             reload_seconds=self.api_keys_reload_seconds,
         )
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """TLS credentials, or None for plaintext."""
+        if not self.tls_cert_file and not self.tls_key_file:
+            if self.tls_client_ca_file:
+                raise ValueError("TANDEM_TLS_CLIENT_CA_FILE needs TANDEM_TLS_CERT_FILE and KEY")
+            return None
+        if not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("TANDEM_TLS_CERT_FILE and TANDEM_TLS_KEY_FILE go together")
+        return server_credentials(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     def server_options(self) -> ServerOptions:
         """Transport limits for servers and channels."""

@@ -30,19 +30,24 @@ def service_config(service_name: str) -> str:
     )
 
 
-def insecure_channel(
+def service_channel(
     target: str,
     service_name: str,
     options: ServerOptions,
     interceptors: Sequence[Any] = (),
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    """A channel to target (for example `dns:///config:50051`) for calls to service_name."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=list(interceptors) or None,
-        options=[
-            *options.channel_args(),
-            ("grpc.service_config", service_config(service_name)),
-            ("grpc.enable_retries", 1),
-        ],
-    )
+    """A channel to target (for example `dns:///config:50051`) for calls to service_name.
+
+    With credentials it is TLS (mutual TLS when they hold a client certificate).
+    """
+    args = [
+        *options.channel_args(),
+        ("grpc.service_config", service_config(service_name)),
+        ("grpc.enable_retries", 1),
+    ]
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            target, credentials, options=args, interceptors=list(interceptors) or None
+        )
+    return grpc.aio.insecure_channel(target, options=args, interceptors=list(interceptors) or None)

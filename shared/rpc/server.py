@@ -69,7 +69,9 @@ class GrpcServer:
         options: ServerOptions,
         interceptors: Sequence[Any] = (),
         outer_interceptors: Sequence[Any] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
+        self._credentials = credentials
         self._listen = listen
         self._services = list(services)
         # The typing stubs predate grpc_health's asyncio servicer.
@@ -101,7 +103,11 @@ class GrpcServer:
 
     async def start(self) -> None:
         """Binds, starts serving, and marks every service SERVING."""
-        self.port = self._server.add_insecure_port(self._listen)
+        self.port = (
+            self._server.add_secure_port(self._listen, self._credentials)
+            if self._credentials is not None
+            else self._server.add_insecure_port(self._listen)
+        )
         if self.port == 0:
             raise OSError(f"could not bind {self._listen}")
         await self._server.start()

@@ -15,7 +15,7 @@ import pytest
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
-from shared.rpc.channel import insecure_channel
+from shared.rpc.channel import service_channel
 from shared.rpc.server import ServerOptions
 from tests.conftest import require_postgres
 from tests.rpc.test_turns import Event, assert_gap_free, bundle, collect, next_event, send
@@ -56,7 +56,7 @@ async def test_sigterm_during_unary_calls_and_turn_streams_loses_nothing() -> No
             streams = [send(on_doomed, s, "go") for s in sessions]
             seen = [[await next_event(call)] for call in streams]
             options = ServerOptions(8 << 20, 8 << 20)
-            both = insecure_channel(
+            both = service_channel(
                 f"ipv4:{doomed.address},{survivor.address}", SESSION_SERVICE, options
             )
             async with both:

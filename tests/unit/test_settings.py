@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -80,3 +82,11 @@ def test_log_format_is_one_of_the_known_ones(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("TANDEM_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
         ConfigServiceSettings()
+
+
+def test_a_tls_certificate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
+    settings = ConfigServiceSettings(tls_cert_file=str(tmp_path / "cert.pem"))
+    with pytest.raises(ValueError, match="go together"):
+        settings.server_credentials()
+    assert ConfigServiceSettings().server_credentials() is None
+    assert SessionServiceSettings().config_channel_credentials() is None
