@@ -10,21 +10,14 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from shared.auth.identity import DEVELOPMENT, Identity, Role, act_as
 from shared.auth.keys import KeyStore
 from shared.errors import PermissionDenied, Unauthenticated
-from shared.rpc.handlers import rewrap
-
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
+from shared.rpc.handlers import Handler, Interceptor, rewrap
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -59,7 +52,7 @@ def _bearer(context: _Context) -> str:
     )
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(Interceptor):
     """Sets the caller's identity for the handler, or refuses the call."""
 
     def __init__(self, keys: KeyStore, policy: AccessPolicy) -> None:
@@ -106,10 +99,10 @@ class AuthInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
-        handler: _Handler | None = await continuation(handler_call_details)
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
         full = handler_call_details.method
         if handler is None or not full.startswith(self._prefix):
             return handler  # type: ignore[return-value]

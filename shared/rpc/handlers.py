@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+# The typing stubs make these generic; at run time they are plain classes.
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
+    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
+    Interceptor = grpc.aio.ServerInterceptor
 
 Behavior = Callable[..., Any]
 

@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -33,7 +33,7 @@ from shared.errors import (
     TandemError,
     Unimplemented,
 )
-from shared.rpc.handlers import rewrap
+from shared.rpc.handlers import Handler, Interceptor, rewrap
 from shared.rpc.wire import find_bad_string
 
 ERROR_DOMAIN = "tandem.dev"
@@ -210,23 +210,15 @@ def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     return wrapper
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
-
-
-class ErrorInterceptor(_Interceptor):
+class ErrorInterceptor(Interceptor):
     """Maps exceptions escaping any handler to a status with `google.rpc` details."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
-        handler: _Handler | None = await continuation(handler_call_details)
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
         if handler is None:
             # Unknown method: grpc answers UNIMPLEMENTED itself.
             return handler  # type: ignore[return-value]

@@ -10,24 +10,18 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 from opentelemetry.metrics import Histogram, Meter
 
-from shared.rpc.handlers import rewrap
+from shared.rpc.handlers import Handler, Interceptor, rewrap
 
 DURATION = "rpc.server.call.duration"
 # The conventions' advised boundaries for RPC durations, in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 _UNMEASURED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,7 +44,7 @@ def status_name(context: _Context, error: BaseException | None) -> str:
     return "UNKNOWN"
 
 
-class RpcMetricsInterceptor(_Interceptor):
+class RpcMetricsInterceptor(Interceptor):
     """Records every call's duration with its method and status code."""
 
     def __init__(self, meter: Meter) -> None:
@@ -75,10 +69,10 @@ class RpcMetricsInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
-        handler: _Handler | None = await continuation(handler_call_details)
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
         full = handler_call_details.method
         if handler is None or full.startswith(_UNMEASURED):
             return handler  # type: ignore[return-value]
