@@ -55,6 +55,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
     def unit_of_work(write: bool = False) -> ConfigUnitOfWork:
         return ConfigUnitOfWork(sessions, write=write)
 
+    keys = settings.key_store()
     service = ConfigService(
         unit_of_work,
         changes,
@@ -62,6 +63,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
             limits=Limits(max_bytes=settings.max_document_bytes),
             change_retention=settings.change_retention,
             watch_poll_seconds=settings.watch_poll_seconds,
+            policies=keys.policy,
         ),
     )
     servicer = ConfigServicer(service)
@@ -75,7 +77,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
         settings.config_service_listen,
         [binding],
         settings.server_options(),
-        interceptors=[authentication(settings.key_store(), POLICY)],
+        interceptors=[authentication(keys, POLICY, settings.token_verifier())],
         outer_interceptors=telemetry.server_interceptors(),
         credentials=settings.server_credentials(),
     )

@@ -172,7 +172,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def ValidateConfig(
         self, request: config_service_pb2.ValidateConfigRequest, context: Context
     ) -> config_service_pb2.ValidateConfigResponse:
-        result = self._service.validate(request.yaml_content)
+        result = self._service.validate(tenant_of(context), request.yaml_content)
         return config_service_pb2.ValidateConfigResponse(
             valid=result.valid,
             violations=[violation_pb(v) for v in result.violations],

@@ -90,7 +90,8 @@ async def build_with_parts(
     def unit_of_work(write: bool = False) -> SessionUnitOfWork:
         return SessionUnitOfWork(sessions, write=write)
 
-    service = SessionService(unit_of_work, preparer)
+    keys = settings.key_store()
+    service = SessionService(unit_of_work, preparer, keys.policy)
     signals = TurnSignals()
     runner = TurnRunner(
         unit_of_work,
@@ -104,7 +105,10 @@ async def build_with_parts(
         TurnInstruments.create(telemetry),
     )
     turns = TurnService(
-        unit_of_work, runner, signals, TurnOptions(lease_seconds=settings.turn_lease_seconds)
+        unit_of_work,
+        runner,
+        signals,
+        TurnOptions(lease_seconds=settings.turn_lease_seconds, policies=keys.policy),
     )
     closers: list[Callable[[], Awaitable[None]]] = []
     if make_url(settings.database).get_backend_name() == "postgresql":
@@ -131,7 +135,7 @@ async def build_with_parts(
         settings.session_service_listen,
         [binding],
         settings.server_options(),
-        interceptors=[authentication(settings.key_store(), POLICY)],
+        interceptors=[authentication(keys, POLICY, settings.token_verifier())],
         outer_interceptors=telemetry.server_interceptors(),
         credentials=settings.server_credentials(),
     )

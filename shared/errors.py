@@ -147,6 +147,8 @@ class ResourceExhausted(TandemError):
 
     reason: str = "RESOURCE_EXHAUSTED"
     violations: Sequence[QuotaViolation] = ()
+    # For a rate limit: when a retry can succeed (sent as RetryInfo).
+    retry_after_seconds: float | None = None
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
 

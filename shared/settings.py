@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth.keys import KeyStore
+from shared.auth.tokens import JwtVerifier
+from shared.quotas import Quotas, TenantPolicy
 from shared.rpc.server import ServerOptions
 from shared.rpc.tls import server_credentials
 
@@ -40,8 +42,31 @@ class ServiceSettings(BaseSettings):
     # which every call acts as the admin of the default tenant.
     api_keys_file: str = ""
     api_keys: str = ""
-    # How often the key file is checked for changes (rotation without a restart).
+    # How often the key and JWKS files are checked for changes (rotation without a restart).
     api_keys_reload_seconds: float = Field(default=2.0, ge=0)
+    # JWT bearer tokens from an identity provider, verified against its public keys (a JWKS
+    # file, re-read when it changes). The tenant and role come from the named claims.
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_jwks_file: str = ""
+    jwt_tenant_claim: str = "tenant"
+    jwt_role_claim: str = "role"
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    # Every tenant's limits unless the key list's `tenants:` section says otherwise; 0 is
+    # unlimited. Configs and sessions count what a tenant holds; turns, those running now.
+    quota_configs: int = Field(default=10_000, ge=0)
+    quota_sessions: int = Field(default=100_000, ge=0)
+    quota_concurrent_turns: int = Field(default=64, ge=0)
+    quota_send_messages_per_minute: int = Field(default=600, ge=0)
+    # Messages that may be sent back to back before the per-minute rate applies (0: a full
+    # minute's worth).
+    quota_send_message_burst: int = Field(default=0, ge=0)
+    # Literal credentials in bundles are refused unless a tenant opts in (here for every
+    # tenant, or per tenant in the key list).
+    allow_literal_secrets: bool = False
+    # RPCs one server runs at once, streams included; more are refused RESOURCE_EXHAUSTED
+    # before reaching a handler (0: no cap).
+    maximum_concurrent_rpcs: int = Field(default=4096, ge=0)
     # TLS for this server: certificate and key (PEM). With a client CA too, callers must
     # present a certificate it signed (mutual TLS).
     tls_cert_file: str = ""
@@ -61,6 +86,39 @@ class ServiceSettings(BaseSettings):
             path=self.api_keys_file,
             inline=self.api_keys,
             reload_seconds=self.api_keys_reload_seconds,
+            defaults=self.tenant_defaults(),
+        )
+
+    def token_verifier(self) -> JwtVerifier | None:
+        """The JWT verifier, or None when no identity provider is configured."""
+        fields = (self.jwt_issuer, self.jwt_audience, self.jwt_jwks_file)
+        if not any(fields):
+            return None
+        if not all(fields):
+            raise ValueError(
+                "TANDEM_JWT_ISSUER, TANDEM_JWT_AUDIENCE and TANDEM_JWT_JWKS_FILE go together"
+            )
+        return JwtVerifier(
+            issuer=self.jwt_issuer,
+            audience=self.jwt_audience,
+            jwks_file=self.jwt_jwks_file,
+            tenant_claim=self.jwt_tenant_claim,
+            role_claim=self.jwt_role_claim,
+            leeway_seconds=self.jwt_leeway_seconds,
+            reload_seconds=self.api_keys_reload_seconds,
+        )
+
+    def tenant_defaults(self) -> TenantPolicy:
+        """The policy of a tenant the key list says nothing about."""
+        return TenantPolicy(
+            Quotas(
+                configs=self.quota_configs,
+                sessions=self.quota_sessions,
+                concurrent_turns=self.quota_concurrent_turns,
+                send_messages_per_minute=self.quota_send_messages_per_minute,
+                send_message_burst=self.quota_send_message_burst,
+            ),
+            allow_literal_secrets=self.allow_literal_secrets,
         )
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
@@ -80,4 +138,5 @@ class ServiceSettings(BaseSettings):
             max_send_message_bytes=self.max_send_message_bytes,
             max_connection_age_seconds=self.max_connection_age_seconds,
             max_connection_age_grace_seconds=self.max_connection_age_grace_seconds,
+            maximum_concurrent_rpcs=self.maximum_concurrent_rpcs,
         )

@@ -24,6 +24,7 @@ from config_service.storage.uow import ConfigUnitOfWork
 from shared.bundle.validate import Limits, ValidationResult, validate_document
 from shared.db.idempotency import check_request_id
 from shared.db.notify import Broadcast
+from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     Aborted,
@@ -43,6 +44,7 @@ from shared.listing import (
     page_size,
     parse_filter,
 )
+from shared.quotas import PolicyLookup, check_count, unlimited
 
 FILTER_FIELDS = ("name", "bundle.name")
 FILTER_PREFIXES = ("tags.",)
@@ -59,6 +61,8 @@ class ConfigServiceOptions:
     change_retention: int = 10_000
     # Watchers re-read at least this often, in case a wake-up was lost.
     watch_poll_seconds: float = 5.0
+    # Each tenant's quotas and literal-secret opt-in.
+    policies: PolicyLookup = unlimited
 
 
 def _not_found(config_id: str, revision: int = 0) -> NotFound:
@@ -101,12 +105,15 @@ class ConfigService:
 
     # Validation -------------------------------------------------------------------------
 
-    def validate(self, yaml_content: str) -> ValidationResult:
-        """Checks a document; writes nothing."""
-        return validate_document(yaml_content, self._options.limits)
+    def validate(self, tenant_id: str, yaml_content: str) -> ValidationResult:
+        """Checks a document under the tenant's policy; writes nothing."""
+        allow = self._options.policies(tenant_id).allow_literal_secrets
+        return validate_document(yaml_content, self._options.limits, allow_literal_secrets=allow)
 
-    def _require_valid(self, yaml_content: str, field_path: str) -> ValidationResult:
-        result = self.validate(yaml_content)
+    def _require_valid(
+        self, tenant_id: str, yaml_content: str, field_path: str
+    ) -> ValidationResult:
+        result = self.validate(tenant_id, yaml_content)
         if not result.valid:
             raise InvalidArgument(
                 f"The bundle document is invalid ({len(result.errors)} error(s)).",
@@ -197,7 +204,7 @@ class ConfigService:
             )
         check_fields(fields)
         content = fields.yaml_content or ""
-        result = self._require_valid(content, "config.yaml_content")
+        result = self._require_valid(tenant_id, content, "config.yaml_content")
         now = utcnow()
         new_id = config_id or uuid.uuid4().hex
         config = Config(
@@ -250,6 +257,7 @@ class ConfigService:
                     json.dumps({"config_id": config.config_id, "revision": 1}).encode(),
                 )
             await self._check_unique(uow, tenant_id, config)
+            await self._check_quota(uow, tenant_id)
             await uow.configs.insert(tenant_id, config)
             sequence = await uow.changes.append(
                 tenant_id, ChangeType.CREATED, config, config.create_time
@@ -348,7 +356,7 @@ class ConfigService:
             proposed = apply(current)
             if not always and _same_content(current, proposed):
                 return current
-            result = self._require_valid(proposed.yaml_content, "config.yaml_content")
+            result = self._require_valid(tenant_id, proposed.yaml_content, "config.yaml_content")
             if proposed.name != current.name:
                 await self._check_unique(uow, tenant_id, proposed, new=False)
             revision = current.revision + 1
@@ -415,6 +423,15 @@ class ConfigService:
                 resource_name=owner,
                 metadata={"name": config.name, "config_id": owner},
             )
+
+    async def _check_quota(self, uow: ConfigUnitOfWork, tenant_id: str) -> None:
+        limit = self._options.policies(tenant_id).quotas.configs
+        if limit <= 0:
+            return
+        # Under the tenant's lock, so concurrent creates on any replica cannot all squeeze in.
+        await lock_tenant(uow.session, "configs", tenant_id)
+        used = await uow.configs.count_live(tenant_id, [])
+        check_count(tenant_id, "configs", used, limit, "delete configs it no longer needs.")
 
     async def _prune(self, uow: ConfigUnitOfWork, sequence: int) -> None:
         # Pruning on every write would double its cost; every 64th keeps the log near its bound.

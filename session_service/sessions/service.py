@@ -26,6 +26,7 @@ from session_service.sessions.model import (
 )
 from session_service.storage.uow import SessionUnitOfWork
 from shared.db.idempotency import check_request_id
+from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     Aborted,
@@ -43,6 +44,7 @@ from shared.listing import (
     page_size,
     parse_filter,
 )
+from shared.quotas import PolicyLookup, check_count, unlimited
 
 FILTER_FIELDS = ("config_id", "status")
 FILTER_PREFIXES = ("tags.",)
@@ -70,9 +72,15 @@ def session_not_found(session_id: str) -> NotFound:
 class SessionService:
     """The session domain; the servicer translates to and from it."""
 
-    def __init__(self, unit_of_work: Callable[..., SessionUnitOfWork], preparer: Preparer) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[..., SessionUnitOfWork],
+        preparer: Preparer,
+        policies: PolicyLookup = unlimited,
+    ) -> None:
         self._unit_of_work = unit_of_work
         self._preparer = preparer
+        self._policies = policies
 
     async def create(
         self,
@@ -144,7 +152,11 @@ class SessionService:
     async def _store_new(
         self, tenant_id: str, session: Session, request_id: str, fingerprint: str
     ) -> Session:
+        limit = self._policies(tenant_id).quotas.sessions
         async with self._unit_of_work(write=True) as uow:
+            if limit:
+                # First in the transaction, so concurrent creates on any replica count in turn.
+                await lock_tenant(uow.session, "sessions", tenant_id)
             if request_id:
                 replay = await self._replay(uow, tenant_id, request_id, fingerprint)
                 if replay is not None:
@@ -156,6 +168,9 @@ class SessionService:
                     fingerprint,
                     json.dumps(session_to_json(session)).encode(),
                 )
+            if limit:
+                used = await uow.sessions.count(tenant_id, [])
+                check_count(tenant_id, "sessions", used, limit, "delete sessions it is done with.")
             await uow.sessions.insert(tenant_id, session)
             await uow.commit()
         return session

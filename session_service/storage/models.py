@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy import BigInteger, Float, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.idempotency import IdempotencyKeyColumns
@@ -73,6 +73,8 @@ class TurnRow(Base):
     __tablename__ = "session_turns"
     __table_args__ = (
         Index("ux_session_turns_request", "tenant_id", "session_id", "request_id", unique=True),
+        # Counts a tenant's running turns for its concurrency quota.
+        Index("ix_session_turns_status", "tenant_id", "status"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -103,3 +105,15 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     event_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RateBucketRow(Base):
+    """A tenant's token bucket for one rate limit, shared by every replica."""
+
+    __tablename__ = "session_rate_buckets"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float())
+    # Epoch seconds: replicas compare it with their own clocks.
+    refreshed_at: Mapped[float] = mapped_column(Float())

@@ -11,10 +11,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.sessions.model import Message, Role, Session, Status, ToolCall
-from session_service.storage.models import EventRow, MessageRow, SessionRow, TurnRow
+from session_service.storage.models import (
+    EventRow,
+    MessageRow,
+    RateBucketRow,
+    SessionRow,
+    TurnRow,
+)
 from session_service.turns.model import Event, EventKind, Turn, TurnStatus
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
+from shared.quotas import Bucket
 
 
 def _session(row: SessionRow) -> Session:
@@ -326,6 +333,19 @@ class TurnRepository:
         )
         return bool(value)
 
+    async def count_running(self, tenant_id: str, now: datetime) -> int:
+        """The tenant's turns running now (not those whose replica died and lease ran out)."""
+        query = (
+            select(func.count())
+            .select_from(TurnRow)
+            .where(
+                TurnRow.tenant_id == tenant_id,
+                TurnRow.status == TurnStatus.RUNNING.value,
+                TurnRow.lease_expires > now,
+            )
+        )
+        return int(await self._session.scalar(query) or 0)
+
     async def running(self) -> list[tuple[str, Turn]]:
         """Every turn still marked RUNNING, with its tenant."""
         rows = (
@@ -334,6 +354,27 @@ class TurnRepository:
             )
         ).all()
         return [(row.tenant_id, _turn(row)) for row in rows]
+
+
+class RateBucketRepository:
+    """Tenants' token buckets; callers hold the tenant's lock while they read and write."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, tenant_id: str, name: str) -> Bucket | None:
+        """The bucket's last state, if it was ever used."""
+        row = await self._session.get(RateBucketRow, (tenant_id, name))
+        return None if row is None else Bucket(row.tokens, row.refreshed_at)
+
+    async def put(self, tenant_id: str, name: str, bucket: Bucket) -> None:
+        """Stores the bucket's new state."""
+        row = await self._session.get(RateBucketRow, (tenant_id, name))
+        if row is None:
+            row = RateBucketRow(tenant_id=tenant_id, name=name)
+            self._session.add(row)
+        row.tokens, row.refreshed_at = bucket.tokens, bucket.at
+        await self._session.flush()
 
 
 class EventRepository:

@@ -8,6 +8,7 @@ from session_service.storage.models import IdempotencyKey
 from session_service.storage.repository import (
     EventRepository,
     MessageRepository,
+    RateBucketRepository,
     SessionRepository,
     TurnRepository,
 )
@@ -23,6 +24,7 @@ class SessionUnitOfWork(UnitOfWork):
     messages: MessageRepository
     turns: TurnRepository
     events: EventRepository
+    rates: RateBucketRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.idempotency = IdempotencyRepository(session, IdempotencyKey)
@@ -30,3 +32,4 @@ class SessionUnitOfWork(UnitOfWork):
         self.messages = MessageRepository(session)
         self.turns = TurnRepository(session)
         self.events = EventRepository(session)
+        self.rates = RateBucketRepository(session)

@@ -7,7 +7,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from session_service.sessions.model import Message, Role, Session, Status
@@ -19,6 +19,7 @@ from session_service.turns.model import Event, EventKind, Turn, TurnStatus, mess
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals, log_key
 from shared.db.idempotency import check_request_id
 from shared.db.notify import Broadcast
+from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     AlreadyExists,
@@ -30,9 +31,13 @@ from shared.errors import (
     PreconditionViolation,
     Unavailable,
 )
+from shared.quotas import PolicyLookup, Quotas, check_count, rate_limited, take_token, unlimited
 
 MAX_CONTENT_CHARS = 256 * 1024
 READ_BATCH = 500
+
+
+SEND_MESSAGE_BUCKET = "send_message"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class TurnOptions:
     follow_poll_seconds: float = 1.0
     # The lease a new turn starts with (its runner renews it).
     lease_seconds: float = 15.0
+    # Each tenant's concurrent-turn quota and SendMessage rate.
+    policies: PolicyLookup = unlimited
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,31 @@ def _turn_in_progress(session: Session) -> FailedPrecondition:
             )
         ],
     )
+
+
+async def _check_turn_limits(
+    uow: SessionUnitOfWork, tenant_id: str, quotas: Quotas, now: datetime
+) -> None:
+    """The tenant's concurrent-turn quota, then its SendMessage rate; under its lock."""
+    if quotas.concurrent_turns:
+        running = await uow.turns.count_running(tenant_id, now)
+        check_count(
+            tenant_id,
+            "concurrent_turns",
+            running,
+            quotas.concurrent_turns,
+            "wait for a turn to finish, or cancel one.",
+        )
+    if quotas.send_messages_per_minute:
+        bucket, wait = take_token(
+            await uow.rates.get(tenant_id, SEND_MESSAGE_BUCKET),
+            now.timestamp(),
+            quotas.send_messages_per_minute,
+            quotas.send_message_burst,
+        )
+        if wait > 0:
+            rate_limited(tenant_id, "send_messages", quotas.send_messages_per_minute, wait)
+        await uow.rates.put(tenant_id, SEND_MESSAGE_BUCKET, bucket)
 
 
 def _not_active(session: Session) -> FailedPrecondition:
@@ -177,7 +209,12 @@ class TurnService:
         turn_context: Mapping[str, Any] | None,
     ) -> TurnJob | Turn:
         turn_id = uuid.uuid4().hex
+        quotas = self._options.policies(tenant_id).quotas
         async with self._unit_of_work(write=True) as uow:
+            if quotas.concurrent_turns or quotas.send_messages_per_minute:
+                # Taken before the session's row lock, always in that order, so two accepts
+                # cannot wait on each other.
+                await lock_tenant(uow.session, "turns", tenant_id)
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
                 raise session_not_found(session_id)
@@ -192,6 +229,7 @@ class TurnService:
             if session.active_turn_id:
                 raise _turn_in_progress(session)
             now = utcnow()
+            await _check_turn_limits(uow, tenant_id, quotas, now)
             sequence = session.last_sequence + 1
             user = Message(
                 message_id=uuid.uuid4().hex,

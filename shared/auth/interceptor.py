@@ -1,6 +1,7 @@
 """Authenticates every call to a Tandem service and checks the caller's role for the method.
 
-Health and reflection stay open. With no key list configured the server runs in development
+Callers present an API key or, where an identity provider is configured, a JWT. Health and
+reflection stay open. With neither configured the server runs in development
 mode: every call acts as the admin of the default tenant (and start-up says so loudly).
 """
 
@@ -16,6 +17,7 @@ import grpc
 
 from shared.auth.identity import DEVELOPMENT, Identity, Role, act_as
 from shared.auth.keys import KeyStore
+from shared.auth.tokens import JwtVerifier, looks_like_jwt
 from shared.errors import PermissionDenied, Unauthenticated
 from shared.rpc.handlers import Handler, Interceptor, rewrap
 
@@ -55,16 +57,21 @@ def _bearer(context: _Context) -> str:
 class AuthInterceptor(Interceptor):
     """Sets the caller's identity for the handler, or refuses the call."""
 
-    def __init__(self, keys: KeyStore, policy: AccessPolicy) -> None:
+    def __init__(
+        self, keys: KeyStore, policy: AccessPolicy, tokens: JwtVerifier | None = None
+    ) -> None:
         self._keys = keys
         self._policy = policy
+        self._tokens = tokens
         self._prefix = f"/{policy.service}/"
 
     def authenticate(self, context: _Context) -> Identity:
-        """The caller, from its bearer key; Unauthenticated when there is none that works."""
-        if not self._keys.enabled:
+        """The caller, from its bearer key or JWT; Unauthenticated when there is none that works."""
+        if not self._keys.enabled and self._tokens is None:
             return DEVELOPMENT
         key = _bearer(context)
+        if self._tokens is not None and looks_like_jwt(key):
+            return self._tokens.verify(key)
         entry = self._keys.lookup(key)
         if entry is None:
             raise Unauthenticated(
@@ -130,9 +137,11 @@ class AuthInterceptor(Interceptor):
         return admitted
 
 
-def authentication(keys: KeyStore, policy: AccessPolicy) -> AuthInterceptor:
+def authentication(
+    keys: KeyStore, policy: AccessPolicy, tokens: JwtVerifier | None = None
+) -> AuthInterceptor:
     """The interceptor for a server; says loudly when it runs without keys."""
-    if not keys.enabled:
+    if not keys.enabled and tokens is None:
         logging.getLogger(__name__).warning(
             "%s: DEVELOPMENT MODE, no API keys configured (TANDEM_API_KEYS_FILE or "
             "TANDEM_API_KEYS): every caller acts as admin of tenant '%s'. Do not expose "
@@ -140,4 +149,4 @@ def authentication(keys: KeyStore, policy: AccessPolicy) -> AuthInterceptor:
             policy.service,
             DEVELOPMENT.tenant_id,
         )
-    return AuthInterceptor(keys, policy)
+    return AuthInterceptor(keys, policy, tokens)

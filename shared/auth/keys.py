@@ -8,7 +8,13 @@ The key list is YAML (or JSON), from a file or an environment variable:
         role: writer             # reader, writer, admin, or service
         sha256: 9f86d0818...     # `python -m shared.auth.keys hash <key>`
 
-A file is re-read when it changes, so keys are added, rotated and revoked without a restart.
+    tenants:                     # optional: overrides of the TANDEM_QUOTA_* defaults
+      team-a:
+        allow_literal_secrets: true
+        quotas: {configs: 500, concurrent_turns: 8}
+
+A file is re-read when it changes, so keys are added, rotated and revoked, and tenants' limits
+changed, without a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import logging
 import os
 import secrets
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from shared.auth.identity import SERVICE_ROLE, Identity, Role
+from shared.auth.reloading import ReloadingFile
+from shared.quotas import NO_LIMITS, TenantPolicy, parse_policy
 
 _log = logging.getLogger(__name__)
 
@@ -59,14 +66,31 @@ class KeyEntry:
         return Identity(self.tenant_id, _ROLES[self.role], self.name, authorization)
 
 
-def parse_keys(text: str, source: str) -> dict[str, KeyEntry]:
-    """Entries by hash; KeyFileError names the entry and field at fault."""
+@dataclass(frozen=True)
+class KeyList:
+    """One parsed key list: active keys by hash, and tenants' policies."""
+
+    entries: Mapping[str, KeyEntry]
+    tenants: Mapping[str, TenantPolicy]
+
+
+def parse_keys(text: str, source: str, defaults: TenantPolicy = NO_LIMITS) -> KeyList:
+    """The key list; KeyFileError names the entry and field at fault."""
     try:
         document = YAML(typ="safe").load(text) or {}
     except YAMLError as exc:
         raise KeyFileError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(document, Mapping) or not isinstance(document.get("keys", []), list):
         raise KeyFileError(f"{source}: expected a mapping with a list under 'keys'")
+    tenants = document.get("tenants", {})
+    if not isinstance(tenants, Mapping):
+        raise KeyFileError(f"{source}: 'tenants' must map tenant ids to their limits")
+    policies: dict[str, TenantPolicy] = {}
+    for tenant_id, raw in tenants.items():
+        try:
+            policies[str(tenant_id)] = parse_policy(raw, defaults, f"{source}: tenants.{tenant_id}")
+        except ValueError as exc:
+            raise KeyFileError(str(exc)) from None
     entries: dict[str, KeyEntry] = {}
     for index, raw in enumerate(document.get("keys", [])):
         where = f"{source}: keys[{index}]"
@@ -79,7 +103,7 @@ def parse_keys(text: str, source: str) -> dict[str, KeyEntry]:
         if raw.get("revoked") is True:
             continue
         entries[digest] = entry
-    return entries
+    return KeyList(entries, policies)
 
 
 def _entry(raw: Mapping[str, Any], where: str) -> KeyEntry:
@@ -101,51 +125,43 @@ class KeyStore:
         path: str = "",
         inline: str = "",
         reload_seconds: float = 2.0,
+        defaults: TenantPolicy = NO_LIMITS,
     ) -> None:
-        self._path = Path(path) if path else None
-        self._inline = inline
-        self._reload_seconds = reload_seconds
-        self._checked = 0.0
-        self._stamp: tuple[int, int] | None = None
-        self._entries: dict[str, KeyEntry] = {}
-        self._load(initial=True)
+        self._defaults = defaults
+        self._configured = bool(path or inline)
+        self._inline = (
+            parse_keys(inline, "TANDEM_API_KEYS", defaults) if inline else KeyList({}, {})
+        )
+        self._file = (
+            ReloadingFile(Path(path), self._parse, reload_seconds, "API key list") if path else None
+        )
+
+    def _parse(self, text: str, source: str) -> KeyList:
+        return parse_keys(text, source, self._defaults)
 
     @property
     def enabled(self) -> bool:
         """False when no key list is configured: development mode."""
-        return self._path is not None or bool(self._inline)
+        return self._configured
 
-    def _load(self, *, initial: bool = False) -> None:
-        entries: dict[str, KeyEntry] = {}
-        if self._inline:
-            entries.update(parse_keys(self._inline, "TANDEM_API_KEYS"))
-        if self._path is not None:
-            stat = self._path.stat()
-            self._stamp = (stat.st_mtime_ns, stat.st_size)
-            entries.update(parse_keys(self._path.read_text(encoding="utf-8"), str(self._path)))
-        self._entries = entries
-        if not initial:
-            _log.info("API keys reloaded: %d active", len(entries))
-
-    def _maybe_reload(self) -> None:
-        if self._path is None:
-            return
-        now = time.monotonic()
-        if now - self._checked < self._reload_seconds:
-            return
-        self._checked = now
-        try:
-            stat = self._path.stat()
-            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                self._load()
-        except (OSError, KeyFileError) as exc:
-            # A half-written or broken file must not lock everyone out: keep the last list.
-            _log.error("API key file not reloaded, keeping the previous keys: %s", exc)
+    def _lists(self) -> tuple[KeyList, ...]:
+        # The file's entries win over inline ones with the same hash or tenant.
+        return (self._inline,) if self._file is None else (self._inline, self._file.current())
 
     def lookup(self, key: str) -> KeyEntry | None:
         """The entry for key, if it is active."""
-        self._maybe_reload()
-        return self._entries.get(hash_key(key))
+        digest = hash_key(key)
+        found = None
+        for keys in self._lists():
+            found = keys.entries.get(digest, found)
+        return found
+
+    def policy(self, tenant_id: str) -> TenantPolicy:
+        """The tenant's quotas and opt-ins: its own entry, else the defaults."""
+        found = self._defaults
+        for keys in self._lists():
+            found = keys.tenants.get(tenant_id, found)
+        return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,13 @@ _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 DEFAULT_LIMITS = Limits()
 
 
-def validate_document(text: str, limits: Limits = DEFAULT_LIMITS) -> ValidationResult:
-    """Checks a bundle document and summarizes it; never raises for a bad document."""
+def validate_document(
+    text: str, limits: Limits = DEFAULT_LIMITS, *, allow_literal_secrets: bool = False
+) -> ValidationResult:
+    """Checks a bundle document and summarizes it; never raises for a bad document.
+
+    A literal secret is an error unless allowed (a tenant's opt-in), then a warning.
+    """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
         message = f"the document is {size} bytes; the limit is {limits.max_bytes} bytes"
@@ -58,7 +63,8 @@ def validate_document(text: str, limits: Limits = DEFAULT_LIMITS) -> ValidationR
 
     root = loaded.root
     violations += check_schema(root, loaded.locations)
-    violations += _check_strings(root, loaded.locations)
+    secrets = Severity.WARNING if allow_literal_secrets else Severity.ERROR
+    violations += _check_strings(root, loaded.locations, secrets)
     summary = summarize(root, loaded.locations, bool(instruction))
     bundle = None
     if root is None or isinstance(root, dict):
@@ -88,7 +94,7 @@ def _ordered(violations: list[Violation]) -> tuple[Violation, ...]:
     return tuple(sorted(unique, key=lambda v: (v.line, v.column)))
 
 
-def _check_strings(root: Any, locations: Locations) -> list[Violation]:
+def _check_strings(root: Any, locations: Locations, secrets: Severity) -> list[Violation]:
     """`${...}` syntax and literal secrets, in every string of the document."""
     violations: list[Violation] = []
     # Iterative, and bounded by Limits.max_nodes: the loader counted aliases expanded.
@@ -107,7 +113,7 @@ def _check_strings(root: Any, locations: Locations) -> list[Violation]:
         elif isinstance(value, str):
             location = locations.value(path)
             _check_references(value, path, location, violations)
-            _check_secret(key, value, path, location, violations)
+            _check_secret(key, value, path, location, secrets, violations)
     return violations
 
 
@@ -123,6 +129,7 @@ def _check_secret(
     value: str,
     path: Path,
     location: tuple[int, int],
+    severity: Severity,
     violations: list[Violation],
 ) -> None:
     # The messages never quote the value: the point is to keep the secret out of sight.
@@ -133,4 +140,6 @@ def _check_secret(
         if found is None:
             return
         message = f"looks like {found} (a literal secret); use a ${{VAR}} reference"
-    violations.append(Violation(format_path(path), *location, message, Severity.WARNING))
+    if severity is Severity.ERROR:
+        message += " (literal secrets are not allowed for this tenant)"
+    violations.append(Violation(format_path(path), *location, message, severity))

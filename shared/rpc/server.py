@@ -34,6 +34,8 @@ class ServerOptions:
     # re-resolve and spread over replicas that were added since they connected.
     max_connection_age_seconds: float = 0.0
     max_connection_age_grace_seconds: float = 0.0
+    # Servers only: RPCs run at once, streams included (0 = no cap).
+    maximum_concurrent_rpcs: int = 0
 
     def channel_args(self) -> list[tuple[str, int | str]]:
         """The options as gRPC channel arguments."""
@@ -80,6 +82,7 @@ class GrpcServer:
             # Outer ones (telemetry) see the status the error mapping produced.
             interceptors=[*outer_interceptors, ErrorInterceptor(), *interceptors],
             options=options.server_args(),
+            maximum_concurrent_rpcs=options.maximum_concurrent_rpcs or None,
         )
         for service in self._services:
             service.register(self._server)

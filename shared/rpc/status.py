@@ -2,8 +2,9 @@
 
 Every error carries `ErrorInfo` (domain `tandem.dev`). Validation errors add
 `BadRequest.field_violations`, precondition and concurrency errors add `PreconditionFailure`,
-quota errors add `QuotaFailure`, missing resources add `ResourceInfo`. The code and message in
-the packed `google.rpc.Status` equal the RPC's own, so `rpc_status.from_call` works everywhere.
+quota errors add `QuotaFailure` (and `RetryInfo` for a rate limit), missing resources add
+`ResourceInfo`. The code and message in the packed `google.rpc.Status` equal the RPC's own,
+so `rpc_status.from_call` works everywhere.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
@@ -85,6 +87,10 @@ def to_status(error: TandemError) -> status_pb2.Status:
         for exceeded in error.violations:
             quota.violations.add(subject=exceeded.subject, description=exceeded.description)
         status.details.append(_pack(quota))
+    if isinstance(error, ResourceExhausted) and error.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_after_seconds))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if isinstance(error, NotFound | AlreadyExists) and error.resource_type:
         status.details.append(
             _pack(

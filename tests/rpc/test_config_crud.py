@@ -429,9 +429,10 @@ async def test_validate_config_reports_violations_and_summary(configs: Stub) -> 
             "      api_key: sk-abcdefghijklmnopqrstuvwxyz123456\nsurprise: 1\n"
         )
     )
-    assert warned.valid
+    # A literal secret is an error for a tenant that has not opted in (the default).
+    assert not warned.valid
     severities = {(v.field, v.severity) for v in warned.violations}
-    assert ("providers[0].config.api_key", config_pb2.SEVERITY_WARNING) in severities
+    assert ("providers[0].config.api_key", config_pb2.SEVERITY_ERROR) in severities
     assert ("surprise", config_pb2.SEVERITY_WARNING) in severities
     assert all("sk-abc" not in v.message for v in warned.violations)
     invalid = await configs.ValidateConfig(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,104 +12,24 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
-    config_service_pb2_grpc,
 )
 from shared._generated.tandem.session.v1 import (
     session_pb2,
     session_service_pb2,
-    session_service_pb2_grpc,
 )
-from shared.app import ServiceApp
-from shared.auth.keys import hash_key
 from tests.rpc.test_turns import bundle, collect
+from tests.support.jwks import AUDIENCE, ISSUER, new_rsa, public_jwk, sign, write_jwks
 from tests.support.rpc import error_info
-
-KEYS = {
-    "a-admin": ("tenant-a", "admin"),
-    "a-writer": ("tenant-a", "writer"),
-    "a-reader": ("tenant-a", "reader"),
-    "b-admin": ("tenant-b", "admin"),
-    "b-writer": ("tenant-b", "writer"),
-    "session-service": ("system", "service"),
-}
-
-
-def secret(name: str) -> str:
-    return f"tdm_{name}_0123456789abcdef"
-
-
-def key_file(
-    path: Path, keys: dict[str, tuple[str, str]], revoked: frozenset[str] = frozenset()
-) -> None:
-    entries = [
-        {
-            "name": name,
-            "tenant": tenant,
-            "role": role,
-            "sha256": hash_key(secret(name)),
-            **({"revoked": True} if name in revoked else {}),
-        }
-        for name, (tenant, role) in keys.items()
-    ]
-    path.write_text(json.dumps({"keys": entries}))
-
-
-def auth(name: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {secret(name)}"),)
-
-
-@dataclass
-class Secured:
-    keys: Path
-    config_app: ServiceApp
-    session_app: ServiceApp
-    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
-    sessions: session_service_pb2_grpc.SessionServiceAsyncStub
+from tests.support.secured import KEYS, Secured, auth, key_file, secured_stack
 
 
 @pytest.fixture
 async def secured(database_url: str, tmp_path: Path) -> AsyncIterator[Secured]:
-    keys = tmp_path / "keys.json"
-    key_file(keys, KEYS)
-    common: dict[str, Any] = {"api_keys_file": str(keys), "api_keys_reload_seconds": 0.05}
-    config = await config_app.build(
-        ConfigServiceSettings(
-            database_url=database_url, config_service_listen="127.0.0.1:0", **common
-        )
-    )
-    await config.start()
-    session, parts = await session_app.build_with_parts(
-        SessionServiceSettings(
-            database_url=database_url,
-            session_service_listen="127.0.0.1:0",
-            config_service_target=config.server.address,
-            config_service_api_key=secret("session-service"),
-            config_watch_retry_seconds=0.2,
-            **common,
-        )
-    )
-    await session.start()
-    await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
-    async with (
-        grpc.aio.insecure_channel(config.server.address) as c,
-        grpc.aio.insecure_channel(session.server.address) as s,
-    ):
-        yield Secured(
-            keys,
-            config,
-            session,
-            config_service_pb2_grpc.ConfigServiceStub(c),
-            session_service_pb2_grpc.SessionServiceStub(s),
-        )
-    await session.stop(0)
-    await config.stop(0)
+    async with secured_stack(database_url, tmp_path) as stack:
+        yield stack
 
 
 async def refused(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -388,3 +307,78 @@ async def test_tenant_b_can_touch_nothing_of_tenant_a(secured: Secured) -> None:
         metadata=auth("a-reader"),
     )
     assert transcript.messages[0].content == "secret plans"
+
+
+async def test_jwts_from_an_identity_provider_authenticate_next_to_api_keys(
+    database_url: str, tmp_path: Path
+) -> None:
+    signing = new_rsa()
+    jwks = tmp_path / "jwks.json"
+    write_jwks(jwks, public_jwk(signing, "idp-1"))
+    settings: dict[str, Any] = {
+        "jwt_issuer": ISSUER,
+        "jwt_audience": AUDIENCE,
+        "jwt_jwks_file": str(jwks),
+    }
+    async with secured_stack(database_url, tmp_path, **settings) as stack:
+
+        def bearer(token: str) -> tuple[tuple[str, str]]:
+            return (("authorization", f"Bearer {token}"),)
+
+        writer = sign(signing, "idp-1", tenant="tenant-a", role="writer")
+        created = await stack.configs.CreateConfig(
+            config_service_pb2.CreateConfigRequest(
+                config_id="from-jwt",
+                config=config_pb2.Config(name="from-jwt", yaml_content=bundle({})),
+            ),
+            metadata=bearer(writer),
+        )
+        # The token's tenant is the API keys' tenant-a: one tenant, whichever credential.
+        found = await stack.configs.GetConfig(
+            config_service_pb2.GetConfigRequest(config_id=created.config_id),
+            metadata=auth("a-reader"),
+        )
+        assert found.config_id == "from-jwt"
+        # SessionService passes the caller's token on to ConfigService.
+        session = await stack.sessions.CreateSession(
+            session_service_pb2.CreateSessionRequest(config_id="from-jwt", start=True),
+            metadata=bearer(writer),
+        )
+        events = await collect(
+            stack.sessions.SendMessage(
+                session_service_pb2.SendMessageRequest(
+                    session_id=session.session_id, content="hello"
+                ),
+                metadata=bearer(writer),
+            )
+        )
+        assert events[-1].HasField("turn_completed")
+        other = sign(signing, "idp-1", tenant="tenant-b", role="admin")
+        hidden = await refused(
+            stack.configs.GetConfig(
+                config_service_pb2.GetConfigRequest(config_id="from-jwt"), metadata=bearer(other)
+            )
+        )
+        assert hidden.code() is grpc.StatusCode.NOT_FOUND
+        reader = sign(signing, "idp-1", tenant="tenant-a", role="reader")
+        denied = await refused(
+            stack.configs.DeleteConfig(
+                config_service_pb2.DeleteConfigRequest(config_id="from-jwt"),
+                metadata=bearer(reader),
+            )
+        )
+        assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+        get = config_service_pb2.GetConfigRequest(config_id="from-jwt")
+        cases = {
+            "TOKEN_EXPIRED": sign(signing, "idp-1", tenant="tenant-a", exp=1),
+            "TOKEN_INVALID": sign(new_rsa(), "idp-1", tenant="tenant-a"),
+            "TOKEN_KEY_UNKNOWN": sign(signing, "other", tenant="tenant-a"),
+        }
+        for reason, token in cases.items():
+            error = await refused(stack.configs.GetConfig(get, metadata=bearer(token)))
+            assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert error_info(error).reason == reason
+            assert token not in str(error.details())
+        wrong_audience = sign(signing, "idp-1", tenant="tenant-a", aud="someone-else")
+        error = await refused(stack.configs.GetConfig(get, metadata=bearer(wrong_audience)))
+        assert error_info(error).reason == "TOKEN_INVALID"

@@ -640,12 +640,12 @@ def test_single_reference_and_substitution() -> None:
 SECRET = "sk-ant-api03-" + "a1B2c3D4e5" * 4
 
 
-def test_literal_secret_under_a_secret_key_is_a_warning_without_the_secret() -> None:
+def test_an_allowed_literal_secret_is_a_warning_without_the_secret() -> None:
     document = (
         "bundle:\n  name: x\nproviders:\n  - module: provider-anthropic\n"
         f"    config:\n      api_key: {SECRET}\n"
     )
-    result = validate_document(document)
+    result = validate_document(document, allow_literal_secrets=True)
     assert result.valid
     violation = only(result, WARNING)
     assert (violation.field, violation.line, violation.column) == (
@@ -676,8 +676,10 @@ def test_literal_secret_under_a_secret_key_is_a_warning_without_the_secret() -> 
         "aws_access_key",
     ],
 )
-def test_secret_looking_keys(key: str) -> None:
-    result = validate_document(f"bundle:\n  name: x\nspawn:\n  {key}: hunter2\n")
+def test_secret_looking_keys_when_allowed(key: str) -> None:
+    result = validate_document(
+        f"bundle:\n  name: x\nspawn:\n  {key}: hunter2\n", allow_literal_secrets=True
+    )
     violation = only(result, WARNING)
     assert "hunter2" not in violation.message
     assert violation.field == f"spawn.{key}"
@@ -697,7 +699,9 @@ def test_secret_looking_keys(key: str) -> None:
     ],
 )
 def test_not_literal_secrets(line: str) -> None:
-    assert validate_document(f"bundle:\n  name: x\nspawn:\n  {line}\n").violations == ()
+    for allowed in (False, True):
+        document = f"bundle:\n  name: x\nspawn:\n  {line}\n"
+        assert validate_document(document, allow_literal_secrets=allowed).violations == ()
 
 
 @pytest.mark.parametrize(
@@ -710,17 +714,35 @@ def test_not_literal_secrets(line: str) -> None:
         "Bearer sk-" + "0123456789" * 3,
     ],
 )
-def test_well_known_key_formats_anywhere_are_warnings(value: str) -> None:
+def test_well_known_key_formats_anywhere_are_warnings_when_allowed(value: str) -> None:
     document = f"bundle:\n  name: x\n  description: Uses {value} for now\n"
-    violation = only(validate_document(document), WARNING)
+    violation = only(validate_document(document, allow_literal_secrets=True), WARNING)
     assert violation.field == "bundle.description"
     assert value not in violation.message
 
 
-def test_a_key_hidden_in_a_reference_default_is_still_a_warning() -> None:
+def test_a_key_hidden_in_a_reference_default_is_still_found() -> None:
     document = f"bundle:\n  name: x\nspawn:\n  api_key: ${{KEY:{SECRET}}}\n"
-    violation = only(validate_document(document), WARNING)
+    violation = only(validate_document(document, allow_literal_secrets=True), WARNING)
     assert SECRET not in violation.message
+
+
+def test_literal_secrets_are_errors_unless_allowed() -> None:
+    documents = [
+        f"bundle:\n  name: x\nproviders:\n  - module: p\n    config:\n      api_key: {SECRET}\n",
+        "bundle:\n  name: x\nspawn:\n  client_secret: hunter2\n",
+        "bundle:\n  name: x\n  description: Uses AKIAIOSFODNN7EXAMPLE for now\n",
+        f"bundle:\n  name: x\nspawn:\n  api_key: ${{KEY:{SECRET}}}\n",
+    ]
+    for document in documents:
+        result = validate_document(document)
+        assert not result.valid
+        violation = only(result, ERROR)
+        assert "not allowed for this tenant" in violation.message
+        assert "${VAR}" in violation.message
+        assert SECRET not in violation.message
+        assert "hunter2" not in violation.message
+        assert "AKIA" not in violation.message
 
 
 def test_ordinary_values_are_not_keys() -> None:

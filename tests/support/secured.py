@@ -1,0 +1,127 @@
+"""Both services behind API keys, for the security and limits tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from config_service import app as config_app
+from config_service.settings import ConfigServiceSettings
+from session_service import app as session_app
+from session_service.app import SessionParts
+from session_service.settings import SessionServiceSettings
+from shared._generated.tandem.config.v1 import config_service_pb2_grpc
+from shared._generated.tandem.session.v1 import session_service_pb2_grpc
+from shared.app import ServiceApp
+from shared.auth.keys import hash_key
+
+KEYS = {
+    "a-admin": ("tenant-a", "admin"),
+    "a-writer": ("tenant-a", "writer"),
+    "a-reader": ("tenant-a", "reader"),
+    "b-admin": ("tenant-b", "admin"),
+    "b-writer": ("tenant-b", "writer"),
+    "session-service": ("system", "service"),
+}
+
+
+def secret(name: str) -> str:
+    """The API key of the named entry."""
+    return f"tdm_{name}_0123456789abcdef"
+
+
+def key_file(
+    path: Path,
+    keys: dict[str, tuple[str, str]],
+    revoked: frozenset[str] = frozenset(),
+    tenants: dict[str, Any] | None = None,
+) -> None:
+    """Writes a key list (JSON is YAML), with tenants' limits when given."""
+    entries = [
+        {
+            "name": name,
+            "tenant": tenant,
+            "role": role,
+            "sha256": hash_key(secret(name)),
+            **({"revoked": True} if name in revoked else {}),
+        }
+        for name, (tenant, role) in keys.items()
+    ]
+    path.write_text(json.dumps({"keys": entries, **({"tenants": tenants} if tenants else {})}))
+
+
+def auth(name: str) -> tuple[tuple[str, str]]:
+    """Call metadata carrying the named key."""
+    return (("authorization", f"Bearer {secret(name)}"),)
+
+
+@dataclass
+class Secured:
+    keys: Path
+    config_app: ServiceApp
+    session_app: ServiceApp
+    parts: SessionParts
+    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
+    sessions: session_service_pb2_grpc.SessionServiceAsyncStub
+
+
+@contextlib.asynccontextmanager
+async def secured_stack(
+    database_url: str,
+    tmp_path: Path,
+    *,
+    tenants: dict[str, Any] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Secured]:
+    """ConfigService and SessionService on free ports, with KEYS (and tenants) in a key file.
+
+    settings go to both services.
+    """
+    keys = tmp_path / "keys.json"
+    key_file(keys, KEYS, tenants=tenants)
+    common: dict[str, Any] = {
+        "api_keys_file": str(keys),
+        "api_keys_reload_seconds": 0.05,
+        **settings,
+    }
+    config = await config_app.build(
+        ConfigServiceSettings(
+            database_url=database_url, config_service_listen="127.0.0.1:0", **common
+        )
+    )
+    await config.start()
+    session, parts = await session_app.build_with_parts(
+        SessionServiceSettings(
+            database_url=database_url,
+            session_service_listen="127.0.0.1:0",
+            config_service_target=config.server.address,
+            config_service_api_key=secret("session-service"),
+            config_watch_retry_seconds=0.2,
+            **common,
+        )
+    )
+    await session.start()
+    try:
+        await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
+        async with (
+            grpc.aio.insecure_channel(config.server.address) as c,
+            grpc.aio.insecure_channel(session.server.address) as s,
+        ):
+            yield Secured(
+                keys,
+                config,
+                session,
+                parts,
+                config_service_pb2_grpc.ConfigServiceStub(c),
+                session_service_pb2_grpc.SessionServiceStub(s),
+            )
+    finally:
+        await session.stop(0)
+        await config.stop(0)
