@@ -21,6 +21,7 @@ from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.auth.keys import hash_key
+from shared.telemetry.setup import Telemetry
 
 KEYS = {
     "a-admin": ("tenant-a", "admin"),
@@ -78,6 +79,7 @@ async def secured_stack(
     tmp_path: Path,
     *,
     tenants: dict[str, Any] | None = None,
+    telemetry: Telemetry | None = None,
     **settings: Any,
 ) -> AsyncIterator[Secured]:
     """ConfigService and SessionService on free ports, with KEYS (and tenants) in a key file.
@@ -94,7 +96,8 @@ async def secured_stack(
     config = await config_app.build(
         ConfigServiceSettings(
             database_url=database_url, config_service_listen="127.0.0.1:0", **common
-        )
+        ),
+        telemetry,
     )
     await config.start()
     session, parts = await session_app.build_with_parts(
@@ -105,7 +108,8 @@ async def secured_stack(
             config_service_api_key=secret("session-service"),
             config_watch_retry_seconds=0.2,
             **common,
-        )
+        ),
+        telemetry,
     )
     await session.start()
     try:
