@@ -124,6 +124,10 @@ async def main(tokens: int, streams: int, database: str | None) -> None:
                 database_url=session_url,
                 session_service_listen="127.0.0.1:0",
                 config_service_target=configs.server.address,
+                # The run is one tenant with --streams turns at once; measure streaming, not
+                # the default per-tenant limits (bench/limits_bench.py measures those).
+                quota_concurrent_turns=0,
+                quota_send_messages_per_minute=0,
             )
         )
         await sessions.start()

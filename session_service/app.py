@@ -53,11 +53,14 @@ TELEMETRY_NAME = "tandem-session-service"
 
 
 async def build_with_parts(
-    settings: SessionServiceSettings, telemetry: Telemetry | None = None
+    settings: SessionServiceSettings,
+    telemetry: Telemetry | None = None,
+    modules: ModuleRegistry | None = None,
 ) -> tuple[ServiceApp, SessionParts]:
     """Wires the service and returns it with its inner parts.
 
-    Telemetry comes from the OTEL_* variables unless given (tests pass in-memory exporters).
+    Telemetry comes from the OTEL_* variables unless given (tests pass in-memory exporters);
+    modules from the installed distributions' entry points unless given.
     """
     if telemetry is None:
         telemetry = Telemetry.from_environment(TELEMETRY_NAME, os.environ)
@@ -82,7 +85,7 @@ async def build_with_parts(
     cache = PreparedCache(settings.prepared_cache_size)
     watcher = ConfigWatcher(client, retry_seconds=settings.config_watch_retry_seconds)
     preparer = Preparer(
-        client, cache, ModuleRegistry.from_entry_points(), dict(os.environ), watcher
+        client, cache, modules or ModuleRegistry.from_entry_points(), dict(os.environ), watcher
     )
     watcher.preparer = preparer
     watcher.start()

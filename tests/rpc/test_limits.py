@@ -20,6 +20,7 @@ from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.rpc.test_turns import bundle, collect, next_event
 from tests.support.rpc import detail, error_info
 from tests.support.secured import KEYS, Secured, auth, key_file, secured_stack
+from tests.support.slow_tool import with_slow_tool
 
 
 async def outcome(call: Any) -> Any:
@@ -234,6 +235,32 @@ async def test_the_server_refuses_rpcs_beyond_its_concurrency_cap(
         )
         assert list(listed.configs) == []
         watches[1].cancel()
+
+
+@pytest.mark.parametrize(("seconds", "limit", "result"), [(0.1, 5, "waited 0.1s"), (30, 0.3, None)])
+async def test_a_tool_call_is_cut_off_at_its_timeout(
+    sqlite_url: str, tmp_path: Path, seconds: float, limit: float, result: str | None
+) -> None:
+    document = bundle(
+        {"script": [{"tool_calls": [{"name": "wait", "arguments": {}}]}, {"reply": "Done."}]},
+        tools=[{"module": "tool-slow", "config": {"seconds": seconds}}],
+        orchestrator={"module": "loop-streaming", "config": {"tool_timeout_seconds": limit}},
+    )
+    async with secured_stack(sqlite_url, tmp_path, modules=with_slow_tool()) as stack:
+        await create_config(stack, "a-writer", "tools", document)
+        session_id = await session_of(stack, "a-writer", "tools")
+        started = time.monotonic()
+        events = await collect(send(stack, "a-writer", session_id))
+        elapsed = time.monotonic() - started
+        [completed] = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
+        assert events[-1].HasField("turn_completed")
+        if result is not None:
+            assert (completed.is_error, completed.result) == (False, result)
+            return
+        assert completed.is_error
+        assert completed.result == "wait did not finish within 0.3s."
+        # The turn went on without the tool: nowhere near the 30 s it would have taken.
+        assert elapsed < 10
 
 
 @pytest.mark.parametrize("opted_in", [False, True])

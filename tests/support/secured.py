@@ -16,6 +16,7 @@ from config_service import app as config_app
 from config_service.settings import ConfigServiceSettings
 from session_service import app as session_app
 from session_service.app import SessionParts
+from session_service.prepare.modules import ModuleRegistry
 from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
@@ -80,6 +81,7 @@ async def secured_stack(
     *,
     tenants: dict[str, Any] | None = None,
     telemetry: Telemetry | None = None,
+    modules: ModuleRegistry | None = None,
     **settings: Any,
 ) -> AsyncIterator[Secured]:
     """ConfigService and SessionService on free ports, with KEYS (and tenants) in a key file.
@@ -110,6 +112,7 @@ async def secured_stack(
             **common,
         ),
         telemetry,
+        modules,
     )
     await session.start()
     try:
