@@ -23,17 +23,9 @@ from typing import Any
 
 import grpc
 
+from bench.stack import services, started_sessions
 from bench.turn_bench import document, one_turn
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
-from shared._generated.tandem.config.v1 import (
-    config_pb2,
-    config_service_pb2,
-    config_service_pb2_grpc,
-)
-from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
+from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 
 OFF: dict[str, Any] = {
     "quota_configs": 0,
@@ -50,47 +42,21 @@ ON: dict[str, Any] = {
 
 
 async def run(
-    label: str, config_url: str, session_url: str, limits: dict[str, Any], clients: int, turns: int
+    label: str,
+    config_url: str,
+    session_url: str,
+    limits: dict[str, Any],
+    clients: int,
+    turns: int,
 ) -> None:
     """One configuration: clients x turns SendMessage calls."""
-    configs = await config_app.build(
-        ConfigServiceSettings(
-            database_url=config_url, config_service_listen="127.0.0.1:0", **limits
-        )
-    )
-    await configs.start()
-    sessions, _ = await session_app.build_with_parts(
-        SessionServiceSettings(
-            database_url=session_url,
-            session_service_listen="127.0.0.1:0",
-            config_service_target=configs.server.address,
-            **limits,
-        )
-    )
-    await sessions.start()
-    # Runs may share one database: each stores its own config.
-    config_id = f"limits-{uuid.uuid4().hex[:8]}"
-    try:
-        async with (
-            grpc.aio.insecure_channel(configs.server.address) as config_channel,
-            grpc.aio.insecure_channel(sessions.server.address) as session_channel,
-        ):
-            await config_service_pb2_grpc.ConfigServiceStub(config_channel).CreateConfig(
-                config_service_pb2.CreateConfigRequest(
-                    config_id=config_id,
-                    config=config_pb2.Config(name=config_id, yaml_content=document(5)),
-                )
-            )
-            stub = session_service_pb2_grpc.SessionServiceStub(session_channel)
-            ids = [
-                (
-                    await stub.CreateSession(
-                        session_service_pb2.CreateSessionRequest(config_id=config_id, start=True)
-                    )
-                ).session_id
-                for _ in range(clients)
-            ]
-            await one_turn(stub, ids[0])  # warm the prepared cache and the connections
+    async with services(config_url, session_url, common=limits) as running:
+        # Runs may share one database: each stores its own config.
+        config_id = f"limits-{uuid.uuid4().hex[:8]}"
+        ids = await started_sessions(running, config_id, document(5), clients)
+        async with grpc.aio.insecure_channel(running.sessions.server.address) as channel:
+            stub = session_service_pb2_grpc.SessionServiceStub(channel)
+            await one_turn(stub, ids[0])  # warm the prepared cache and the connection
 
             async def client(session_id: str) -> list[float]:
                 return [(await one_turn(stub, session_id))[1] for _ in range(turns)]
@@ -98,16 +64,13 @@ async def run(
             started = time.perf_counter()
             firsts = [f for result in await asyncio.gather(*map(client, ids)) for f in result]
             elapsed = time.perf_counter() - started
-        firsts.sort()
-        print(
-            f"{label:<28} {len(firsts) / elapsed:8.0f} turns/s   first event "
-            f"p50 {statistics.median(firsts) * 1e3:6.2f} ms   "
-            f"p99 {firsts[int(len(firsts) * 0.99) - 1] * 1e3:6.2f} ms",
-            flush=True,
-        )
-    finally:
-        await sessions.stop(0)
-        await configs.stop(0)
+    firsts.sort()
+    print(
+        f"{label:<28} {len(firsts) / elapsed:8.0f} turns/s   first event "
+        f"p50 {statistics.median(firsts) * 1e3:6.2f} ms   "
+        f"p99 {firsts[int(len(firsts) * 0.99) - 1] * 1e3:6.2f} ms",
+        flush=True,
+    )
 
 
 async def main(clients: int, turns: int, database: str | None) -> None:

@@ -25,15 +25,7 @@ from typing import Any
 
 import grpc
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
-from shared._generated.tandem.config.v1 import (
-    config_pb2,
-    config_service_pb2,
-    config_service_pb2_grpc,
-)
+from bench.stack import services, started_sessions
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_service_pb2,
@@ -115,42 +107,12 @@ async def main(tokens: int, streams: int, database: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_url = database or f"sqlite:///{Path(tmp) / 'config.db'}"
         session_url = database or f"sqlite:///{Path(tmp) / 'session.db'}"
-        configs = await config_app.build(
-            ConfigServiceSettings(database_url=config_url, config_service_listen="127.0.0.1:0")
-        )
-        await configs.start()
-        sessions, parts = await session_app.build_with_parts(
-            SessionServiceSettings(
-                database_url=session_url,
-                session_service_listen="127.0.0.1:0",
-                config_service_target=configs.server.address,
-                # The run is one tenant with --streams turns at once; measure streaming, not
-                # the default per-tenant limits (bench/limits_bench.py measures those).
-                quota_concurrent_turns=0,
-                quota_send_messages_per_minute=0,
-            )
-        )
-        await sessions.start()
-        try:
-            async with (
-                grpc.aio.insecure_channel(configs.server.address) as config_channel,
-                grpc.aio.insecure_channel(sessions.server.address) as session_channel,
-            ):
-                await config_service_pb2_grpc.ConfigServiceStub(config_channel).CreateConfig(
-                    config_service_pb2.CreateConfigRequest(
-                        config_id="bench",
-                        config=config_pb2.Config(name="bench", yaml_content=document(tokens)),
-                    )
-                )
-                stub = session_service_pb2_grpc.SessionServiceStub(session_channel)
-                ids = [
-                    (
-                        await stub.CreateSession(
-                            session_service_pb2.CreateSessionRequest(config_id="bench", start=True)
-                        )
-                    ).session_id
-                    for _ in range(streams + 1)
-                ]
+        # The run is one tenant with --streams turns at once; measure streaming, not the
+        # default per-tenant limits (bench/limits_bench.py measures those).
+        unlimited = {"quota_concurrent_turns": 0, "quota_send_messages_per_minute": 0}
+        async with services(config_url, session_url, session=unlimited) as running:
+            sessions, parts = running.sessions, running.parts
+            ids = await started_sessions(running, "bench", document(tokens), streams + 1)
             print(
                 f"database: {session_url.split('://')[0]}; provider-echo, {tokens} tokens a "
                 "turn, no delay",
@@ -164,9 +126,6 @@ async def main(tokens: int, streams: int, database: str | None) -> None:
                 f"({per_turn * (streams + 1) / max(flushes, 1):.0f} events per transaction)",
                 flush=True,
             )
-        finally:
-            await sessions.stop(0)
-            await configs.stop(0)
 
     bare = grpc.aio.server()
     session_service_pb2_grpc.add_SessionServiceServicer_to_server(

@@ -113,13 +113,15 @@ def take_token(
     capacity = float(burst or per_minute)
     rate = per_minute / 60.0
     if bucket is None:
-        tokens = capacity
+        tokens, at = capacity, now
     else:
-        # A clock that stepped back refills nothing rather than draining the bucket.
-        tokens = min(capacity, bucket.tokens + max(0.0, now - bucket.at) * rate)
+        # A replica whose clock is behind refills nothing, and does not move the bucket's
+        # time back (which would hand the next replica a refill it has not earned).
+        at = max(bucket.at, now)
+        tokens = min(capacity, bucket.tokens + (at - bucket.at) * rate)
     if tokens >= 1.0:
-        return Bucket(tokens - 1.0, now), 0.0
-    return Bucket(tokens, now), (1.0 - tokens) / rate
+        return Bucket(tokens - 1.0, at), 0.0
+    return Bucket(tokens, at), (1.0 - tokens) / rate
 
 
 def rate_limited(tenant_id: str, what: str, per_minute: int, retry_after: float) -> None:
