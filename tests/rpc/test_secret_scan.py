@@ -171,24 +171,13 @@ async def test_no_secret_reaches_logs_spans_metrics_rows_or_responses(
                 metadata=writer,
             )
         )
-        answered = await seen.stream(
-            stack.sessions.SendMessage(
-                session_service_pb2.SendMessageRequest(
-                    session_id=session.session_id, content="Status?"
-                ),
-                metadata=writer,
+        # The provider answers the first turn and refuses the second, quoting the key.
+        for content, end in (("Status?", "turn_completed"), ("Again?", "turn_failed")):
+            request = session_service_pb2.SendMessageRequest(
+                session_id=session.session_id, content=content
             )
-        )
-        assert answered[-1].HasField("turn_completed")
-        failed = await seen.stream(
-            stack.sessions.SendMessage(
-                session_service_pb2.SendMessageRequest(
-                    session_id=session.session_id, content="Again?"
-                ),
-                metadata=writer,
-            )
-        )
-        assert failed[-1].HasField("turn_failed")
+            events = await seen.stream(stack.sessions.SendMessage(request, metadata=writer))
+            assert events[-1].HasField(end)
         await seen.stream(
             stack.sessions.StreamEvents(
                 session_service_pb2.StreamEventsRequest(

@@ -235,15 +235,22 @@ async def test_the_duration_metric_has_method_status_and_system(traced: Traced) 
         await traced.configs.GetConfig(config_service_pb2.GetConfigRequest(config_id="measured"))
     with pytest.raises(grpc.aio.AioRpcError):
         await traced.configs.GetConfig(config_service_pb2.GetConfigRequest(config_id="missing"))
-    duration = metric(traced.metrics, "rpc.server.call.duration")
+    # The server records a call once its status is sent, which can be just after the client
+    # has it: wait for the refused call's point.
+    missing_key = ("tandem.config.v1.ConfigService/GetConfig", "NOT_FOUND")
+    for _ in range(100):
+        duration = metric(traced.metrics, "rpc.server.call.duration")
+        by_status: dict[tuple[Any, Any], Any] = {
+            (p.attributes["rpc.method"], p.attributes["rpc.status_code"]): p
+            for p in points(duration)
+            if isinstance(p, HistogramDataPoint) and p.attributes is not None
+        }
+        if missing_key in by_status:
+            break
+        await asyncio.sleep(0.02)
     assert duration.unit == "s"
-    by_status: dict[tuple[Any, Any], Any] = {
-        (p.attributes["rpc.method"], p.attributes["rpc.status_code"]): p
-        for p in points(duration)
-        if isinstance(p, HistogramDataPoint) and p.attributes is not None
-    }
     ok = by_status[("tandem.config.v1.ConfigService/GetConfig", "OK")]
-    missing = by_status[("tandem.config.v1.ConfigService/GetConfig", "NOT_FOUND")]
+    missing = by_status[missing_key]
     # SessionService's own watcher also reads configs; the test's reads are at least these.
     assert ok.count >= 3
     assert missing.count == 1
