@@ -38,7 +38,8 @@ def test_no_burst_means_a_minute_worth() -> None:
 def test_a_clock_that_steps_back_refills_nothing() -> None:
     bucket, wait = take_token(Bucket(0.5, 100.0), 90.0, per_minute=60, burst=3)
     assert wait == pytest.approx(0.5)
-    assert (bucket.tokens, bucket.at) == (pytest.approx(0.5), 100.0)
+    assert bucket.tokens == pytest.approx(0.5)
+    assert bucket.at == 100.0
 
 
 def test_check_count_refuses_at_the_limit_with_a_quota_failure() -> None:
