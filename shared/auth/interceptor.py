@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from shared.auth.identity import DEVELOPMENT, Identity, Role, act_as
 from shared.auth.keys import KeyStore
 from shared.auth.tokens import JwtVerifier, looks_like_jwt
 from shared.errors import PermissionDenied, Unauthenticated
-from shared.rpc.handlers import Handler, Interceptor, rewrap
+from shared.rpc.handlers import WrappingInterceptor
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -54,7 +54,7 @@ def _bearer(context: _Context) -> str:
     )
 
 
-class AuthInterceptor(Interceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Sets the caller's identity for the handler, or refuses the call."""
 
     def __init__(
@@ -104,23 +104,13 @@ class AuthInterceptor(Interceptor):
         self.authorize(identity, method)
         act_as(identity)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler: Handler | None = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or not full.startswith(self._prefix):
-            return handler  # type: ignore[return-value]
-        method = full[len(self._prefix) :]
-        return rewrap(
-            handler,
-            lambda behavior: self._unary(behavior, method),
-            lambda behavior: self._stream(behavior, method),
-        )
+    def pick(self, full_method: str) -> str | None:
+        # Health and reflection are other services: they stay open.
+        if not full_method.startswith(self._prefix):
+            return None
+        return full_method[len(self._prefix) :]
 
-    def _unary(self, behavior: Any, method: str) -> Any:
+    def wrap_unary(self, behavior: Any, method: str) -> Any:
         async def admitted(request: Any, context: _Context) -> Any:
             self._admit(context, method)
             result = behavior(request, context)
@@ -128,7 +118,7 @@ class AuthInterceptor(Interceptor):
 
         return admitted
 
-    def _stream(self, behavior: Any, method: str) -> Any:
+    def wrap_stream(self, behavior: Any, method: str) -> Any:
         async def admitted(request: Any, context: _Context) -> AsyncIterator[Any]:
             self._admit(context, method)
             async for response in behavior(request, context):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -47,3 +47,44 @@ def rewrap(
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+class WrappingInterceptor(Interceptor):
+    """A server interceptor that wraps the behaviour of the methods it picks.
+
+    Subclasses say which methods (`pick`) and how (`wrap_unary`, `wrap_stream`); the shell
+    that finds the handler and rebuilds it is this one.
+    """
+
+    def pick(self, full_method: str) -> str | None:
+        """The method name the wrappers get, or None to leave the handler as it is."""
+        return full_method
+
+    def wrap_unary(self, behavior: Behavior, method: str) -> Behavior:
+        """The wrapper for unary responses (and streams written with `context.write()`)."""
+        raise NotImplementedError
+
+    def wrap_stream(self, behavior: Behavior, method: str) -> Behavior:
+        """The wrapper for server streams that are async generators."""
+        raise NotImplementedError
+
+    def request_deserializer(self, handler: Handler) -> Callable[[bytes], Any] | None:
+        """A replacement for the handler's request deserializer; None keeps it."""
+        return None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
+        # No handler: an unknown method, which grpc answers UNIMPLEMENTED itself.
+        method = None if handler is None else self.pick(handler_call_details.method)
+        if handler is None or method is None:
+            return handler  # type: ignore[return-value]
+        return rewrap(
+            handler,
+            lambda behavior: self.wrap_unary(behavior, method),
+            lambda behavior: self.wrap_stream(behavior, method),
+            self.request_deserializer(handler),
+        )

@@ -35,7 +35,7 @@ from shared.errors import (
     TandemError,
     Unimplemented,
 )
-from shared.rpc.handlers import Handler, Interceptor, rewrap
+from shared.rpc.handlers import Behavior, Handler, WrappingInterceptor
 from shared.rpc.wire import find_bad_string
 
 ERROR_DOMAIN = "tandem.dev"
@@ -216,25 +216,17 @@ def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     return wrapper
 
 
-class ErrorInterceptor(Interceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions escaping any handler to a status with `google.rpc` details."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None:
-            # Unknown method: grpc answers UNIMPLEMENTED itself.
-            return handler  # type: ignore[return-value]
-        method = handler_call_details.method
-        return rewrap(
-            handler,
-            lambda behavior: _wrap_unary(cast(UnaryBehavior, behavior), method),
-            lambda behavior: _wrap_stream(cast(StreamBehavior, behavior), method),
-            _tolerant(handler.request_deserializer),
-        )
+    def wrap_unary(self, behavior: Behavior, method: str) -> Behavior:
+        return _wrap_unary(cast(UnaryBehavior, behavior), method)
+
+    def wrap_stream(self, behavior: Behavior, method: str) -> Behavior:
+        return _wrap_stream(cast(StreamBehavior, behavior), method)
+
+    def request_deserializer(self, handler: Handler) -> Callable[[bytes], Any] | None:
+        return _tolerant(handler.request_deserializer)
 
 
 __all__ = [

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import grpc
 from opentelemetry.metrics import Histogram, Meter
 
-from shared.rpc.handlers import Handler, Interceptor, rewrap
+from shared.rpc.handlers import WrappingInterceptor
 
 DURATION = "rpc.server.call.duration"
 # The conventions' advised boundaries for RPC durations, in seconds.
@@ -44,7 +44,7 @@ def status_name(context: _Context, error: BaseException | None) -> str:
     return "UNKNOWN"
 
 
-class RpcMetricsInterceptor(Interceptor):
+class RpcMetricsInterceptor(WrappingInterceptor):
     """Records every call's duration with its method and status code."""
 
     def __init__(self, meter: Meter) -> None:
@@ -67,23 +67,10 @@ class RpcMetricsInterceptor(Interceptor):
             },
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler: Handler | None = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or full.startswith(_UNMEASURED):
-            return handler  # type: ignore[return-value]
-        method = full.lstrip("/")
-        return rewrap(
-            handler,
-            lambda behavior: self._unary(behavior, method),
-            lambda behavior: self._stream(behavior, method),
-        )
+    def pick(self, full_method: str) -> str | None:
+        return None if full_method.startswith(_UNMEASURED) else full_method.lstrip("/")
 
-    def _unary(self, behavior: Any, method: str) -> Any:
+    def wrap_unary(self, behavior: Any, method: str) -> Any:
         async def measured(request: Any, context: _Context) -> Any:
             started = time.perf_counter()
             error: BaseException | None = None
@@ -98,7 +85,7 @@ class RpcMetricsInterceptor(Interceptor):
 
         return measured
 
-    def _stream(self, behavior: Any, method: str) -> Any:
+    def wrap_stream(self, behavior: Any, method: str) -> Any:
         async def measured(request: Any, context: _Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             error: BaseException | None = None
