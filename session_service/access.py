@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from session_service.servicer import SERVICE_NAME
-from shared.auth.identity import Role
 from shared.auth.interceptor import AccessPolicy
 
 _READ = ("GetSession", "ListSessions", "ListMessages", "StreamEvents", "PrepareConfig")
@@ -21,7 +20,4 @@ _WRITE = (
 
 # DeleteSession (and any method added later without a line here) needs ADMIN: it erases a
 # transcript for good.
-POLICY = AccessPolicy(
-    SERVICE_NAME,
-    {**dict.fromkeys(_READ, Role.READER), **dict.fromkeys(_WRITE, Role.WRITER)},
-)
+POLICY = AccessPolicy.of(SERVICE_NAME, readers=_READ, writers=_WRITE)

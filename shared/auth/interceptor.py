@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,19 @@ class AccessPolicy:
     service: str  # full proto name, e.g. tandem.config.v1.ConfigService
     roles: Mapping[str, Role]  # method name -> least role; methods not listed need ADMIN
     service_methods: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(
+        cls,
+        service: str,
+        *,
+        readers: Iterable[str],
+        writers: Iterable[str],
+        service_methods: Iterable[str] = (),
+    ) -> AccessPolicy:
+        """Readers' methods, writers' methods; every other method needs ADMIN."""
+        roles = {**dict.fromkeys(readers, Role.READER), **dict.fromkeys(writers, Role.WRITER)}
+        return cls(service, roles, frozenset(service_methods))
 
     def needed(self, method: str) -> Role:
         """The least role method needs."""
