@@ -16,10 +16,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -29,6 +25,7 @@ from shared._generated.tandem.session.v1 import session_service_pb2, session_ser
 from shared.app import ServiceApp
 from shared.telemetry.setup import Telemetry
 from tests.rpc.test_turns import bundle, collect
+from tests.support.pair import running_pair
 
 if TYPE_CHECKING:
     from session_service.app import SessionParts
@@ -57,42 +54,24 @@ async def traced(database_url: str, tmp_path: Path) -> AsyncIterator[Traced]:
     spans = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     telemetry = Telemetry.for_tests(SimpleSpanProcessor(spans), reader)
-    config = await config_app.build(
-        ConfigServiceSettings(database_url=database_url, config_service_listen="127.0.0.1:0"),
-        telemetry,
-    )
-    await config.start()
-    session, parts = await session_app.build_with_parts(
-        SessionServiceSettings(
-            database_url=database_url,
-            session_service_listen="127.0.0.1:0",
-            config_service_target=config.server.address,
-            config_watch_retry_seconds=0.2,
-        ),
-        telemetry,
-    )
-    await session.start()
-    await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
     # The test is the client: its channels carry its span's context like any traced client.
     interceptors = list(telemetry.client_interceptors())
     async with (
-        grpc.aio.insecure_channel(config.server.address, interceptors=interceptors) as c,
-        grpc.aio.insecure_channel(session.server.address, interceptors=interceptors) as s,
+        running_pair(database_url, telemetry=telemetry) as pair,
+        grpc.aio.insecure_channel(pair.config_app.server.address, interceptors=interceptors) as c,
+        grpc.aio.insecure_channel(pair.session_app.server.address, interceptors=interceptors) as s,
     ):
         yield Traced(
             spans,
             reader,
             telemetry,
-            config,
-            session,
-            parts,
+            pair.config_app,
+            pair.session_app,
+            pair.parts,
             config_service_pb2_grpc.ConfigServiceStub(c),
             session_service_pb2_grpc.SessionServiceStub(s),
-            session.server.address,
+            pair.session_app.server.address,
         )
-    # Providers shut down with the second service; stop that one last.
-    await session.stop(0)
-    await config.stop(0)
 
 
 async def create_config(traced: Traced, config_id: str, document: str) -> None:

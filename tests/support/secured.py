@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -12,17 +11,14 @@ from typing import Any
 
 import grpc
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
 from session_service.app import SessionParts
 from session_service.prepare.modules import ModuleRegistry
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.auth.keys import hash_key
 from shared.telemetry.setup import Telemetry
+from tests.support.pair import running_pair
 
 KEYS = {
     "a-admin": ("tenant-a", "admin"),
@@ -95,40 +91,22 @@ async def secured_stack(
         "api_keys_reload_seconds": 0.05,
         **settings,
     }
-    config = await config_app.build(
-        ConfigServiceSettings(
-            database_url=database_url, config_service_listen="127.0.0.1:0", **common
-        ),
-        telemetry,
-    )
-    await config.start()
-    session, parts = await session_app.build_with_parts(
-        SessionServiceSettings(
-            database_url=database_url,
-            session_service_listen="127.0.0.1:0",
-            config_service_target=config.server.address,
-            config_service_api_key=secret("session-service"),
-            config_watch_retry_seconds=0.2,
-            **common,
-        ),
-        telemetry,
-        modules,
-    )
-    await session.start()
-    try:
-        await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
-        async with (
-            grpc.aio.insecure_channel(config.server.address) as c,
-            grpc.aio.insecure_channel(session.server.address) as s,
-        ):
-            yield Secured(
-                keys,
-                config,
-                session,
-                parts,
-                config_service_pb2_grpc.ConfigServiceStub(c),
-                session_service_pb2_grpc.SessionServiceStub(s),
-            )
-    finally:
-        await session.stop(0)
-        await config.stop(0)
+    async with (
+        running_pair(
+            database_url,
+            telemetry=telemetry,
+            modules=modules,
+            common=common,
+            session={"config_service_api_key": secret("session-service")},
+        ) as pair,
+        grpc.aio.insecure_channel(pair.config_app.server.address) as c,
+        grpc.aio.insecure_channel(pair.session_app.server.address) as s,
+    ):
+        yield Secured(
+            keys,
+            pair.config_app,
+            pair.session_app,
+            pair.parts,
+            config_service_pb2_grpc.ConfigServiceStub(c),
+            session_service_pb2_grpc.SessionServiceStub(s),
+        )
