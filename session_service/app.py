@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from session_service.access import POLICY
 from session_service.configs_client import ConfigClient
 from session_service.prepare.cache import PreparedCache
+from session_service.prepare.environment import BundleEnvironment, parse_patterns
 from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.preparer import Preparer
 from session_service.prepare.watcher import ConfigWatcher
@@ -84,8 +85,21 @@ async def build_with_parts(
     )
     cache = PreparedCache(settings.prepared_cache_size)
     watcher = ConfigWatcher(client, retry_seconds=settings.config_watch_retry_seconds)
+    keys = settings.key_store()
+    workspaces = settings.workspaces()
+    environment = BundleEnvironment(
+        dict(os.environ),
+        parse_patterns(settings.bundle_env_allow),
+        keys.policy,
+        settings.tenant_secrets_dir,
+    )
     preparer = Preparer(
-        client, cache, modules or ModuleRegistry.from_entry_points(), dict(os.environ), watcher
+        client,
+        cache,
+        modules or ModuleRegistry.from_entry_points(),
+        environment,
+        watcher,
+        sandbox_rules=workspaces.rules(),
     )
     watcher.preparer = preparer
     watcher.start()
@@ -93,8 +107,7 @@ async def build_with_parts(
     def unit_of_work(write: bool = False) -> SessionUnitOfWork:
         return SessionUnitOfWork(sessions, write=write)
 
-    keys = settings.key_store()
-    service = SessionService(unit_of_work, preparer, keys.policy)
+    service = SessionService(unit_of_work, preparer, keys.policy, workspaces)
     signals = TurnSignals()
     runner = TurnRunner(
         unit_of_work,
@@ -106,6 +119,7 @@ async def build_with_parts(
             lease_seconds=settings.turn_lease_seconds,
         ),
         TurnInstruments.create(telemetry),
+        workspaces=workspaces,
     )
     turns = TurnService(
         unit_of_work,

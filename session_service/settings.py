@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from pydantic import Field
 
+from session_service.workspace import Workspaces, default_root, parse_roots
 from shared.rpc.tls import channel_credentials
 from shared.settings import ServiceSettings
 
@@ -38,6 +41,21 @@ class SessionServiceSettings(ServiceSettings):
     event_flush_seconds: float = Field(default=0.025, gt=0)
     # ... or as soon as this many are waiting.
     event_flush_max: int = Field(default=64, gt=0)
+    # Environment variables every tenant's bundles may reference (`${NAME}`): comma-separated
+    # names or globs. Empty: none; bundles then reach only their tenant's own secrets.
+    bundle_env_allow: str = ""
+    # A folder of per-tenant secret files, `<dir>/<tenant>/<NAME>`, for `${NAME}` references.
+    tenant_secrets_dir: str = ""
+    # Where per-session workspaces live; empty: `workspaces` beside the SQLite database, or a
+    # folder in the temp directory.
+    workspace_root: str = ""
+    # Host folders file tools may reach besides the session's workspace, comma-separated.
+    tool_allowed_roots: str = ""
+
+    def workspaces(self) -> Workspaces:
+        """The session workspaces and the extra roots tools may reach."""
+        root = Path(self.workspace_root) if self.workspace_root else default_root(self.database)
+        return Workspaces(root, parse_roots(self.tool_allowed_roots))
 
     def config_channel_credentials(self) -> grpc.ChannelCredentials | None:
         """Credentials for the channel to ConfigService, or None for plaintext."""

@@ -5,6 +5,8 @@ Defaults come from settings (`TANDEM_QUOTA_*`); the key list can override them p
     tenants:
       team-a:
         allow_literal_secrets: true
+        bundle_env_allow: [ACME_*]          # more variables its bundles may reference
+        secrets: {GITHUB_TOKEN: ghp_...}    # its own credentials, for `${GITHUB_TOKEN}`
         quotas: {configs: 500, sessions: 20000, concurrent_turns: 16,
                  send_messages_per_minute: 600, send_message_burst: 50}
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,10 @@ class TenantPolicy:
     quotas: Quotas = Quotas()
     # Literal credentials in a bundle are refused unless the tenant opts in.
     allow_literal_secrets: bool = False
+    # Environment variables this tenant's bundles may reference, beyond the global list.
+    bundle_env_allow: tuple[str, ...] = ()
+    # The tenant's own credentials, referenced as `${NAME}` by credential settings only.
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 NO_LIMITS = TenantPolicy()
@@ -67,7 +74,7 @@ def parse_policy(raw: Any, defaults: TenantPolicy, where: str) -> TenantPolicy:
     """A tenant's policy from its `tenants:` entry, over defaults; ValueError names the field."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: expected a mapping")
-    unknown = set(raw) - {"quotas", "allow_literal_secrets"}
+    unknown = set(raw) - {"quotas", "allow_literal_secrets", "bundle_env_allow", "secrets"}
     if unknown:
         raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     allow = raw.get("allow_literal_secrets", defaults.allow_literal_secrets)
@@ -83,7 +90,35 @@ def parse_policy(raw: Any, defaults: TenantPolicy, where: str) -> TenantPolicy:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{where}.quotas.{name}: expected a whole number >= 0")
         overrides[name] = value
-    return TenantPolicy(dataclasses.replace(defaults.quotas, **overrides), allow)
+    return TenantPolicy(
+        dataclasses.replace(defaults.quotas, **overrides),
+        allow,
+        _names(raw.get("bundle_env_allow", []), f"{where}.bundle_env_allow"),
+        _secrets(raw.get("secrets", {}), f"{where}.secrets"),
+    )
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _names(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) and item for item in raw):
+        raise ValueError(f"{where}: expected a list of variable names or globs")
+    return tuple(raw)
+
+
+def _secrets(raw: Any, where: str) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a mapping of variable names to values")
+    found: dict[str, str] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
+            # The name only: the value is a secret and never goes into a message.
+            raise ValueError(f"{where}: {str(name)[:64]!r} is not a variable name")
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.{name}: expected a string")
+        found[name] = value
+    return found
 
 
 def check_count(tenant_id: str, what: str, used: int, limit: int, advice: str) -> None:

@@ -1,8 +1,11 @@
-"""Reads, lists and writes files under configured roots.
+"""Reads, lists and writes files inside the session's sandbox.
 
-Every path is resolved (symlinks included) before it is checked against the roots, and
-files are opened with O_NOFOLLOW on the resolved path, so neither `..` nor a symlink can
-reach outside them. Error messages only name the path the model passed.
+The sandbox is the session's workspace plus the folders the operator allows; the bundle's
+`allowed_paths` and `allowed_write_paths` (default: the workspace) can only narrow it, and a
+setting that points elsewhere is refused. Every path is resolved (symlinks included) before
+it is checked against the roots, and files are opened with O_NOFOLLOW on the resolved path,
+so neither `..` nor a symlink can reach outside them. Error messages only name the path the
+model passed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from session_service.turns.protocols import ToolResult, ToolSpec
+from session_service.workspace import Sandbox
 
 DEFAULT_MAX_READ_BYTES = 262144
 
@@ -27,26 +31,30 @@ class _Refused(Exception):
     """A call that ends in an error result; the message is safe to show the model."""
 
 
-def _roots(config: Mapping[str, Any], key: str) -> tuple[Path, ...]:
-    value = config.get(key, [])
+def _roots(config: Mapping[str, Any], key: str, sandbox: Sandbox) -> tuple[Path, ...]:
+    value = config.get(key)
     if value is None:
-        return ()
+        return (sandbox.workspace,)
     if not isinstance(value, list):
         raise ValueError(f"{key} must be a list of directory paths")
     roots: list[Path] = []
     for index, entry in enumerate(value):
-        if not isinstance(entry, str | os.PathLike) or not os.fspath(entry):
+        if not isinstance(entry, str) or not entry:
             raise ValueError(f"{key}[{index}] must be a non-empty path string")
-        roots.append(Path(entry).resolve())
+        try:
+            roots.append(sandbox.confine(entry))
+        except ValueError as exc:
+            raise ValueError(f"{key}[{index}] {exc}") from None
     return tuple(roots)
 
 
 class FilesystemTool:
-    """Reads, lists and writes files under configured roots."""
+    """Reads, lists and writes files inside the session's sandbox."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.read_roots = _roots(config, "allowed_paths")
-        self.write_roots = _roots(config, "allowed_write_paths")
+    def __init__(self, config: Mapping[str, Any], sandbox: Sandbox) -> None:
+        self._workspace = sandbox.workspace
+        self.read_roots = _roots(config, "allowed_paths", sandbox)
+        self.write_roots = _roots(config, "allowed_write_paths", sandbox)
         max_read_bytes = config.get("max_read_bytes", DEFAULT_MAX_READ_BYTES)
         if (
             not isinstance(max_read_bytes, int)
@@ -56,16 +64,38 @@ class FilesystemTool:
             raise ValueError("max_read_bytes must be a positive integer")
         self.max_read_bytes = max_read_bytes
 
+    @staticmethod
+    def check_config(config: Mapping[str, Any], sandbox: Sandbox) -> list[tuple[str, str]]:
+        """Problems with a bundle's settings for this tool, as (config key, message) pairs."""
+        problems: list[tuple[str, str]] = []
+        for key in ("allowed_paths", "allowed_write_paths"):
+            try:
+                _roots(config, key, sandbox)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        return problems
+
+    def _shown(self, roots: Sequence[Path]) -> str:
+        # The model sees workspace paths relative to it: the host layout is none of its business.
+        shown = []
+        for root in roots:
+            if root.is_relative_to(self._workspace):
+                relative = root.relative_to(self._workspace).as_posix()
+                shown.append("." if relative == "." else f"./{relative}")
+            else:
+                shown.append(str(root))
+        return ", ".join(shown) or "none"
+
     def specs(self) -> Sequence[ToolSpec]:
         """The read_file, list_directory and write_file tools."""
-        readable = ", ".join(str(root) for root in self.read_roots) or "none"
-        writable = ", ".join(str(root) for root in self.write_roots) or "none"
+        readable = self._shown(self.read_roots)
+        writable = self._shown(self.write_roots)
         path_schema = {"type": "string"}
         return (
             ToolSpec(
                 "read_file",
                 "Read a UTF-8 text file and return its contents. Relative paths are resolved"
-                + f" against the first readable directory. Readable directories: {readable}."
+                + f" against the workspace ('.'). Readable directories: {readable}."
                 + f" Files larger than {self.max_read_bytes} bytes cannot be read.",
                 {
                     "type": "object",
@@ -77,8 +107,8 @@ class FilesystemTool:
             ToolSpec(
                 "list_directory",
                 "List the entries of a directory, one per line, sorted by name; directories"
-                + " end with '/'. Relative paths are resolved against the first readable"
-                + f" directory ('.' is that directory). Readable directories: {readable}.",
+                + " end with '/'. Relative paths are resolved against the workspace ('.')."
+                + f" Readable directories: {readable}.",
                 {
                     "type": "object",
                     "properties": {
@@ -92,7 +122,7 @@ class FilesystemTool:
                 "write_file",
                 "Create or overwrite a UTF-8 text file with the given content. The parent"
                 + " directory must already exist; directories are not created. Relative paths"
-                + " are resolved against the first writable directory."
+                + " are resolved against the workspace ('.')."
                 + f" Writable directories: {writable}.",
                 {
                     "type": "object",
@@ -138,7 +168,7 @@ class FilesystemTool:
             raise _Refused("The path must not contain NUL characters.")
         candidate = Path(given)
         if not candidate.is_absolute():
-            candidate = roots[0] / candidate
+            candidate = self._workspace / candidate
         try:
             resolved = candidate.resolve(strict=False)
         except (OSError, RuntimeError):

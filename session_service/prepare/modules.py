@@ -6,8 +6,10 @@ installed when a distribution registers it under the group for its kind.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 GROUPS: Mapping[str, str] = {
     "provider": "tandem.providers",
@@ -16,6 +18,12 @@ GROUPS: Mapping[str, str] = {
     "orchestrator": "tandem.orchestrators",
     "context": "tandem.contexts",
 }
+
+
+def load_factory(implementation: str) -> Any:
+    """The object an implementation string ("package.module:object") names."""
+    path, _, attribute = implementation.partition(":")
+    return getattr(importlib.import_module(path), attribute)
 
 
 class ModuleRegistry:
@@ -41,3 +49,13 @@ class ModuleRegistry:
     def names(self, kind: str) -> list[str]:
         """Installed module names of one kind."""
         return sorted(self._installed.get(kind, {}))
+
+    @staticmethod
+    def check_config(
+        implementation: str, config: Mapping[str, Any], *scope: Any
+    ) -> list[tuple[str, str]]:
+        """What the module's own `check_config` finds wrong with config (none if it has none)."""
+        check = getattr(load_factory(implementation), "check_config", None)
+        if check is None or not isinstance(config, Mapping):
+            return []
+        return list(check(config, *scope))

@@ -14,9 +14,12 @@ from typing import Any, Protocol
 from session_service.configs_client import ConfigClient, FetchedConfig
 from session_service.prepare.cache import Key, PreparedCache
 from session_service.prepare.compose import MODULE_LISTS, include_ref, merge_bundles, module_key
+from session_service.prepare.environment import BundleEnvironment
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.shipped import shipped_bundle
+from session_service.workspace import Sandbox
+from shared.bundle.literal_secrets import is_secret_key
 from shared.bundle.refs import EnvReference, substitute
 from shared.bundle.validate import Limits, validate_document
 from shared.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
@@ -59,9 +62,10 @@ class Preparer:
         client: ConfigClient,
         cache: PreparedCache,
         registry: ModuleRegistry,
-        environment: Mapping[str, str],
+        environment: BundleEnvironment,
         watch: WatchHealth,
         limits: Limits | None = None,
+        sandbox_rules: Sandbox | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -69,6 +73,8 @@ class Preparer:
         self._environment = environment
         self._watch = watch
         self._limits = limits or Limits()
+        # Where tools may reach, for checking their settings before any session runs them.
+        self._sandbox_rules = sandbox_rules
         # The latest revision seen of each config: the answer while ConfigService is down.
         self._latest: dict[tuple[str, str], int] = {}
         self._inflight: dict[Key, asyncio.Future[PreparedBundle]] = {}
@@ -159,7 +165,7 @@ class Preparer:
             raise _failure(fetched, work.problems)
         composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
         masked = copy.deepcopy(composed)
-        expanded = self._expand(composed, "", work)
+        expanded = self._expand(tenant_id, composed, "", work)
         modules = self._resolve(expanded, work)
         if work.problems:
             raise _failure(fetched, work.problems)
@@ -256,33 +262,29 @@ class Preparer:
         # The including bundle comes last and wins; its instruction replaces inherited ones.
         return merge_bundles(merged, bundle.data), bundle.instruction or instruction
 
-    def _expand(self, value: Any, path: str, work: _Composition) -> Any:
-        """A copy of value with `${VAR}` references replaced from the environment."""
+    def _expand(
+        self, tenant_id: str, value: Any, path: str, work: _Composition, key: str = ""
+    ) -> Any:
+        """A copy of value with `${VAR}` references replaced as the operator allows."""
         if isinstance(value, Mapping):
             return {
-                k: self._expand(v, f"{path}.{k}" if path else str(k), work)
+                k: self._expand(tenant_id, v, f"{path}.{k}" if path else str(k), work, str(k))
                 for k, v in value.items()
             }
         if isinstance(value, list):
-            return [self._expand(v, f"{path}[{i}]", work) for i, v in enumerate(value)]
+            return [
+                self._expand(tenant_id, v, f"{path}[{i}]", work, key) for i, v in enumerate(value)
+            ]
         if not isinstance(value, str) or "${" not in value:
             return value
+        # A credential setting hands its value to the module as a credential, nothing else.
+        credential = is_secret_key(key)
 
         def resolve(reference: EnvReference) -> str:
-            found = self._environment.get(reference.name)
-            if found is not None:
-                return found
-            if reference.default is not None:
-                return reference.default
-            work.problems.append(
-                PreconditionViolation(
-                    "ENV_NOT_SET",
-                    path,
-                    f"${{{reference.name}}} is not set in SessionService's environment "
-                    "and has no default",
-                )
-            )
-            return ""
+            found = self._environment.resolve(tenant_id, reference, credential)
+            if found.problem:
+                work.problems.append(PreconditionViolation(found.problem, path, found.message))
+            return found.value
 
         return substitute(value, resolve)
 
@@ -308,6 +310,15 @@ class Preparer:
                 )
                 return
             config = entry.get("config") or {}
+            if kind == "tool" and self._sandbox_rules is not None:
+                for key, message in self._registry.check_config(
+                    implementation, config, self._sandbox_rules
+                ):
+                    work.problems.append(
+                        PreconditionViolation(
+                            "TOOL_PATH_NOT_ALLOWED", f"{where}.config.{key}", message
+                        )
+                    )
             modules.append(ResolvedModule(kind, name, source, where, implementation, config))
 
         session = document.get("session") or {}

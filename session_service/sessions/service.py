@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -25,6 +26,7 @@ from session_service.sessions.model import (
     session_to_json,
 )
 from session_service.storage.uow import SessionUnitOfWork
+from session_service.workspace import Workspaces
 from shared.db.idempotency import check_request_id
 from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
@@ -77,10 +79,12 @@ class SessionService:
         unit_of_work: Callable[..., SessionUnitOfWork],
         preparer: Preparer,
         policies: PolicyLookup = unlimited,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._preparer = preparer
         self._policies = policies
+        self._workspaces = workspaces
 
     async def create(
         self,
@@ -211,6 +215,9 @@ class SessionService:
             _refuse_during_turn(current, "delete")
             await uow.sessions.delete(tenant_id, session_id)
             await uow.commit()
+        if self._workspaces is not None:
+            # After the commit: a failed delete must not cost the session its files.
+            await asyncio.to_thread(self._workspaces.remove, tenant_id, session_id)
 
     async def transition(
         self,

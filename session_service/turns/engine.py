@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from opentelemetry.trace import StatusCode
 
 from session_service.modules.loops import DEFAULT_MAX_ITERATIONS, LoopSettings
 from session_service.prepare.model import PreparedBundle, ResolvedModule
+from session_service.prepare.modules import load_factory
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments
@@ -49,6 +49,7 @@ from session_service.turns.protocols import (
 )
 from session_service.turns.signals import TurnSignals
 from session_service.turns.writer import EventWriter, WriterOptions
+from session_service.workspace import Sandbox, Workspaces
 from shared.db.types import utcnow
 from shared.errors import TandemError
 
@@ -81,13 +82,11 @@ class _Modules:
     hooks: list[Hook]
 
 
-def _load(module: ResolvedModule) -> Any:
-    path, _, attribute = module.implementation.partition(":")
-    factory = getattr(importlib.import_module(path), attribute)
-    return factory(dict(module.config))
+def _load(module: ResolvedModule, *scope: Any) -> Any:
+    return load_factory(module.implementation)(dict(module.config), *scope)
 
 
-def _instantiate(bundle: PreparedBundle) -> _Modules:
+def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
     by_kind: dict[str, list[ResolvedModule]] = {}
     for module in bundle.modules:
         by_kind.setdefault(module.kind, []).append(module)
@@ -110,7 +109,8 @@ def _instantiate(bundle: PreparedBundle) -> _Modules:
     tools: dict[str, Tool] = {}
     specs: list[ToolSpec] = []
     for module in by_kind.get("tool", []):
-        tool: Tool = _load(module)
+        # Tools touch the host, so each gets the session's sandbox, never more.
+        tool: Tool = _load(module, sandbox)
         for spec in tool.specs():
             # The first module to offer a name keeps it; the model sees each name once.
             if spec.name not in tools:
@@ -146,8 +146,11 @@ class TurnRunner:
         signals: TurnSignals,
         options: WriterOptions | None = None,
         instruments: TurnInstruments | None = None,
+        *,
+        workspaces: Workspaces,
     ) -> None:
         self._unit_of_work = unit_of_work
+        self._workspaces = workspaces
         self._instruments = instruments or TurnInstruments.off()
         self._prepare = prepare
         self._signals = signals
@@ -219,7 +222,13 @@ class TurnRunner:
         )
         writer.start()
         turn = _Turn(
-            job, writer, self._unit_of_work, self._prepare, lambda: self.stopping, self._instruments
+            job,
+            writer,
+            self._unit_of_work,
+            self._prepare,
+            lambda: self.stopping,
+            self._instruments,
+            lambda: self._workspaces.sandbox(job.tenant_id, job.session_id),
         )
         started = time.perf_counter()
         # The task was started inside SendMessage, so this span is a child of that RPC's.
@@ -258,8 +267,10 @@ class _Turn:
         prepare: Callable[[str, str, int], Any],
         stopping: Callable[[], bool],
         instruments: TurnInstruments,
+        sandbox: Callable[[], Sandbox],
     ) -> None:
         self._job = job
+        self._sandbox = sandbox
         self._stopping = stopping
         self._instruments = instruments
         self._started = time.perf_counter()
@@ -313,7 +324,7 @@ class _Turn:
         bundle: PreparedBundle = await self._prepare(
             job.tenant_id, job.config_id, job.config_revision
         )
-        modules = _instantiate(bundle)
+        modules = _instantiate(bundle, await asyncio.to_thread(self._sandbox))
         self._provider = modules.provider
         self._hooks = modules.hooks
         await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})

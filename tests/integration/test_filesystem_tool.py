@@ -11,10 +11,11 @@ import pytest
 
 from session_service.modules.filesystem import FilesystemTool
 from session_service.turns.protocols import ToolResult
+from session_service.workspace import Sandbox
 
 
 class Tree:
-    """A readable root, a writable root inside it, and a directory outside both."""
+    """A workspace (`root`), a writable folder inside it, and a directory outside both."""
 
     def __init__(self, base: Path) -> None:
         self.root = base / "root"
@@ -32,7 +33,11 @@ class Tree:
             "allowed_write_paths": [str(self.out)],
         }
         config.update(overrides)
-        return FilesystemTool(config)
+        return FilesystemTool(config, self.sandbox)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox(self.root.resolve())
 
 
 @pytest.fixture
@@ -78,7 +83,7 @@ async def test_list_directory_sorted_with_directory_slashes(tree: Tree) -> None:
 
 async def test_write_creates_and_overwrites(tree: Tree) -> None:
     tool = tree.tool()
-    result = await _call(tool, "write_file", {"path": "note.txt", "content": "é1"})
+    result = await _call(tool, "write_file", {"path": "out/note.txt", "content": "é1"})
     assert not result.is_error
     assert "3 bytes" in result.content
     assert (tree.out / "note.txt").read_text(encoding="utf-8") == "é1"
@@ -127,11 +132,11 @@ async def test_symlink_escape_is_refused_for_write(tree: Tree) -> None:
     (tree.out / "file-link").symlink_to(tree.outside / "secret.txt")
     (tree.out / "dir-link").symlink_to(tree.outside, target_is_directory=True)
     (tree.out / "dangling").symlink_to(tree.outside / "new.txt")
-    result = await _call(tool, "write_file", {"path": "file-link", "content": "pwned"})
-    _refused(result, "file-link")
+    result = await _call(tool, "write_file", {"path": "out/file-link", "content": "pwned"})
+    _refused(result, "out/file-link")
     assert str(tree.outside) not in result.content
-    _refused(await _call(tool, "write_file", {"path": "dir-link/new.txt", "content": "pwned"}))
-    _refused(await _call(tool, "write_file", {"path": "dangling", "content": "pwned"}))
+    _refused(await _call(tool, "write_file", {"path": "out/dir-link/new.txt", "content": "pwned"}))
+    _refused(await _call(tool, "write_file", {"path": "out/dangling", "content": "pwned"}))
     assert (tree.outside / "secret.txt").read_text(encoding="utf-8") == "top secret"
     assert sorted(os.listdir(tree.outside)) == ["secret.txt"]
 
@@ -146,18 +151,47 @@ async def test_write_inside_readable_but_outside_writable_is_refused(tree: Tree)
     assert (tree.root / "hello.txt").read_text(encoding="utf-8") == "héllo\nworld\n"
 
 
-async def test_nothing_is_allowed_by_default(tree: Tree) -> None:
-    tool = FilesystemTool({})
-    _refused(await _call(tool, "read_file", {"path": str(tree.root / "hello.txt")}))
-    _refused(await _call(tool, "write_file", {"path": str(tree.root / "x"), "content": ""}))
+async def test_the_workspace_is_the_default_reach(tree: Tree) -> None:
+    tool = FilesystemTool({}, tree.sandbox)
+    assert await _call(tool, "read_file", {"path": "hello.txt"}) == ToolResult("héllo\nworld\n")
+    assert not (await _call(tool, "write_file", {"path": "x.txt", "content": "x"})).is_error
+    assert (tree.root / "x.txt").read_text(encoding="utf-8") == "x"
+    _refused(await _call(tool, "read_file", {"path": str(tree.outside / "secret.txt")}))
     # Readable roots do not make a directory writable.
-    tool = FilesystemTool({"allowed_paths": [str(tree.root)]})
-    _refused(await _call(tool, "write_file", {"path": "x.txt", "content": ""}))
-    assert not (tree.root / "x.txt").exists()
+    tool = FilesystemTool({"allowed_paths": ["."], "allowed_write_paths": []}, tree.sandbox)
+    _refused(await _call(tool, "write_file", {"path": "y.txt", "content": ""}))
+    assert not (tree.root / "y.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "entry", ["/", "/etc", "..", "../outside", "out/../../outside", "/proc/self"]
+)
+def test_a_bundle_cannot_widen_the_reach(tree: Tree, entry: str) -> None:
+    for key in ("allowed_paths", "allowed_write_paths"):
+        problems = FilesystemTool.check_config({key: [entry]}, tree.sandbox)
+        assert [k for k, _ in problems] == [key]
+        with pytest.raises(ValueError, match=key):
+            FilesystemTool({key: [entry]}, tree.sandbox)
+
+
+def test_a_symlinked_root_that_leaves_the_workspace_is_refused(tree: Tree) -> None:
+    (tree.root / "escape").symlink_to(tree.outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="allowed_paths"):
+        FilesystemTool({"allowed_paths": ["escape"]}, tree.sandbox)
+
+
+async def test_operator_roots_are_reachable_when_named(tree: Tree) -> None:
+    sandbox = Sandbox(tree.root.resolve(), (tree.outside.resolve(),))
+    tool = FilesystemTool({"allowed_paths": [".", str(tree.outside)]}, sandbox)
+    result = await _call(tool, "read_file", {"path": str(tree.outside / "secret.txt")})
+    assert result == ToolResult("top secret")
+    # An operator root still has to be named: the default reach is the workspace alone.
+    default = FilesystemTool({}, sandbox)
+    _refused(await _call(default, "read_file", {"path": str(tree.outside / "secret.txt")}))
 
 
 async def test_write_does_not_create_directories(tree: Tree) -> None:
-    result = await _call(tree.tool(), "write_file", {"path": "new/dir/x.txt", "content": "x"})
+    result = await _call(tree.tool(), "write_file", {"path": "out/new/dir/x.txt", "content": "x"})
     _refused(result, "does not exist")
     assert not (tree.out / "new").exists()
 
@@ -168,7 +202,7 @@ async def test_missing_file_and_wrong_kinds(tree: Tree) -> None:
     _refused(await _call(tool, "list_directory", {"path": "nope"}), "not found")
     _refused(await _call(tool, "read_file", {"path": "sub"}), "directory")
     _refused(await _call(tool, "list_directory", {"path": "hello.txt"}), "not a directory")
-    _refused(await _call(tool, "write_file", {"path": ".", "content": "x"}), "directory")
+    _refused(await _call(tool, "write_file", {"path": "out", "content": "x"}), "a directory")
 
 
 async def test_too_large_file_is_refused(tree: Tree) -> None:
@@ -200,16 +234,18 @@ async def test_unknown_tool_and_bad_arguments(tree: Tree) -> None:
     _refused(await _call(tool, "write_file", {"path": "x.txt"}), "content")
     _refused(await _call(tool, "write_file", {"path": "x.txt", "content": ["x"]}), "content")
     _refused(await _call(tool, "read_file", {"path": "a\x00b"}))
-    _refused(await _call(tool, "write_file", {"path": "s.txt", "content": "\ud800"}), "Unicode")
+    _refused(await _call(tool, "write_file", {"path": "out/s.txt", "content": "\ud800"}), "Unicode")
     assert not (tree.out / "s.txt").exists()
     assert (tree.root / "hello.txt").exists()
 
 
-def test_relative_roots_resolve_against_the_working_directory(
+def test_relative_roots_resolve_against_the_workspace_not_the_working_directory(
     tree: Tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tree.root)
-    tool = FilesystemTool({"allowed_paths": ["."], "allowed_write_paths": ["out/../out"]})
+    monkeypatch.chdir(tree.outside)
+    tool = FilesystemTool(
+        {"allowed_paths": ["."], "allowed_write_paths": ["out/../out"]}, tree.sandbox
+    )
     assert tool.read_roots == (tree.root.resolve(),)
     assert tool.write_roots == (tree.out.resolve(),)
 
@@ -225,6 +261,6 @@ def test_relative_roots_resolve_against_the_working_directory(
         ({"max_read_bytes": True}, "max_read_bytes"),
     ],
 )
-def test_invalid_config_is_refused(config: Mapping[str, Any], key: str) -> None:
+def test_invalid_config_is_refused(tree: Tree, config: Mapping[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        FilesystemTool(config)
+        FilesystemTool(config, tree.sandbox)

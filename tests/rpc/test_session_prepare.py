@@ -40,7 +40,7 @@ providers:
 tools:
   - module: tool-filesystem
     config:
-      allowed_paths: ["/srv/team"]
+      allowed_paths: ["team"]
 spawn:
   exclude_tools: [tool-task]
   max_depth: 2
@@ -127,10 +127,9 @@ async def test_composition_follows_the_merge_rules_field_by_field(stack: Stack) 
     # Secrets stay masked: the reference is shown, never the value.
     assert provider["config"]["api_key"] == "${TANDEM_TEST_SECRET}"
     assert provider["config"]["model"] == "${TANDEM_UNSET_MODEL:echo-large}"
-    # tools: team-base replaces foundation's config for the same module.
+    # tools: merged by module; foundation's entry (no config: the workspace) takes team-base's.
     [tool] = doc["tools"]
-    assert tool["config"]["allowed_paths"] == ["/srv/team"]
-    assert tool["config"]["allowed_write_paths"] == []
+    assert tool["config"] == {"allowed_paths": ["team"]}
     # hooks: merged by id, else module; the app's `audit` entry is a separate one.
     hooks = doc["hooks"]
     assert [(h.get("id"), h["module"]) for h in hooks] == [
@@ -276,7 +275,7 @@ async def test_an_unknown_module_is_failed_precondition_naming_it(stack: Stack) 
     assert "tool-filesystem" in violation.description  # what is installed instead
 
 
-async def test_an_unset_variable_without_default_is_reported(stack: Stack) -> None:
+async def test_a_variable_the_operator_does_not_allow_is_reported(stack: Stack) -> None:
     await create_config(
         stack,
         "app",
@@ -286,8 +285,11 @@ async def test_an_unset_variable_without_default_is_reported(stack: Stack) -> No
     error = await rpc_error(prepare(stack, "app"))
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     [violation] = detail(error, error_details_pb2.PreconditionFailure).violations
-    assert violation.type == "ENV_NOT_SET"
+    assert violation.type == "ENV_NOT_AVAILABLE"
     assert violation.subject == "providers[0].config.api_key"
+    # The rule is named; whether the variable exists is not said, nor its name repeated.
+    assert "TANDEM_BUNDLE_ENV_ALLOW" in violation.description
+    assert "TANDEM_SURELY_UNSET_VARIABLE" not in violation.description
 
 
 async def test_missing_configs_are_not_found(stack: Stack) -> None:

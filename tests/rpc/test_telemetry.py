@@ -152,7 +152,7 @@ async def test_a_turn_is_a_span_with_a_provider_call_and_each_tool_call(
     script = [
         {
             "reply": "Looking. ",
-            "tool_calls": [{"name": "read_file", "arguments": {"path": "note.txt"}}],
+            "tool_calls": [{"name": "read_file", "arguments": {"path": str(root / "note.txt")}}],
         },
         {"reply": "Milk."},
     ]

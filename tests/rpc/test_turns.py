@@ -163,9 +163,11 @@ async def test_a_turn_with_two_tool_calls_logs_them_in_order_and_keeps_an_exact_
     root = tmp_path / "files"
     (root / "docs").mkdir(parents=True)
     (root / "note.txt").write_text("remember the milk")
+    # The folder is an operator root (TANDEM_TOOL_ALLOWED_ROOTS in the tests), so it is
+    # named by absolute path: relative paths are the session's workspace.
     calls = [
-        {"name": "read_file", "arguments": {"path": "note.txt"}},
-        {"name": "list_directory", "arguments": {"path": "."}},
+        {"name": "read_file", "arguments": {"path": str(root / "note.txt")}},
+        {"name": "list_directory", "arguments": {"path": str(root)}},
     ]
     script = [
         {"reply": "Let me look. ", "tool_calls": calls},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +37,7 @@ from tests.support.llm_servers import (
     openai_usage,
     stream,
 )
+from tests.support.rpc import seed_workspace
 
 SECRET = "s3cr3t-value-never-shown"  # what the stack fixture puts in TANDEM_TEST_SECRET
 
@@ -48,14 +48,15 @@ def server() -> Iterator[LlmServer]:
         yield running
 
 
-def document(provider: str, config: dict[str, Any], root: Path) -> str:
+def document(provider: str, config: dict[str, Any]) -> str:
     body = {
         "bundle": {"name": "http"},
         "session": {"orchestrator": "loop-streaming"},
         "providers": [
             {"module": provider, "config": {**config, "api_key": "${TANDEM_TEST_SECRET}"}}
         ],
-        "tools": [{"module": "tool-filesystem", "config": {"allowed_paths": [str(root)]}}],
+        # No paths: the tool reaches the session's workspace, where the note is.
+        "tools": [{"module": "tool-filesystem"}],
     }
     return f"---\n{json.dumps(body)}\n---\nYou answer from files.\n"
 
@@ -69,19 +70,13 @@ async def session_on(stack: Stack, yaml_content: str) -> str:
     created = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id="http", start=True)
     )
+    seed_workspace(created.session_id, {"note.txt": "remember the milk"})
     return str(created.session_id)
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> Path:
-    root = tmp_path / "files"
-    root.mkdir()
-    (root / "note.txt").write_text("remember the milk")
-    return root
-
-
 async def test_an_openai_turn_with_a_tool_call(
-    stack: Stack, server: LlmServer, files: Path
+    stack: Stack,
+    server: LlmServer,
 ) -> None:
     server.script(
         stream(
@@ -98,7 +93,7 @@ async def test_an_openai_turn_with_a_tool_call(
         stream(openai_text_reply(["It says ", "remember ", "the milk."], completion_tokens=6)),
     )
     config = {"model": "gpt-test", "base_url": f"{server.origin}/v1", "max_retries": 0}
-    session_id = await session_on(stack, document("provider-openai", config, files))
+    session_id = await session_on(stack, document("provider-openai", config))
     events = await collect(send(stack.sessions, session_id, "What does my note say?"))
     assert_gap_free(events)
     [started] = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
@@ -126,7 +121,8 @@ async def test_an_openai_turn_with_a_tool_call(
 
 
 async def test_an_openai_error_mid_stream_fails_the_turn(
-    stack: Stack, server: LlmServer, files: Path
+    stack: Stack,
+    server: LlmServer,
 ) -> None:
     server.script(
         stream(
@@ -138,7 +134,7 @@ async def test_an_openai_error_mid_stream_fails_the_turn(
         )
     )
     config = {"model": "gpt-test", "base_url": f"{server.origin}/v1", "max_retries": 0}
-    session_id = await session_on(stack, document("provider-openai", config, files))
+    session_id = await session_on(stack, document("provider-openai", config))
     events = await collect(send(stack.sessions, session_id, "hi"))
     assert kinds(events)[-1] == "turn_failed"
     assert events[-1].turn_failed.code == "PROVIDER_ERROR"
@@ -151,7 +147,8 @@ async def test_an_openai_error_mid_stream_fails_the_turn(
 
 
 async def test_an_anthropic_turn_with_a_tool_call(
-    stack: Stack, server: LlmServer, files: Path
+    stack: Stack,
+    server: LlmServer,
 ) -> None:
     server.script(
         stream(
@@ -173,7 +170,7 @@ async def test_an_anthropic_turn_with_a_tool_call(
         ),
     )
     config = {"model": "claude-test", "base_url": server.origin, "max_retries": 0}
-    session_id = await session_on(stack, document("provider-anthropic", config, files))
+    session_id = await session_on(stack, document("provider-anthropic", config))
     events = await collect(send(stack.sessions, session_id, "What does my note say?"))
     assert_gap_free(events)
     [started] = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
@@ -199,7 +196,8 @@ async def test_an_anthropic_turn_with_a_tool_call(
 
 
 async def test_an_anthropic_error_mid_stream_fails_the_turn(
-    stack: Stack, server: LlmServer, files: Path
+    stack: Stack,
+    server: LlmServer,
 ) -> None:
     server.script(
         stream(
@@ -224,7 +222,7 @@ async def test_an_anthropic_error_mid_stream_fails_the_turn(
         )
     )
     config = {"model": "claude-test", "base_url": server.origin, "max_retries": 0}
-    session_id = await session_on(stack, document("provider-anthropic", config, files))
+    session_id = await session_on(stack, document("provider-anthropic", config))
     events = await collect(send(stack.sessions, session_id, "hi"))
     assert kinds(events)[-1] == "turn_failed"
     assert events[-1].turn_failed.code.startswith("PROVIDER_")
@@ -232,11 +230,12 @@ async def test_an_anthropic_error_mid_stream_fails_the_turn(
 
 
 async def test_turn_context_reaches_the_model_but_is_never_stored(
-    stack: Stack, server: LlmServer, files: Path
+    stack: Stack,
+    server: LlmServer,
 ) -> None:
     server.script(stream(openai_text_reply(["Hello Ada."])))
     config = {"model": "gpt-test", "base_url": f"{server.origin}/v1", "max_retries": 0}
-    session_id = await session_on(stack, document("provider-openai", config, files))
+    session_id = await session_on(stack, document("provider-openai", config))
     context = struct_pb2.Struct()
     context.update({"user_name": "Zelda-Quartz", "plan": "gold"})
     call = stack.sessions.SendMessage(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar, cast
 
 import grpc
@@ -35,3 +38,12 @@ def detail(error: grpc.aio.AioRpcError, kind: type[M]) -> M:
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     """The ErrorInfo every Tandem error carries."""
     return detail(error, error_details_pb2.ErrorInfo)
+
+
+def seed_workspace(session_id: str, files: Mapping[str, str], tenant: str = "default") -> Path:
+    """Writes files into a session's workspace (under the tests' TANDEM_WORKSPACE_ROOT)."""
+    workspace = Path(os.environ["TANDEM_WORKSPACE_ROOT"]) / tenant / session_id
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (workspace / name).write_text(text, encoding="utf-8")
+    return workspace

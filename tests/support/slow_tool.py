@@ -8,12 +8,15 @@ from typing import Any
 
 from session_service.prepare.modules import GROUPS, ModuleRegistry
 from session_service.turns.protocols import ToolResult, ToolSpec
+from session_service.workspace import Sandbox
 
 
 class SlowTool:
     """Offers `wait`, which sleeps `seconds` before answering."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], sandbox: Sandbox) -> None:
+        # Tools get the session sandbox; this one touches no files.
+        del sandbox
         self.seconds = float(config.get("seconds", 60))
 
     def specs(self) -> Sequence[ToolSpec]:

@@ -1,0 +1,130 @@
+"""Per-session working directories, and the host folders tools may reach.
+
+Every session gets `TANDEM_WORKSPACE_ROOT/<tenant>/<session_id>`, made on first use and
+removed with the session. File-touching tools resolve relative paths there and cannot leave
+it, except into the folders the operator lists in `TANDEM_TOOL_ALLOWED_ROOTS`. A bundle may
+narrow that reach, never widen it: the server's own working directory, its databases, its
+key files and other sessions' workspaces stay out of reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+# Tenant ids come from the operator's key list; one that is not a plain folder name is hashed.
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _folder_name(tenant_id: str) -> str:
+    if _PLAIN.fullmatch(tenant_id) and ".." not in tenant_id:
+        return tenant_id
+    return "t-" + hashlib.sha256(tenant_id.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where one session's tools may go: its workspace plus the operator's extra roots."""
+
+    workspace: Path
+    extra_roots: tuple[Path, ...] = ()
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Every folder a tool may be configured to reach."""
+        return (self.workspace, *self.extra_roots)
+
+    def confine(self, entry: str) -> Path:
+        """A bundle's path setting as a folder inside the sandbox; ValueError if it is not.
+
+        Relative entries are taken from the workspace (`.` is the workspace itself).
+        """
+        return confine(entry, self.workspace, self.extra_roots)
+
+
+def confine(entry: str, workspace: Path, extra_roots: Sequence[Path]) -> Path:
+    """entry resolved against workspace; ValueError unless it stays under a permitted root."""
+    if "\x00" in entry:
+        raise ValueError("must not contain NUL characters")
+    given = Path(entry)
+    candidate = given if given.is_absolute() else workspace / given
+    resolved = Path(os.path.normpath(candidate))
+    if not given.is_absolute() and not resolved.is_relative_to(workspace):
+        raise ValueError("leaves the session's workspace")
+    # Symlinks are followed before the check, so a link cannot carry the path outside.
+    real = resolved.resolve(strict=False)
+    for root in (workspace, *extra_roots):
+        if real.is_relative_to(root.resolve(strict=False)):
+            return real
+    if given.is_absolute():
+        raise ValueError(
+            "is outside the session's workspace and the folders the operator allows "
+            "(TANDEM_TOOL_ALLOWED_ROOTS)"
+        )
+    raise ValueError("leaves the session's workspace")
+
+
+def parse_roots(text: str) -> tuple[Path, ...]:
+    """The operator's comma-separated extra roots, resolved; relative ones are refused."""
+    roots: list[Path] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        path = Path(part)
+        if not path.is_absolute():
+            raise ValueError(f"TANDEM_TOOL_ALLOWED_ROOTS: {part!r} must be an absolute path")
+        roots.append(path.resolve(strict=False))
+    return tuple(roots)
+
+
+def default_root(database_url: str) -> Path:
+    """`workspaces` beside a SQLite database file, else a folder under the temp directory."""
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix):
+        location = database_url[len(prefix) :].split("?", 1)[0]
+        if location and location != ":memory:":
+            return Path(location).resolve().parent / "workspaces"
+    return Path(tempfile.gettempdir()) / "tandem-workspaces"
+
+
+class Workspaces:
+    """Makes, finds and removes session workspaces under one root."""
+
+    def __init__(self, root: Path, extra_roots: tuple[Path, ...] = ()) -> None:
+        self.root = root.resolve(strict=False)
+        self.extra_roots = extra_roots
+
+    def path(self, tenant_id: str, session_id: str) -> Path:
+        """Where the session's workspace is (it may not exist yet)."""
+        return self.root / _folder_name(tenant_id) / session_id
+
+    def sandbox(self, tenant_id: str, session_id: str) -> Sandbox:
+        """The session's sandbox, its workspace made (owner-only) if it is new."""
+        workspace = self.path(tenant_id, session_id)
+        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Sandbox(workspace.resolve(), self.extra_roots)
+
+    def rules(self) -> Sandbox:
+        """A sandbox for checking bundle settings before any session exists."""
+        return Sandbox(self.root / "_check", self.extra_roots)
+
+    def remove(self, tenant_id: str, session_id: str) -> None:
+        """Deletes the session's workspace and everything in it; a missing one is fine."""
+        path = self.path(tenant_id, session_id)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # The session is gone either way; what is left over is for the operator.
+            _log.warning("could not remove a workspace: %s", type(exc).__name__)
