@@ -12,9 +12,10 @@ from sqlalchemy.engine import make_url
 from session_service.access import POLICY
 from session_service.configs_client import ConfigClient
 from session_service.prepare.cache import PreparedCache
+from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.environment import BundleEnvironment, parse_patterns
 from session_service.prepare.modules import ModuleRegistry
-from session_service.prepare.preparer import Preparer
+from session_service.prepare.preparer import ModuleReach, Preparer
 from session_service.prepare.watcher import ConfigWatcher
 from session_service.servicer import SERVICE_NAME, SessionServicer
 from session_service.sessions.service import SessionService
@@ -99,7 +100,7 @@ async def build_with_parts(
         modules or ModuleRegistry.from_entry_points(),
         environment,
         watcher,
-        sandbox_rules=workspaces.rules(),
+        reach=ModuleReach(workspaces.rules(), EgressPolicy(settings.egress_allow)),
     )
     watcher.preparer = preparer
     watcher.start()

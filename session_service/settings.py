@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 from pydantic import Field
 
+from session_service.prepare.egress import DEFAULT_EGRESS_ALLOW
 from session_service.workspace import Workspaces, default_root, parse_roots
 from shared.rpc.tls import channel_credentials
 from shared.settings import ServiceSettings
@@ -51,6 +52,8 @@ class SessionServiceSettings(ServiceSettings):
     workspace_root: str = ""
     # Host folders file tools may reach besides the session's workspace, comma-separated.
     tool_allowed_roots: str = ""
+    # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
+    egress_allow: str = DEFAULT_EGRESS_ALLOW
 
     def workspaces(self) -> Workspaces:
         """The session workspaces and the extra roots tools may reach."""

@@ -29,6 +29,8 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 # The variables test bundles reference; anything else stays out of their reach, as it would
 # on a server whose operator allowed only these.
 TEST_BUNDLE_ENV_ALLOW = "TANDEM_TEST_SECRET,TANDEM_UNSET_*,TANDEM_SCAN_PROVIDER_KEY"
+# The tests' model servers listen on loopback ports chosen at random.
+TEST_EGRESS_ALLOW = "api.openai.com,api.anthropic.com,127.0.0.1:*"
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +38,13 @@ def sandboxed_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every service a test starts keeps workspaces under the test's own folder.
 
     The test's folder is the one extra root tools may reach, so tests can hand files to a
-    turn; bundles may reference only the variables in TEST_BUNDLE_ENV_ALLOW.
+    turn; bundles may reference only the variables in TEST_BUNDLE_ENV_ALLOW, and providers
+    connect only to TEST_EGRESS_ALLOW.
     """
     monkeypatch.setenv("TANDEM_WORKSPACE_ROOT", str(tmp_path / "workspaces"))
     monkeypatch.setenv("TANDEM_TOOL_ALLOWED_ROOTS", str(tmp_path))
     monkeypatch.setenv("TANDEM_BUNDLE_ENV_ALLOW", TEST_BUNDLE_ENV_ALLOW)
+    monkeypatch.setenv("TANDEM_EGRESS_ALLOW", TEST_EGRESS_ALLOW)
 
 
 def require_postgres() -> None:

@@ -17,6 +17,7 @@ import httpx2
 from anthropic import types as api
 
 from session_service.modules.settings import ProviderConfig
+from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -34,6 +35,7 @@ from session_service.turns.protocols import (
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_BASE_URL = "https://api.anthropic.com"
 _EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -45,33 +47,48 @@ class AnthropicProvider:
     def __init__(self, config: Mapping[str, Any]) -> None:
         read = ProviderConfig(self.name, config)
         self.model = read.required_str("model")
-        # None lets the SDK find the key the usual way (ANTHROPIC_API_KEY and its successors).
+        # Only the bundle's own setting: the SDK's own search (ANTHROPIC_API_KEY, profiles in
+        # the server's home) would hand a tenant the operator's credentials.
         api_key = read.optional_str("api_key")
         self.max_tokens = read.positive_int("max_tokens", DEFAULT_MAX_TOKENS)
         self.temperature = read.optional_number("temperature")
         timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
         max_retries = read.non_negative_int("max_retries", DEFAULT_MAX_RETRIES)
+        if api_key is None:
+            raise ProviderError(
+                "PROVIDER_AUTH",
+                f"{self.name}: no api_key in its config; reference a credential the operator "
+                "allows, such as ${ANTHROPIC_API_KEY}, or a tenant secret.",
+            )
         try:
             self._client = anthropic.AsyncAnthropic(
                 api_key=api_key,
-                base_url=read.optional_str("base_url"),
+                # Explicit, so the SDK never picks ANTHROPIC_BASE_URL up from the server.
+                base_url=read.optional_str("base_url") or DEFAULT_BASE_URL,
                 timeout=timeout,
                 max_retries=max_retries,
             )
         except anthropic.CredentialsError as exc:
             raise ProviderError(
-                "PROVIDER_AUTH", _redact(f"No usable Anthropic credentials: {exc}", api_key or "")
+                "PROVIDER_AUTH", _redact(f"No usable Anthropic credentials: {exc}", api_key)
             ) from None
         except (anthropic.AnthropicError, ValueError) as exc:
             raise ProviderError(
                 "PROVIDER_CONFIG",
-                _redact(f"Invalid Anthropic provider config: {exc}", api_key or ""),
+                _redact(f"Invalid Anthropic provider config: {exc}", api_key),
             ) from None
         # Whatever the SDK settled on, so it can be kept out of error messages.
         self._secret = self._client.api_key or self._client.auth_token or ""
         url = self._client.base_url
         # Scheme, host and port only: a base_url may carry credentials in its userinfo.
         self._where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+    @staticmethod
+    def check_config(config: Mapping[str, Any], egress: EgressPolicy) -> list[tuple[str, str]]:
+        """The endpoint must be one the operator allows (checked when the bundle is prepared)."""
+        url = config.get("base_url") or DEFAULT_BASE_URL
+        found = egress.problem("base_url", url) if isinstance(url, str) else None
+        return [found] if found else []
 
     async def aclose(self) -> None:
         """Closes the SDK client and its pooled connections."""

@@ -8,7 +8,6 @@ reported, and SDK failures become ProviderError with a code the turn engine unde
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from session_service.modules.settings import ProviderConfig
+from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -42,6 +42,7 @@ DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_RETRIES = 2
 # Local OpenAI-compatible servers ignore the key, but the SDK will not start without one.
 PLACEHOLDER_API_KEY = "tandem-no-api-key"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -53,9 +54,9 @@ class OpenAIProvider:
     def __init__(self, config: Mapping[str, Any]) -> None:
         read = ProviderConfig(self.name, config)
         self.model = read.required_str("model")
-        api_key = (
-            read.optional_str("api_key") or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
-        )
+        # Only the bundle's own setting: the server's environment is the operator's, and a
+        # tenant reaches a variable of it only through an allowed `${VAR}` reference.
+        api_key = read.optional_str("api_key") or PLACEHOLDER_API_KEY
         self.max_tokens = read.optional_positive_int("max_tokens")
         self.temperature = read.optional_number("temperature")
         timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
@@ -64,7 +65,8 @@ class OpenAIProvider:
         try:
             self._client = openai.AsyncOpenAI(
                 api_key=api_key,
-                base_url=read.optional_str("base_url"),
+                # Explicit, so the SDK never picks OPENAI_BASE_URL up from the server.
+                base_url=read.optional_str("base_url") or DEFAULT_BASE_URL,
                 timeout=timeout,
                 max_retries=max_retries,
             )
@@ -75,6 +77,13 @@ class OpenAIProvider:
         url = self._client.base_url
         # Scheme, host and port only: a base_url may carry credentials in its userinfo.
         self._where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+    @staticmethod
+    def check_config(config: Mapping[str, Any], egress: EgressPolicy) -> list[tuple[str, str]]:
+        """The endpoint must be one the operator allows (checked when the bundle is prepared)."""
+        url = config.get("base_url") or DEFAULT_BASE_URL
+        found = egress.problem("base_url", url) if isinstance(url, str) else None
+        return [found] if found else []
 
     async def aclose(self) -> None:
         """Closes the SDK client and its pooled connections."""

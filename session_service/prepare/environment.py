@@ -38,13 +38,11 @@ NOT_AVAILABLE = "ENV_NOT_AVAILABLE"
 SECRET_OUTSIDE_CREDENTIAL = "SECRET_OUTSIDE_CREDENTIAL"
 
 UNAVAILABLE_MESSAGE = (
-    "this reference cannot be resolved: bundles may reference only the tenant's own secrets "
-    "and the environment variables the operator allows (TANDEM_BUNDLE_ENV_ALLOW or the "
-    "tenant's bundle_env_allow), and only when they have a value or the reference a default"
+    "unresolvable: bundles may reference only their tenant's secrets and variables the "
+    "operator allows (TANDEM_BUNDLE_ENV_ALLOW), set or with a default"
 )
 OUTSIDE_CREDENTIAL_MESSAGE = (
-    "a secret may be referenced only by a credential setting of a module (such as api_key), "
-    "which uses it to authenticate and never shows it"
+    "a secret may be referenced only by a module's credential setting (such as api_key)"
 )
 
 

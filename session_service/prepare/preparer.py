@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from session_service.configs_client import ConfigClient, FetchedConfig
 from session_service.prepare.cache import Key, PreparedCache
 from session_service.prepare.compose import MODULE_LISTS, include_ref, merge_bundles, module_key
+from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.environment import BundleEnvironment
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import ModuleRegistry
@@ -27,6 +28,28 @@ from shared.errors import FailedPrecondition, NotFound, PreconditionViolation, U
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
 DEFAULT_CONTEXT = "context-simple"
+
+
+@dataclass(frozen=True)
+class ModuleReach:
+    """What modules may reach on the host: tools the sandbox, providers the allowed hosts."""
+
+    sandbox: Sandbox
+    egress: EgressPolicy
+
+    def check(
+        self, registry: ModuleRegistry, kind: str, implementation: str, config: Any
+    ) -> list[tuple[str, str, str]]:
+        """(violation type, config key, message) for each setting that reaches too far."""
+        if kind == "tool":
+            scope: Any = self.sandbox
+            violation = "TOOL_PATH_NOT_ALLOWED"
+        elif kind == "provider":
+            scope, violation = self.egress, "EGRESS_NOT_ALLOWED"
+        else:
+            return []
+        found = registry.check_config(implementation, config, scope)
+        return [(violation, key, message) for key, message in found]
 
 
 class WatchHealth(Protocol):
@@ -65,7 +88,7 @@ class Preparer:
         environment: BundleEnvironment,
         watch: WatchHealth,
         limits: Limits | None = None,
-        sandbox_rules: Sandbox | None = None,
+        reach: ModuleReach | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -73,8 +96,8 @@ class Preparer:
         self._environment = environment
         self._watch = watch
         self._limits = limits or Limits()
-        # Where tools may reach, for checking their settings before any session runs them.
-        self._sandbox_rules = sandbox_rules
+        # What modules may reach, checked before any session runs them.
+        self._reach = reach
         # The latest revision seen of each config: the answer while ConfigService is down.
         self._latest: dict[tuple[str, str], int] = {}
         self._inflight: dict[Key, asyncio.Future[PreparedBundle]] = {}
@@ -310,14 +333,11 @@ class Preparer:
                 )
                 return
             config = entry.get("config") or {}
-            if kind == "tool" and self._sandbox_rules is not None:
-                for key, message in self._registry.check_config(
-                    implementation, config, self._sandbox_rules
-                ):
+            if self._reach is not None:
+                for problem in self._reach.check(self._registry, kind, implementation, config):
+                    violation, key, message = problem
                     work.problems.append(
-                        PreconditionViolation(
-                            "TOOL_PATH_NOT_ALLOWED", f"{where}.config.{key}", message
-                        )
+                        PreconditionViolation(violation, f"{where}.config.{key}", message)
                     )
             modules.append(ResolvedModule(kind, name, source, where, implementation, config))
 

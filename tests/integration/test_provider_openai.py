@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from session_service.modules.openai_provider import OpenAIProvider
+from session_service.modules.openai_provider import PLACEHOLDER_API_KEY, OpenAIProvider
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -459,17 +459,21 @@ async def test_works_without_an_api_key(server: LlmServer, monkeypatch: pytest.M
     assert server.requests[0].headers["authorization"].startswith("Bearer ")
 
 
-async def test_api_key_falls_back_to_the_environment(
+async def test_the_server_environment_is_never_a_credential(
     server: LlmServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A tenant's bundle that names no key must not be handed the operator's.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-environment")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/never")
     provider = OpenAIProvider({"model": "gpt-test", "base_url": f"{server.origin}/v1"})
-    server.script(error(401, openai_error_body("Bad key sk-from-environment.", "auth")))
+    server.script(stream(openai_text_reply(["Hi."])))
     try:
-        raised = await failure(provider)
+        await collect(provider)
     finally:
         await provider.aclose()
-
-    assert server.requests[0].headers["authorization"] == "Bearer sk-from-environment"
-    assert raised.code == "PROVIDER_AUTH"
-    assert "sk-from-environment" not in raised.message
+    assert server.requests[0].headers["authorization"] == f"Bearer {PLACEHOLDER_API_KEY}"
+    unset = OpenAIProvider({"model": "gpt-test"})
+    try:
+        assert str(unset._client.base_url).startswith("https://api.openai.com/")
+    finally:
+        await unset.aclose()

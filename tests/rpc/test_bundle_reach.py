@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.conftest import TEST_BUNDLE_ENV_ALLOW, Stack
 from tests.rpc.test_config_crud import rpc_error
@@ -230,3 +231,61 @@ async def test_sessions_cannot_reach_each_other_and_deletion_removes_the_workspa
     assert workspace.is_dir()
     await stack.sessions.DeleteSession(session_service_pb2.DeleteSessionRequest(session_id=victim))
     assert not workspace.exists()
+
+
+@pytest.fixture
+def public_egress_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default list: the two public APIs, nothing on this machine or its network."""
+    monkeypatch.delenv("TANDEM_EGRESS_ALLOW")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata
+        "http://127.0.0.1:5432/v1",  # the database's port
+        "http://localhost:50051",  # ConfigService
+        "file:///etc/passwd",
+        "https://attacker.example/v1",
+        "https://api.openai.com.attacker.example/v1",
+        "http://api.openai.com/v1",  # the allowed host on a port the operator did not name
+    ],
+)
+async def test_a_provider_cannot_be_pointed_at_a_host_the_operator_did_not_allow(
+    public_egress_only: None, stack: Stack, base_url: str
+) -> None:
+    config = {"model": "m", "base_url": base_url, "api_key": "${TANDEM_TEST_SECRET}"}
+    document = json.dumps(
+        {"bundle": {"name": "ssrf"}, "providers": [{"module": "provider-openai", "config": config}]}
+    )
+    error = await rpc_error(active_session(stack, document, "ssrf"))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    [violation] = detail(error, error_details_pb2.PreconditionFailure).violations
+    assert (violation.type, violation.subject) == (
+        "EGRESS_NOT_ALLOWED",
+        "providers[0].config.base_url",
+    )
+    assert "TANDEM_EGRESS_ALLOW" in violation.description
+
+
+async def test_the_default_endpoints_are_allowed(public_egress_only: None, stack: Stack) -> None:
+    for module in ("provider-openai", "provider-anthropic"):
+        config = {"model": "m", "api_key": "${TANDEM_TEST_SECRET}"}
+        document = json.dumps(
+            {"bundle": {"name": "public"}, "providers": [{"module": module, "config": config}]}
+        )
+        prepared = await stack.sessions.PrepareConfig(
+            session_service_pb2.PrepareConfigRequest(
+                config_id=(await _config(stack, f"p-{module}", document))
+            )
+        )
+        assert prepared.valid, prepared.violations
+
+
+async def _config(stack: Stack, name: str, document: str) -> str:
+    created = await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id=name, config=config_pb2.Config(name=name, yaml_content=document)
+        )
+    )
+    return str(created.config_id)
