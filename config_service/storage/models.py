@@ -77,13 +77,21 @@ class ConfigRevisionRow(Base):
 
 
 class ConfigChangeRow(Base):
-    """The change log behind WatchConfigs: ids only, a global gap-free sequence."""
+    """The change log behind WatchConfigs: ids only, gap-free sequences.
+
+    `sequence` orders every tenant's changes (for the service identity that follows them
+    all); `tenant_sequence` numbers one tenant's, which is all a tenant ever sees.
+    """
 
     __tablename__ = "config_changes"
-    __table_args__ = (Index("ix_config_changes_tenant_sequence", "tenant_id", "sequence"),)
+    __table_args__ = (
+        Index("ix_config_changes_tenant_sequence", "tenant_id", "sequence"),
+        Index("uq_config_changes_tenant_sequence", "tenant_id", "tenant_sequence", unique=True),
+    )
 
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     tenant_id: Mapped[str] = mapped_column(String(64))
+    tenant_sequence: Mapped[int] = mapped_column(BigInteger)
     config_id: Mapped[str] = mapped_column(String(64))
     change_type: Mapped[str] = mapped_column(String(16))
     revision: Mapped[int] = mapped_column(BigInteger)

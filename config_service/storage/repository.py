@@ -228,7 +228,11 @@ class ConfigRepository:
 
 
 class ChangeLog:
-    """The global, gap-free change log behind WatchConfigs."""
+    """The gap-free change log behind WatchConfigs: global, and per tenant.
+
+    Methods that take a tenant speak in that tenant's own sequence; None means every
+    tenant's changes in the global sequence (the service identity's view).
+    """
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -249,10 +253,16 @@ class ChangeLog:
             )
         latest = await self._session.scalar(select(func.max(ConfigChangeRow.sequence)))
         sequence = int(latest or 0) + 1
+        tenant_latest = await self._session.scalar(
+            select(func.max(ConfigChangeRow.tenant_sequence)).where(
+                ConfigChangeRow.tenant_id == tenant_id
+            )
+        )
         self._session.add(
             ConfigChangeRow(
                 sequence=sequence,
                 tenant_id=tenant_id,
+                tenant_sequence=int(tenant_latest or 0) + 1,
                 config_id=config.config_id,
                 change_type=change_type.value,
                 revision=config.revision,
@@ -271,39 +281,50 @@ class ChangeLog:
         return sequence
 
     async def prune(self, keep: int) -> None:
-        """Drops all but the newest keep changes."""
+        """Drops all but the newest keep changes, and never a tenant's newest one.
+
+        A tenant's newest change is what tells its watchers how far its sequence has got.
+        """
         latest = await self._session.scalar(select(func.max(ConfigChangeRow.sequence)))
         if latest is None or latest <= keep:
             return
+        newest_per_tenant = select(func.max(ConfigChangeRow.sequence)).group_by(
+            ConfigChangeRow.tenant_id
+        )
         await self._session.execute(
-            delete(ConfigChangeRow).where(ConfigChangeRow.sequence <= latest - keep)
+            delete(ConfigChangeRow).where(
+                ConfigChangeRow.sequence <= latest - keep,
+                ConfigChangeRow.sequence.not_in(newest_per_tenant.scalar_subquery()),
+            )
         )
 
-    async def bounds(self) -> tuple[int, int]:
-        """(oldest retained sequence, latest sequence); (0, 0) when empty."""
-        oldest, latest = (
-            await self._session.execute(
-                select(func.min(ConfigChangeRow.sequence), func.max(ConfigChangeRow.sequence))
-            )
-        ).one()
+    @staticmethod
+    def _position(tenant_id: str | None) -> Any:
+        return ConfigChangeRow.sequence if tenant_id is None else ConfigChangeRow.tenant_sequence
+
+    async def bounds(self, tenant_id: str | None) -> tuple[int, int]:
+        """(oldest retained, latest) sequence of the tenant's (None: every) changes; or (0, 0)."""
+        position = self._position(tenant_id)
+        query = select(func.min(position), func.max(position))
+        if tenant_id is not None:
+            query = query.where(ConfigChangeRow.tenant_id == tenant_id)
+        oldest, latest = (await self._session.execute(query)).one()
         return int(oldest or 0), int(latest or 0)
 
     async def after(self, tenant_id: str | None, sequence: int, limit: int) -> list[ConfigChange]:
         """The tenant's changes after sequence, oldest first (None: every tenant's)."""
-        conditions = [ConfigChangeRow.sequence > sequence]
+        position = self._position(tenant_id)
+        conditions = [position > sequence]
         if tenant_id is not None:
             conditions.append(ConfigChangeRow.tenant_id == tenant_id)
         rows = (
             await self._session.scalars(
-                select(ConfigChangeRow)
-                .where(and_(*conditions))
-                .order_by(ConfigChangeRow.sequence)
-                .limit(limit)
+                select(ConfigChangeRow).where(and_(*conditions)).order_by(position).limit(limit)
             )
         ).all()
         return [
             ConfigChange(
-                sequence=row.sequence,
+                sequence=row.sequence if tenant_id is None else row.tenant_sequence,
                 type=ChangeType(row.change_type),
                 config_id=row.config_id,
                 revision=row.revision,
