@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.rpc.channel import service_config
+from shared.rpc.channel import RECONNECT_BACKOFF, service_config
 
 
 def test_only_unavailable_is_retried_and_calls_spread_round_robin() -> None:
@@ -14,3 +14,9 @@ def test_only_unavailable_is_retried_and_calls_spread_round_robin() -> None:
     assert method["name"] == [{"service": "tandem.config.v1.ConfigService"}]
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert method["retryPolicy"]["maxAttempts"] > 1
+
+
+def test_a_lost_peer_is_retried_within_a_second() -> None:
+    backoff = dict(RECONNECT_BACKOFF)
+    assert backoff["grpc.max_reconnect_backoff_ms"] <= 1000
+    assert backoff["grpc.initial_reconnect_backoff_ms"] <= backoff["grpc.max_reconnect_backoff_ms"]
