@@ -26,6 +26,8 @@ from session_service.sessions.model import (
     session_to_json,
 )
 from session_service.storage.uow import SessionUnitOfWork
+from session_service.turns.model import TurnStatus
+from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
 from shared.db.idempotency import check_request_id
 from shared.db.tenant_lock import lock_tenant
@@ -180,12 +182,31 @@ class SessionService:
         return session
 
     async def get(self, tenant_id: str, session_id: str) -> Session:
-        """One session."""
+        """One session (its turn failed first if the turn's runner is gone)."""
         async with self._unit_of_work() as uow:
             found = await uow.sessions.get(tenant_id, session_id)
+            expired = found is not None and await lease_expired(uow, tenant_id, found)
         if found is None:
             raise session_not_found(session_id)
+        if expired:
+            found = await self._reap(tenant_id, session_id)
+            if found is None:
+                raise session_not_found(session_id)
         return found
+
+    async def _reap(self, tenant_id: str, session_id: str) -> Session | None:
+        """Fails the session's turn if its lease ran out, so no read shows a dead turn running.
+
+        Followers on PostgreSQL are woken by the NOTIFY this writes; elsewhere they look for
+        themselves when the lease runs out.
+        """
+        async with self._unit_of_work(write=True) as uow:
+            current = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if current is None:
+                return None
+            reaped, _ = await fail_abandoned(uow, tenant_id, current)
+            await uow.commit()
+        return reaped
 
     async def list_sessions(
         self, tenant_id: str, filter_text: str, requested_size: int, page_token: str
@@ -202,6 +223,15 @@ class SessionService:
         async with self._unit_of_work() as uow:
             items = await uow.sessions.page(tenant_id, conditions, position, size + 1)
             total = await uow.sessions.count(tenant_id, conditions)
+            running = {s.session_id: s.active_turn_id for s in items if s.active_turn_id}
+            turns = await uow.turns.of_sessions(tenant_id, running)
+        now = utcnow()
+        for index, item in enumerate(items):
+            turn = turns.get(item.session_id)
+            if item.active_turn_id and (
+                turn is None or turn.status is not TurnStatus.RUNNING or turn.lease_expires <= now
+            ):
+                items[index] = await self._reap(tenant_id, item.session_id) or item
         return page_of(
             items, size, scope, lambda item: [item.create_time.isoformat(), item.session_id], total
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, delete, func, insert, not_, select, text
+from sqlalchemy import ColumnElement, delete, func, insert, not_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,45 @@ from session_service.turns.model import Event, EventKind, Turn, TurnStatus
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
+
+T = TypeVar("T")
+
+# PostgreSQL refuses U+0000 in text and in JSONB, while SQLite would keep it. Rather than one
+# database failing (and a turn with it) on a binary file a tool read, both store the
+# replacement character: a log reads the same wherever it is stored, and in memory too.
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+
+
+def storable(value: T) -> T:
+    """value with every U+0000 in its text (nested in mappings and lists too) made U+FFFD."""
+    if isinstance(value, str):
+        return cast(T, value.replace(NUL, NUL_REPLACEMENT)) if NUL in value else value
+    if isinstance(value, Mapping):
+        return cast(T, {storable(key): storable(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return cast(T, [storable(item) for item in value])
+    if isinstance(value, tuple):
+        return cast(T, tuple(storable(item) for item in value))
+    return value
+
+
+def storable_message(message: Message) -> Message:
+    """The message as it will be stored."""
+    if not (NUL in message.content or NUL in message.tool_call_id) and not any(
+        NUL in c.name or NUL in c.arguments_json or NUL in c.tool_call_id
+        for c in message.tool_calls
+    ):
+        return message
+    return dataclasses.replace(
+        message,
+        content=storable(message.content),
+        tool_call_id=storable(message.tool_call_id),
+        tool_calls=tuple(
+            ToolCall(storable(c.tool_call_id), storable(c.name), storable(c.arguments_json))
+            for c in message.tool_calls
+        ),
+    )
 
 
 def _session(row: SessionRow) -> Session:
@@ -81,11 +121,11 @@ class SessionRepository:
                 config_id=session.config_id,
                 config_revision=session.config_revision,
                 status=session.status.value,
-                error_message=session.error_message,
+                error_message=storable(session.error_message),
                 message_count=session.message_count,
                 last_sequence=session.last_sequence,
                 active_turn_id=session.active_turn_id,
-                tags=dict(session.tags),
+                tags=storable(dict(session.tags)),
                 version=session.version,
                 create_time=session.create_time,
                 update_time=session.update_time,
@@ -107,11 +147,11 @@ class SessionRepository:
         assert row is not None, "save needs an existing session"
         row.config_revision = session.config_revision
         row.status = session.status.value
-        row.error_message = session.error_message
+        row.error_message = storable(session.error_message)
         row.message_count = session.message_count
         row.last_sequence = session.last_sequence
         row.active_turn_id = session.active_turn_id
-        row.tags = dict(session.tags)
+        row.tags = storable(dict(session.tags))
         row.version = session.version
         row.update_time = session.update_time
         await self._session.flush()
@@ -188,6 +228,7 @@ class MessageRepository:
 
     async def append(self, tenant_id: str, session_id: str, message: Message) -> None:
         """Adds message at its sequence (the caller holds the session's row lock)."""
+        message = storable_message(message)
         self._session.add(
             MessageRow(
                 tenant_id=tenant_id,
@@ -228,6 +269,11 @@ class MessageRepository:
             )
         ).all()
         return [_message(row) for row in rows]
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
+        """The message at sequence, if there is one."""
+        row = await self._session.get(MessageRow, (tenant_id, session_id, sequence))
+        return None if row is None else _message(row)
 
 
 def _turn(row: TurnRow) -> Turn:
@@ -322,6 +368,37 @@ class TurnRepository:
             row.lease_expires = lease_expires
         await self._session.flush()
 
+    async def renew(
+        self, tenant_id: str, session_id: str, turn_id: str, lease_expires: datetime
+    ) -> bool:
+        """Extends a running turn's lease; False when the turn is no longer running."""
+        result = await self._session.execute(
+            update(TurnRow)
+            .where(
+                TurnRow.tenant_id == tenant_id,
+                TurnRow.session_id == session_id,
+                TurnRow.turn_id == turn_id,
+                TurnRow.status == TurnStatus.RUNNING.value,
+            )
+            .values(lease_expires=lease_expires)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def of_sessions(self, tenant_id: str, turns: Mapping[str, str]) -> dict[str, Turn]:
+        """The named turn of each session (session id -> turn id), by session id."""
+        if not turns:
+            return {}
+        rows = (
+            await self._session.scalars(
+                select(TurnRow).where(
+                    TurnRow.tenant_id == tenant_id,
+                    tuple_(TurnRow.session_id, TurnRow.turn_id).in_(list(turns.items())),
+                )
+            )
+        ).all()
+        return {row.session_id: _turn(row) for row in rows}
+
     async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
         """Whether someone asked to cancel the turn (read fresh from the database)."""
         value = await self._session.scalar(
@@ -396,7 +473,7 @@ class EventRepository:
                     "sequence": event.sequence,
                     "turn_id": event.turn_id,
                     "kind": event.kind.value,
-                    "payload": dict(event.payload),
+                    "payload": storable(dict(event.payload)),
                     "event_time": event.event_time,
                 }
                 for event in events
@@ -427,6 +504,11 @@ class EventRepository:
             Event(sequence, turn_id, EventKind(kind), payload, event_time)
             for sequence, turn_id, kind, payload, event_time in rows
         ]
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Event | None:
+        """The event at sequence, if there is one."""
+        found = await self.after(tenant_id, session_id, sequence - 1, 1)
+        return found[0] if found and found[0].sequence == sequence else None
 
 
 async def announce(session: AsyncSession, channel: str, payload: str) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +48,22 @@ from session_service.turns.protocols import (
     UsageReport,
 )
 from session_service.turns.signals import TurnSignals
-from session_service.turns.writer import EventWriter, WriterOptions
+from session_service.turns.writer import (
+    EventWriter,
+    StorageUnavailable,
+    TurnLost,
+    WriteProblem,
+    WriterOptions,
+)
 from session_service.workspace import Sandbox, Workspaces
+from shared.db.faults import is_transient
 from shared.db.types import utcnow
 from shared.errors import TandemError
 
 _log = logging.getLogger(__name__)
 
 MAX_ITERATIONS_STOP = "max_iterations"
+NOT_STORED = "EVENT_NOT_STORED"
 
 
 @dataclass(frozen=True)
@@ -171,7 +179,14 @@ class TurnRunner:
         """Runs job in the background; it outlives the RPC that started it."""
         task = asyncio.create_task(self._run(job), name=f"turn:{job.turn_id}")
         self._tasks[job.turn_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.turn_id, None))
+        task.add_done_callback(lambda done: self._forget(job.turn_id, done))
+
+    def _forget(self, turn_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(turn_id, None)
+        # A turn ends its own failures; anything left is a bug, logged here rather than as
+        # "Task exception was never retrieved" whenever the task happens to be collected.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.error("turn %s ended with an unexpected error", turn_id, exc_info=error)
 
     def runs(self, turn_id: str) -> bool:
         """Whether the turn runs in this process."""
@@ -289,26 +304,66 @@ class _Turn:
         try:
             await self._loop()
         except asyncio.CancelledError:
-            if self._stopping():
-                await asyncio.shield(
-                    self._end_failed(
-                        "REPLICA_STOPPED",
-                        "The replica running this turn shut down before it ended; "
-                        "send the message again.",
-                    )
-                )
-            else:
-                await asyncio.shield(self._end_cancelled())
+            # Cancelled by a CancelTurn, by this replica stopping, or by the writer when it
+            # cannot go on; its problem, if any, says which.
+            await asyncio.shield(self._end_interrupted())
             raise
+        except WriteProblem:
+            await self._after_write_problem()
         except ProviderError as exc:
-            await self._end_failed(exc.code, exc.message)
+            await self._ending(self._end_failed, exc.code, exc.message)
         except TandemError as exc:
-            await self._end_failed(exc.reason, exc.message)
+            await self._ending(self._end_failed, exc.reason, exc.message)
         except Exception:
             _log.exception("turn %s failed unexpectedly", self._job.turn_id)
-            await self._end_failed("INTERNAL", "The turn failed unexpectedly.")
+            await self._ending(self._end_failed, "INTERNAL", "The turn failed unexpectedly.")
         finally:
             await self._close_provider()
+
+    async def _end_interrupted(self) -> None:
+        if self._writer.problem is not None:
+            await self._after_write_problem()
+        elif self._stopping():
+            await self._ending(
+                self._end_failed,
+                "REPLICA_STOPPED",
+                "The replica running this turn shut down before it ended; send the message again.",
+            )
+        else:
+            await self._ending(self._end_cancelled)
+
+    async def _ending(self, end: Callable[..., Awaitable[None]], *args: str) -> None:
+        """Ends the turn one way; when that cannot be written, as the writer's problem allows."""
+        try:
+            await end(*args)
+        except WriteProblem:
+            await self._after_write_problem()
+
+    async def _after_write_problem(self) -> None:
+        problem = self._writer.problem
+        if isinstance(problem, TurnLost):
+            # Someone else wrote this turn's final event; anything more would collide.
+            self.status, self.failure = "FAILED", "TURN_LOST"
+            return
+        if isinstance(problem, StorageUnavailable) or problem is None:
+            # Nothing can be written; the lease runs out and a reader fails the turn.
+            self.status, self.failure = "FAILED", "STORAGE_UNAVAILABLE"
+            return
+        # The database refused what was queued, which the writer dropped. The bare failure,
+        # without the partial reply that may be what it refused, can be stored.
+        self._text = []
+        try:
+            await self._end_failed(
+                NOT_STORED,
+                "The turn produced output that could not be stored; it was stopped.",
+            )
+        except WriteProblem as exc:
+            _log.error(
+                "turn %s: even its final event could not be stored (%s)",
+                self._job.turn_id,
+                type(exc).__name__,
+            )
+            self.status, self.failure = "FAILED", NOT_STORED
 
     async def _close_provider(self) -> None:
         # Providers hold HTTP connection pools; a turn's provider is released with the turn.
@@ -395,6 +450,19 @@ class _Turn:
         await self._end_completed(MAX_ITERATIONS_STOP, "")
 
     async def _transcript(self) -> list[Message]:
+        # A database blip as the turn starts is waited out like one during its writes.
+        delay = 0.05
+        for _ in range(8):
+            try:
+                return await self._read_transcript()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return await self._read_transcript()
+
+    async def _read_transcript(self) -> list[Message]:
         messages: list[Message] = []
         async with self._unit_of_work() as uow:
             while True:

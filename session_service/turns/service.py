@@ -1,24 +1,41 @@
-"""The turn use cases: SendMessage, StreamEvents and CancelTurn."""
+"""The turn use cases: SendMessage, StreamEvents and CancelTurn.
+
+Followers of a session's log on this replica share one feed (see `hub`): what this replica
+commits reaches them from memory, what other replicas commit is read once per wake-up for
+all of them, and a follower that is up to date costs nothing until something happens. While
+a turn runs, followers also wake when its lease should have been renewed; if it was not,
+they fail the turn as abandoned, so every follower gets a final event.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from session_service.sessions.model import Message, Role, Session, Status
 from session_service.sessions.service import session_not_found
-from session_service.storage.repository import announce
+from session_service.storage.repository import announce, storable
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.engine import TurnJob, TurnRunner
+from session_service.turns.hub import SessionFeed
 from session_service.turns.model import Event, EventKind, Turn, TurnStatus, message_payload
-from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals, log_key
+from session_service.turns.reaping import fail_abandoned, lease_expired
+from session_service.turns.signals import (
+    CANCEL_CHANNEL,
+    EVENTS_CHANNEL,
+    TurnSignals,
+    events_payload,
+    log_key,
+)
+from shared.db.faults import is_transient
 from shared.db.idempotency import check_request_id
-from shared.db.notify import Broadcast
 from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
@@ -33,6 +50,8 @@ from shared.errors import (
 )
 from shared.quotas import PolicyLookup, Quotas, check_count, rate_limited, take_token, unlimited
 
+_log = logging.getLogger(__name__)
+
 MAX_CONTENT_CHARS = 256 * 1024
 READ_BATCH = 500
 
@@ -44,12 +63,26 @@ SEND_MESSAGE_BUCKET = "send_message"
 class TurnOptions:
     """Tunables of the turn use cases."""
 
-    # Followers re-read at least this often, in case a wake-up was lost.
-    follow_poll_seconds: float = 1.0
+    # An idle follower looks at the database this rarely, for what wakes no one (a deleted
+    # session); everything else wakes it.
+    follow_poll_seconds: float = 30.0
     # The lease a new turn starts with (its runner renews it).
     lease_seconds: float = 15.0
+    # Followers check a turn this long after its lease should have been renewed.
+    lease_grace_seconds: float = 0.25
+    # Pause before a follower reads again after the database failed it.
+    read_retry_seconds: float = 0.25
     # Each tenant's concurrent-turn quota and SendMessage rate.
     policies: PolicyLookup = unlimited
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A turn accepted and committed, and the events that committed it."""
+
+    job: TurnJob
+    events: Sequence[Event]
+    lease_expires: datetime
 
 
 @dataclass(frozen=True)
@@ -135,7 +168,7 @@ class TurnService:
     def drain(self) -> None:
         """Ends every event stream so its client resumes on another replica."""
         self._draining = True
-        self._signals.events.notify_all()
+        self._signals.hub.wake_all(dirty=False)
 
     async def send(
         self,
@@ -168,14 +201,14 @@ class TurnService:
             job = await self._accept(tenant_id, session_id, content, request_id, turn_context)
         except AlreadyExists:
             job = None
-        if not isinstance(job, TurnJob):
+        if not isinstance(job, _Started):
             # A concurrent retry with the same request_id won; attach to its turn.
             earlier = job or await self._by_request(tenant_id, session_id, request_id)
             assert earlier is not None
             return await self._replay(tenant_id, session_id, earlier, content)
-        self._signals.events.notify(log_key(tenant_id, session_id))
-        self._runner.start(job)
-        return Accepted(job.turn_id, job.last_sequence - 1, replayed=False)
+        self._signals.hub.publish(log_key(tenant_id, session_id), job.events, job.lease_expires)
+        self._runner.start(job.job)
+        return Accepted(job.job.turn_id, job.job.last_sequence - 1, replayed=False)
 
     async def _replay(
         self, tenant_id: str, session_id: str, earlier: Turn, content: str
@@ -207,7 +240,7 @@ class TurnService:
         content: str,
         request_id: str,
         turn_context: Mapping[str, Any] | None,
-    ) -> TurnJob | Turn:
+    ) -> _Started | Turn:
         turn_id = uuid.uuid4().hex
         quotas = self._options.policies(tenant_id).quotas
         async with self._unit_of_work(write=True) as uow:
@@ -225,10 +258,11 @@ class TurnService:
                     return earlier
             if session.status is not Status.ACTIVE:
                 raise _not_active(session)
-            session = await self._reap_abandoned(uow, tenant_id, session)
+            session, reaped = await self._reap_abandoned(uow, tenant_id, session)
             if session.active_turn_id:
                 raise _turn_in_progress(session)
             now = utcnow()
+            lease = now + timedelta(seconds=self._options.lease_seconds)
             await _check_turn_limits(uow, tenant_id, quotas, now)
             sequence = session.last_sequence + 1
             user = Message(
@@ -250,24 +284,20 @@ class TurnService:
                     last_sequence=sequence,
                     cancel_requested=False,
                     runner="",
-                    lease_expires=now + timedelta(seconds=self._options.lease_seconds),
+                    lease_expires=lease,
                     create_time=now,
                 ),
             )
             await uow.messages.append(tenant_id, session_id, user)
-            await uow.events.append(
-                tenant_id,
-                session_id,
-                [
-                    Event(
-                        sequence,
-                        turn_id,
-                        EventKind.TURN_STARTED,
-                        {"user_message": message_payload(user), "request_id": request_id},
-                        now,
-                    )
-                ],
+            # Stored as it will be read back, since followers here are served this copy.
+            started = Event(
+                sequence,
+                turn_id,
+                EventKind.TURN_STARTED,
+                storable({"user_message": message_payload(user), "request_id": request_id}),
+                now,
             )
+            await uow.events.append(tenant_id, session_id, [started])
             await uow.sessions.save(
                 tenant_id,
                 dataclasses.replace(
@@ -279,8 +309,13 @@ class TurnService:
                     update_time=now,
                 ),
             )
+            await announce(
+                uow.session,
+                EVENTS_CHANNEL,
+                events_payload(log_key(tenant_id, session_id), sequence),
+            )
             await uow.commit()
-        return TurnJob(
+        job = TurnJob(
             tenant_id=tenant_id,
             session_id=session_id,
             turn_id=turn_id,
@@ -290,6 +325,7 @@ class TurnService:
             message_count=user.sequence,
             turn_context=dict(turn_context or {}),
         )
+        return _Started(job, [*([reaped] if reaped else []), started], lease)
 
     async def events(
         self,
@@ -310,9 +346,7 @@ class TurnService:
                 "after_sequence must not be negative.",
                 violations=[FieldViolation("after_sequence", "must be >= 0")],
             )
-        session = await self._session(tenant_id, session_id)
-        if session.active_turn_id:
-            session = await self.reap(tenant_id, session_id)
+        session = await self._current(tenant_id, session_id)
         if after_sequence > session.last_sequence:
             raise OutOfRange(
                 f"after_sequence {after_sequence} is past the session's last event "
@@ -324,20 +358,26 @@ class TurnService:
                 ],
             )
         self.open_streams += 1
+        feed = self._signals.hub.attach(log_key(tenant_id, session_id))
         try:
             async with contextlib.aclosing(
-                self._follow(tenant_id, session_id, after_sequence, follow, turn_id)
+                self._follow(feed, tenant_id, session_id, after_sequence, follow, turn_id)
             ) as events:
                 async for event in events:
                     yield event
         finally:
             self.open_streams -= 1
+            self._signals.hub.detach(feed)
 
     async def _follow(
-        self, tenant_id: str, session_id: str, after_sequence: int, follow: bool, turn_id: str
+        self,
+        feed: SessionFeed,
+        tenant_id: str,
+        session_id: str,
+        cursor: int,
+        follow: bool,
+        turn_id: str,
     ) -> AsyncGenerator[Event, None]:
-        cursor = after_sequence
-        key = log_key(tenant_id, session_id)
         while True:
             if self._draining:
                 raise Unavailable(
@@ -346,23 +386,128 @@ class TurnService:
                     reason="SERVER_DRAINING",
                     metadata={"last_sequence": str(cursor), "session_id": session_id},
                 )
-            ticket = self._signals.events.ticket(key)
-            async with self._unit_of_work() as uow:
-                batch = await uow.events.after(tenant_id, session_id, cursor, READ_BATCH)
-                current = await uow.sessions.get(tenant_id, session_id)
-            for event in batch:
-                yield event
-                cursor = event.sequence
-                if turn_id and event.turn_id == turn_id and event.terminal:
-                    return
-            if len(batch) == READ_BATCH:
-                continue
-            if current is None:
+            if feed.gone:
                 return  # the session was deleted
-            idle = not current.active_turn_id and cursor >= current.last_sequence
-            if idle and not follow and not turn_id:
+            held = feed.since(cursor)
+            if held is None:
+                # Further behind than the feed remembers: this follower reads for itself.
+                held = await self._catch_up(tenant_id, session_id, cursor)
+                if not held:
+                    # Nothing where the feed said there was more: the session may be gone.
+                    if not feed.dirty:
+                        feed.mark_dirty()
+                    await self._refresh(feed, tenant_id, session_id, cursor)
+                    continue
+            if held:
+                for event in held:
+                    yield event
+                    cursor = event.sequence
+                    if turn_id and event.turn_id == turn_id and event.terminal:
+                        return
+                continue
+            if feed.stale or cursor > feed.last_sequence:
+                await self._refresh(feed, tenant_id, session_id, cursor)
+                continue
+            # Up to date with everything committed.
+            if not feed.active_turn_id and not follow and not turn_id:
                 return
-            await Broadcast.wait(ticket, self._options.follow_poll_seconds)
+            if not await feed.wait(self._patience(feed)):
+                self._timed_out(feed)
+
+    def _patience(self, feed: SessionFeed) -> float:
+        """How long a follower that is up to date sleeps before it looks for itself."""
+        seconds = self._options.follow_poll_seconds
+        if feed.active_turn_id:
+            if feed.lease_expires is None:
+                return min(seconds, self._options.lease_seconds)
+            left = (feed.lease_expires - utcnow()).total_seconds()
+            seconds = min(seconds, max(left, 0.0) + self._options.lease_grace_seconds)
+        return seconds
+
+    def _timed_out(self, feed: SessionFeed) -> None:
+        if feed.stale:
+            return  # another follower of the feed already asked for a read
+        if feed.active_turn_id and feed.lease_expires is not None and feed.lease_expires > utcnow():
+            return  # renewed while this follower slept
+        feed.mark_dirty()
+
+    async def _catch_up(self, tenant_id: str, session_id: str, cursor: int) -> list[Event]:
+        """Stored events after cursor, for one follower; empty after a transient failure."""
+        try:
+            async with self._unit_of_work() as uow:
+                return await uow.events.after(tenant_id, session_id, cursor, READ_BATCH)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            _log.warning("reading session events failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(self._options.read_retry_seconds)
+            return []
+
+    async def _refresh(
+        self, feed: SessionFeed, tenant_id: str, session_id: str, cursor: int
+    ) -> None:
+        """Reads what the feed lacks, once for all its followers; reaps an expired turn."""
+        loop = asyncio.get_running_loop()
+        if feed.retry_at > loop.time():
+            await feed.wait(feed.retry_at - loop.time())
+            return
+        seen = feed.version
+        async with feed.refreshing:
+            if feed.version != seen:
+                return  # changed (or read) while this follower queued; look again
+            try:
+                await self._read_into(feed, tenant_id, session_id, cursor)
+            finally:
+                feed.read_done()
+
+    async def _read_into(
+        self, feed: SessionFeed, tenant_id: str, session_id: str, cursor: int
+    ) -> None:
+        # Only new events when other replicas announced them; the session and its turn too
+        # when the feed cannot tell what changed (first load, reconnect, a lease to check).
+        mark = feed.refresh_mark()
+        full = feed.dirty or not feed.loaded
+        start = feed.last_sequence if feed.loaded else cursor
+        session: Session | None = None
+        turn: Turn | None = None
+        try:
+            async with self._unit_of_work() as uow:
+                events = await uow.events.after(tenant_id, session_id, start, READ_BATCH)
+                if full:
+                    # Read after the events, so it is never older than they are.
+                    session = await uow.sessions.get(tenant_id, session_id)
+                    if session is not None and session.active_turn_id:
+                        turn = await uow.turns.get(tenant_id, session_id, session.active_turn_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            delay = min(self._options.read_retry_seconds * 2 ** min(feed.failures, 4), 5.0)
+            _log.warning(
+                "reading session events failed (%s); retrying in %.2fs", type(exc).__name__, delay
+            )
+            feed.failed(asyncio.get_running_loop().time() + delay)
+            return
+        if feed.loaded:
+            feed.extend(events)
+        else:
+            feed.load(start, events)
+        if not full:
+            if not events:
+                # Announced but not there (a stray payload): read fully rather than spin.
+                feed.mark_dirty()
+            return
+        if session is None:
+            feed.close()
+            return
+        if len(events) == READ_BATCH or session.last_sequence > feed.last_sequence:
+            feed.want(session.last_sequence)  # more was committed meanwhile: read on
+            return
+        feed.set_turn(session.active_turn_id, turn.lease_expires if turn else None)
+        feed.refreshed(mark)
+        expired = turn is None or turn.status is not TurnStatus.RUNNING
+        expired = expired or (turn is not None and turn.lease_expires <= utcnow())
+        if session.active_turn_id and expired and not self._runner.runs(session.active_turn_id):
+            await self.reap(tenant_id, session_id)
 
     async def cancel(self, tenant_id: str, session_id: str, turn_id: str) -> str:
         """Asks the running turn to stop, wherever it runs; returns its id."""
@@ -370,7 +515,7 @@ class TurnService:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
                 raise session_not_found(session_id)
-            session = await self._reap_abandoned(uow, tenant_id, session)
+            session, reaped = await self._reap_abandoned(uow, tenant_id, session)
             if turn_id:
                 turn = await uow.turns.get(tenant_id, session_id, turn_id)
                 if turn is None:
@@ -397,14 +542,20 @@ class TurnService:
             await uow.turns.update(tenant_id, session_id, turn_id, cancel_requested=True)
             await announce(uow.session, CANCEL_CHANNEL, turn_id)
             await uow.commit()
+        if reaped is not None:
+            self._publish(tenant_id, session_id, reaped)
         self._runner.cancel_local(turn_id)
         return turn_id
 
-    async def _session(self, tenant_id: str, session_id: str) -> Session:
+    async def _current(self, tenant_id: str, session_id: str) -> Session:
+        """The session, after failing its turn if that turn's lease ran out."""
         async with self._unit_of_work() as uow:
             session = await uow.sessions.get(tenant_id, session_id)
-        if session is None:
-            raise session_not_found(session_id)
+            if session is None:
+                raise session_not_found(session_id)
+            expired = await lease_expired(uow, tenant_id, session)
+        if expired and not self._runner.runs(session.active_turn_id):
+            session = await self.reap(tenant_id, session_id)
         return session
 
     async def reap(self, tenant_id: str, session_id: str) -> Session:
@@ -413,60 +564,25 @@ class TurnService:
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
                 raise session_not_found(session_id)
-            reaped = await self._reap_abandoned(uow, tenant_id, session)
+            reaped, event = await self._reap_abandoned(uow, tenant_id, session)
             await uow.commit()
+        if event is not None:
+            self._publish(tenant_id, session_id, event)
         return reaped
+
+    def _publish(self, tenant_id: str, session_id: str, event: Event) -> None:
+        self._signals.hub.publish(log_key(tenant_id, session_id), [event])
 
     async def _reap_abandoned(
         self, uow: SessionUnitOfWork, tenant_id: str, session: Session, *, force: bool = False
-    ) -> Session:
+    ) -> tuple[Session, Event | None]:
         """Ends a turn whose lease ran out (or, with force, any running turn) with TurnFailed.
 
-        The caller holds the session's row lock and commits.
+        The caller holds the session's row lock, commits, and then publishes the event.
         """
-        if not session.active_turn_id:
-            return session
-        turn = await uow.turns.get(tenant_id, session.session_id, session.active_turn_id)
-        now = utcnow()
-        alive = turn is not None and turn.status is TurnStatus.RUNNING and turn.lease_expires > now
-        if (alive and not force) or self._runner.runs(session.active_turn_id):
-            return session
-        sequence = session.last_sequence + 1
-        await uow.events.append(
-            tenant_id,
-            session.session_id,
-            [
-                Event(
-                    sequence,
-                    session.active_turn_id,
-                    EventKind.TURN_FAILED,
-                    {
-                        "code": "TURN_ABANDONED",
-                        "message": "The replica running this turn stopped before it ended.",
-                    },
-                    now,
-                )
-            ],
+        return await fail_abandoned(
+            uow, tenant_id, session, force=force, runs_here=self._runner.runs
         )
-        await uow.turns.update(
-            tenant_id,
-            session.session_id,
-            session.active_turn_id,
-            status=TurnStatus.FAILED,
-            last_sequence=sequence,
-            end_time=now,
-        )
-        reaped = dataclasses.replace(
-            session,
-            active_turn_id="",
-            last_sequence=sequence,
-            version=session.version + 1,
-            update_time=now,
-        )
-        await uow.sessions.save(tenant_id, reaped)
-        await announce(uow.session, EVENTS_CHANNEL, log_key(tenant_id, session.session_id))
-        self._signals.events.notify(log_key(tenant_id, session.session_id))
-        return reaped
 
     async def recover_orphans(self) -> int:
         """Fails every running turn at start-up (single-process SQLite: their runner is gone)."""

@@ -3,9 +3,21 @@
 The running turn is the only writer of its session's log (the session row names it as the
 active turn), so sequences are assigned here, in memory, and stay gap-free. Each flush is
 one transaction: the events, the transcript messages they produced, and the session's
-counters together; readers are woken only after it commits, so nothing is ever sent that
-is not stored. Text deltas are batched: a flush happens when enough have piled up, when a
-short interval has passed, or with the next event that is not a delta.
+counters together. Only after it commits are the events handed to this replica's hub (and,
+by NOTIFY, to the others), so nothing is ever sent that is not stored. Text deltas are
+batched: a flush happens when enough have piled up, when a short interval has passed, or
+with the next event that is not a delta.
+
+When the database fails:
+- a transient error (a restart, a dropped connection, a lock timeout) is retried with
+  backoff, the batch kept in order, for up to `retry_seconds`; a retry first checks whether
+  the attempt before it committed after all, since a connection can drop after COMMIT;
+- a write the database refuses for good (data it will never take) drops what was queued,
+  so the turn can still end with a final event that can be stored (`EventNotStored`);
+- if the session no longer names this turn as active, a reader failed it as abandoned
+  while this replica could not renew its lease: the sequences held here now belong to
+  someone else, so nothing more is written (`TurnLost`).
+The background timer survives all of these; when the turn cannot go on it interrupts it.
 """
 
 from __future__ import annotations
@@ -13,24 +25,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from session_service.sessions.model import Message
-from session_service.storage.repository import announce
+from session_service.storage.repository import announce, storable, storable_message
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.model import TERMINAL_KINDS, Event, EventKind, TurnStatus
-from session_service.turns.signals import EVENTS_CHANNEL, TurnSignals, log_key
+from session_service.turns.signals import EVENTS_CHANNEL, TurnSignals, events_payload, log_key
+from shared.db.faults import is_transient
 from shared.db.types import utcnow
+
+_log = logging.getLogger(__name__)
 
 DELTA_KINDS = frozenset({EventKind.CONTENT_DELTA, EventKind.THINKING_DELTA})
 
 
+class WriteProblem(Exception):
+    """The turn's writer cannot go on as it was."""
+
+
+class TurnLost(WriteProblem):
+    """The session no longer names this turn as active: someone failed it as abandoned."""
+
+
+class EventNotStored(WriteProblem):
+    """The database refused the turn's events for good; what was queued was dropped."""
+
+
+class StorageUnavailable(WriteProblem):
+    """The database stayed unreachable for longer than the writer retries."""
+
+
 @dataclass(frozen=True)
 class WriterOptions:
-    """How deltas are batched."""
+    """How deltas are batched, the lease renewed, and database faults retried."""
 
     flush_seconds: float = 0.025
     flush_events: int = 64
@@ -38,6 +70,19 @@ class WriterOptions:
     cancel_check_seconds: float = 0.5
     # How long a turn stays owned without renewal; it is renewed every third of that.
     lease_seconds: float = 15.0
+    # Backoff between attempts after a transient database error ...
+    retry_first_seconds: float = 0.05
+    retry_max_seconds: float = 2.0
+    # ... and how long one write keeps trying before the turn gives up.
+    retry_seconds: float = 60.0
+
+
+def _describe(error: BaseException) -> str:
+    # The class and SQLSTATE only: a driver's message can quote the statement's parameters,
+    # which hold user text.
+    cause = getattr(error, "orig", None) or error
+    state = getattr(cause, "sqlstate", None)
+    return type(cause).__name__ + (f" ({state})" if state else "")
 
 
 class EventWriter:
@@ -59,19 +104,30 @@ class EventWriter:
         self._signals = signals
         self._tenant_id = tenant_id
         self._session_id = session_id
+        self._key = log_key(tenant_id, session_id)
         self._turn_id = turn_id
         self._options = options
-        self._on_cancel_requested = on_cancel_requested
+        # Interrupts the turn: on a cancel request, and when the writer cannot go on.
+        self._interrupt = on_cancel_requested
         self.last_sequence = last_sequence
+        self.committed_sequence = last_sequence
         self.message_count = message_count
         self._pending: list[Event] = []
         self._messages: list[Message] = []
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
         self.flushes = 0
+        # Why the writer stopped going on as before (None while all is well).
+        self.problem: WriteProblem | None = None
+        self.ended = False
+
+    @property
+    def lost(self) -> bool:
+        """Whether the turn was failed by someone else; nothing more may be written."""
+        return isinstance(self.problem, TurnLost)
 
     def start(self) -> None:
-        """Starts the timer that flushes lingering deltas and checks for cancel requests."""
+        """Starts the timer that flushes lingering deltas, renews the lease, checks cancels."""
         self._ticker = asyncio.create_task(self._tick(), name=f"turn-writer:{self._turn_id}")
 
     async def stop(self) -> None:
@@ -88,9 +144,11 @@ class EventWriter:
 
     async def add(self, kind: EventKind, payload: Mapping[str, Any]) -> None:
         """Queues an event; anything but a delta is flushed at once, with what came before."""
+        if self.lost:
+            raise TurnLost(f"turn {self._turn_id} was failed elsewhere")
         self.last_sequence += 1
         self._pending.append(
-            Event(self.last_sequence, self._turn_id, kind, dict(payload), utcnow())
+            Event(self.last_sequence, self._turn_id, kind, storable(dict(payload)), utcnow())
         )
         if kind in TERMINAL_KINDS:
             return  # written by the caller's flush(end=...), in the transaction that ends the turn
@@ -99,43 +157,121 @@ class EventWriter:
 
     def add_message(self, message: Message) -> Message:
         """Queues a transcript message for the next flush, numbered and tied to this turn."""
-        numbered = dataclasses.replace(
-            message, sequence=self.next_message_sequence(), turn_id=self._turn_id
+        numbered = storable_message(
+            dataclasses.replace(
+                message, sequence=self.next_message_sequence(), turn_id=self._turn_id
+            )
         )
         self._messages.append(numbered)
         return numbered
 
+    def discard(self) -> None:
+        """Drops everything queued and not yet written; the next event follows the last stored."""
+        self._pending.clear()
+        self._messages.clear()
+        self.last_sequence = self.committed_sequence
+
     async def flush(self, *, end: TurnStatus | None = None) -> None:
-        """Writes what is queued in one transaction; with end, also closes the turn."""
+        """Writes what is queued in one transaction; with end, also closes the turn.
+
+        Raises TurnLost, EventNotStored (the queue is dropped) or StorageUnavailable (the
+        queue is kept).
+        """
         async with self._lock:
+            if self.lost:
+                raise TurnLost(f"turn {self._turn_id} was failed elsewhere")
             events, self._pending = self._pending, []
             messages, self._messages = self._messages, []
             if not events and not messages and end is None:
                 return
             try:
-                await self._write(events, messages, end)
-            except BaseException:
+                lease = await self._write_retrying(events, messages, end)
+            except (TurnLost, EventNotStored) as exc:
+                self.problem = exc
+                self.discard()
+                raise
+            except BaseException as exc:
                 # Not written: keep them for the next attempt, in order.
                 self._pending = events + self._pending
                 self._messages = messages + self._messages
+                if isinstance(exc, StorageUnavailable):
+                    self.problem = exc
                 raise
+            if events:
+                self.committed_sequence = events[-1].sequence
             self.message_count += len(messages)
             self.flushes += 1
-        self._signals.events.notify(log_key(self._tenant_id, self._session_id))
+            if end is not None:
+                self.ended = True
+            # Committed: this replica's followers get the events from memory.
+            self._signals.hub.publish(self._key, events, None if end is not None else lease)
+
+    async def _write_retrying(
+        self, events: Sequence[Event], messages: Sequence[Message], end: TurnStatus | None
+    ) -> datetime:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._options.retry_seconds
+        delay = self._options.retry_first_seconds
+        attempt = 0
+        while True:
+            try:
+                return await self._write(events, messages, end, retry=attempt > 0)
+            except TurnLost:
+                _log.warning(
+                    "turn %s was failed as abandoned while this replica could not renew its "
+                    "lease; it stops without writing",
+                    self._turn_id,
+                )
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    _log.error(
+                        "turn %s: the database refused its events for good (%s); failing the turn",
+                        self._turn_id,
+                        _describe(exc),
+                    )
+                    raise EventNotStored(_describe(exc)) from exc
+                if loop.time() + delay > give_up:
+                    _log.error(
+                        "turn %s: the database stayed unavailable for %.0fs (%s); giving up",
+                        self._turn_id,
+                        self._options.retry_seconds,
+                        _describe(exc),
+                    )
+                    raise StorageUnavailable(_describe(exc)) from exc
+                _log.warning(
+                    "turn %s: the database is unavailable (%s); retrying in %.2fs",
+                    self._turn_id,
+                    _describe(exc),
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._options.retry_max_seconds)
+            attempt += 1
 
     async def _write(
-        self, events: Sequence[Event], messages: Sequence[Message], end: TurnStatus | None
-    ) -> None:
+        self,
+        events: Sequence[Event],
+        messages: Sequence[Message],
+        end: TurnStatus | None,
+        *,
+        retry: bool,
+    ) -> datetime:
+        now = utcnow()
+        lease = now + timedelta(seconds=self._options.lease_seconds)
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(self._tenant_id, self._session_id, for_update=True)
             if current is None:
-                return  # deleted under us; nothing left to write to
+                return lease  # deleted under us; nothing left to write to
+            if retry and await self._already_written(uow, events, messages):
+                return lease
+            if current.active_turn_id != self._turn_id:
+                raise TurnLost(f"turn {self._turn_id} is no longer the session's active turn")
             for message in messages:
                 await uow.messages.append(self._tenant_id, self._session_id, message)
             if events:
                 await uow.events.append(self._tenant_id, self._session_id, events)
             last = events[-1].sequence if events else current.last_sequence
-            now = utcnow()
             await uow.sessions.save(
                 self._tenant_id,
                 dataclasses.replace(
@@ -154,41 +290,96 @@ class EventWriter:
                 last_sequence=last,
                 status=end,
                 end_time=now if end is not None else None,
-                lease_expires=now + timedelta(seconds=self._options.lease_seconds),
+                lease_expires=lease,
             )
             if events:
-                await announce(
-                    uow.session, EVENTS_CHANNEL, log_key(self._tenant_id, self._session_id)
-                )
+                await announce(uow.session, EVENTS_CHANNEL, events_payload(self._key, last))
             await uow.commit()
+        return lease
+
+    async def _already_written(
+        self, uow: SessionUnitOfWork, events: Sequence[Event], messages: Sequence[Message]
+    ) -> bool:
+        """Whether an earlier attempt of this batch committed though its caller saw an error."""
+        if events:
+            last = events[-1]
+            stored = await uow.events.at(self._tenant_id, self._session_id, last.sequence)
+            return (
+                stored is not None
+                and stored.turn_id == self._turn_id
+                and stored.kind is last.kind
+                and stored.event_time == last.event_time
+            )
+        if messages:
+            message = await uow.messages.at(
+                self._tenant_id, self._session_id, messages[-1].sequence
+            )
+            return message is not None and message.message_id == messages[-1].message_id
+        return False
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self._options.cancel_check_seconds
         renew_every = self._options.lease_seconds / 3
         next_renewal = loop.time() + renew_every
-        while True:
+        delay = self._options.retry_first_seconds
+        while not self.ended:
             await asyncio.sleep(self._options.flush_seconds)
-            if self._pending:
-                await self.flush()
-            if loop.time() >= next_renewal:
-                next_renewal = loop.time() + renew_every
-                await self._renew()
-            if loop.time() >= next_check:
-                next_check = loop.time() + self._options.cancel_check_seconds
-                async with self._unit_of_work() as uow:
-                    requested = await uow.turns.cancel_requested(
-                        self._tenant_id, self._session_id, self._turn_id
-                    )
-                if requested:
-                    self._on_cancel_requested()
+            try:
+                if self._pending:
+                    await self.flush()
+                if loop.time() >= next_renewal:
+                    await self._renew()
+                    next_renewal = loop.time() + renew_every
+                if loop.time() >= next_check:
+                    await self._check_cancel()
+                    next_check = loop.time() + self._options.cancel_check_seconds
+                delay = self._options.retry_first_seconds
+            except WriteProblem as exc:
+                # The turn cannot go on as it was; it reads writer.problem to end right.
+                self.problem = self.problem or exc
+                self._interrupt()
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    _log.error("turn %s: its timer failed (%s)", self._turn_id, _describe(exc))
+                    self.problem = EventNotStored(_describe(exc))
+                    self._interrupt()
+                    return
+                # A renewal or cancel check that failed: try again after a pause. A flush
+                # retries by itself.
+                _log.warning(
+                    "turn %s: the database is unavailable (%s); renewing again in %.2fs",
+                    self._turn_id,
+                    _describe(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._options.retry_max_seconds)
 
     async def _renew(self) -> None:
-        async with self._lock, self._unit_of_work(write=True) as uow:
-            await uow.turns.update(
-                self._tenant_id,
-                self._session_id,
-                self._turn_id,
-                lease_expires=utcnow() + timedelta(seconds=self._options.lease_seconds),
+        async with self._lock:
+            if self.ended or self.lost:
+                return
+            lease = utcnow() + timedelta(seconds=self._options.lease_seconds)
+            async with self._unit_of_work(write=True) as uow:
+                renewed = await uow.turns.renew(
+                    self._tenant_id, self._session_id, self._turn_id, lease
+                )
+                await uow.commit()
+            if not renewed:
+                _log.warning(
+                    "turn %s was failed as abandoned while this replica could not renew its "
+                    "lease; it stops",
+                    self._turn_id,
+                )
+                raise TurnLost(f"turn {self._turn_id} is no longer running")
+            self._signals.hub.renewed(self._key, self._turn_id, lease)
+
+    async def _check_cancel(self) -> None:
+        async with self._unit_of_work() as uow:
+            requested = await uow.turns.cancel_requested(
+                self._tenant_id, self._session_id, self._turn_id
             )
-            await uow.commit()
+        if requested and not self.ended:
+            self._interrupt()

@@ -1,8 +1,8 @@
 """Wake-ups for readers that follow a table: in process, and across replicas on PostgreSQL.
 
-Payloads carry ids only; a woken reader always re-reads the database, so a lost or
-duplicated wake-up costs latency, never correctness. Readers also poll on a timeout as a
-safety net while the listener reconnects.
+Payloads carry ids (and positions) only, never content: a woken reader reads what it lacks
+from the database, so a lost or duplicated wake-up costs latency, never correctness. After a
+reconnect the listener reports None, since anything may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -52,29 +52,6 @@ class Broadcast:
                 await ticket.wait()
 
 
-class KeyedBroadcast:
-    """Like Broadcast, but per key (a session, say): a notify wakes only that key's waiters."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-
-    def ticket(self, key: str) -> asyncio.Event:
-        """The event the next `notify(key)` will set."""
-        return self._events.setdefault(key, asyncio.Event())
-
-    def notify(self, key: str) -> None:
-        """Wakes everyone holding a ticket for key."""
-        event = self._events.pop(key, None)
-        if event is not None:
-            event.set()
-
-    def notify_all(self) -> None:
-        """Wakes everyone (after a lost connection, when any key may have changed)."""
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
-
-
 def libpq_conninfo(url: str) -> str:
     """A libpq connection string from a SQLAlchemy PostgreSQL URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -92,11 +69,13 @@ class PostgresListener:
         channel: str,
         on_payload: Callable[[str | None], None],
         reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 5.0,
     ) -> None:
         self._conninfo = libpq_conninfo(url)
         self._channel = channel
         self._on_payload = on_payload
         self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -115,18 +94,31 @@ class PostgresListener:
             self._task = None
 
     async def _run(self) -> None:
+        delay = self._reconnect_delay
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
+                    self._conninfo, autocommit=True, connect_timeout=10
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected.set()
+                    delay = self._reconnect_delay
                     # Anything committed while we were not listening is found by re-reading.
                     self._on_payload(None)
                     async for notify in conn.notifies():
                         self._on_payload(notify.payload)
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:
+                # Whatever went wrong, the listener lives on: without it this replica's
+                # followers would wait for what other replicas write until they time out.
                 self.connected.clear()
-                _log.warning("LISTEN %s lost (%s); reconnecting", self._channel, exc)
-                await asyncio.sleep(self._reconnect_delay)
+                if not isinstance(exc, psycopg.Error | OSError):
+                    _log.exception("LISTEN %s failed unexpectedly; reconnecting", self._channel)
+                else:
+                    _log.warning(
+                        "LISTEN %s lost (%s); reconnecting in %.1fs",
+                        self._channel,
+                        type(exc).__name__,
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_reconnect_delay)

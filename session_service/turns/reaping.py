@@ -1,0 +1,97 @@
+"""Failing a turn whose runner is gone: the rule every reader of a session applies.
+
+The replica running a turn renews its lease. Once the lease has run out nobody runs the turn
+any more (its replica died, or lost the database for longer than the lease), so whoever
+reads the session next ends the turn with TurnFailed TURN_ABANDONED, under the session's
+row lock: followers get a final event and the session takes new turns. A runner that was
+only cut off notices at its next write and stops without writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
+from session_service.sessions.model import Session
+from session_service.storage.repository import announce
+from session_service.storage.uow import SessionUnitOfWork
+from session_service.turns.model import Event, EventKind, TurnStatus
+from session_service.turns.signals import EVENTS_CHANNEL, events_payload, log_key
+from shared.db.types import utcnow
+
+ABANDONED = "TURN_ABANDONED"
+
+
+def _nowhere(_turn_id: str) -> bool:
+    return False
+
+
+async def lease_expired(
+    uow: SessionUnitOfWork, tenant_id: str, session: Session, now: datetime | None = None
+) -> bool:
+    """Whether the session's active turn has outlived its lease (a read; nothing changes)."""
+    if not session.active_turn_id:
+        return False
+    turn = await uow.turns.get(tenant_id, session.session_id, session.active_turn_id)
+    return (
+        turn is None
+        or turn.status is not TurnStatus.RUNNING
+        or turn.lease_expires <= (now or utcnow())
+    )
+
+
+async def fail_abandoned(
+    uow: SessionUnitOfWork,
+    tenant_id: str,
+    session: Session,
+    *,
+    force: bool = False,
+    runs_here: Callable[[str], bool] = _nowhere,
+) -> tuple[Session, Event | None]:
+    """Ends the active turn with TurnFailed if its lease ran out (with force, in any case).
+
+    A turn that runs in this process (runs_here) is left alone: its runner renews the lease
+    as soon as it can. The caller holds the session's row lock, commits, and then hands the
+    returned event (None when nothing was failed) to its followers.
+    """
+    turn_id = session.active_turn_id
+    if not turn_id or runs_here(turn_id):
+        return session, None
+    now = utcnow()
+    if not force and not await lease_expired(uow, tenant_id, session, now):
+        return session, None
+    sequence = session.last_sequence + 1
+    event = Event(
+        sequence,
+        turn_id,
+        EventKind.TURN_FAILED,
+        {
+            "code": ABANDONED,
+            "message": "The replica running this turn stopped before it ended.",
+        },
+        now,
+    )
+    await uow.events.append(tenant_id, session.session_id, [event])
+    await uow.turns.update(
+        tenant_id,
+        session.session_id,
+        turn_id,
+        status=TurnStatus.FAILED,
+        last_sequence=sequence,
+        end_time=now,
+    )
+    reaped = dataclasses.replace(
+        session,
+        active_turn_id="",
+        last_sequence=sequence,
+        version=session.version + 1,
+        update_time=now,
+    )
+    await uow.sessions.save(tenant_id, reaped)
+    await announce(
+        uow.session,
+        EVENTS_CHANNEL,
+        events_payload(log_key(tenant_id, session.session_id), sequence),
+    )
+    return reaped, event
