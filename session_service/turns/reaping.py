@@ -17,7 +17,12 @@ from session_service.sessions.model import Session
 from session_service.storage.repository import announce
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.model import Event, EventKind, TurnStatus
-from session_service.turns.signals import EVENTS_CHANNEL, events_payload, log_key
+from session_service.turns.signals import (
+    EVENTS_CHANNEL,
+    NO_ORIGIN,
+    events_payload,
+    log_key,
+)
 from shared.db.types import utcnow
 
 ABANDONED = "TURN_ABANDONED"
@@ -48,12 +53,14 @@ async def fail_abandoned(
     *,
     force: bool = False,
     runs_here: Callable[[str], bool] = _nowhere,
+    origin: str = NO_ORIGIN,
 ) -> tuple[Session, Event | None]:
     """Ends the active turn with TurnFailed if its lease ran out (with force, in any case).
 
     A turn that runs in this process (runs_here) is left alone: its runner renews the lease
-    as soon as it can. The caller holds the session's row lock, commits, and then hands the
-    returned event (None when nothing was failed) to its followers.
+    as soon as it can. The caller holds the session's row lock and commits. A caller that
+    hands the returned event (None when nothing was failed) to this replica's followers
+    passes its origin; otherwise they learn of it as other replicas' followers do.
     """
     turn_id = session.active_turn_id
     if not turn_id or runs_here(turn_id):
@@ -92,6 +99,6 @@ async def fail_abandoned(
     await announce(
         uow.session,
         EVENTS_CHANNEL,
-        events_payload(log_key(tenant_id, session.session_id), sequence),
+        events_payload(log_key(tenant_id, session.session_id), sequence, origin),
     )
     return reaped, event

@@ -312,7 +312,7 @@ class TurnService:
             await announce(
                 uow.session,
                 EVENTS_CHANNEL,
-                events_payload(log_key(tenant_id, session_id), sequence),
+                events_payload(log_key(tenant_id, session_id), sequence, self._signals.origin),
             )
             await uow.commit()
         job = TurnJob(
@@ -581,7 +581,12 @@ class TurnService:
         The caller holds the session's row lock, commits, and then publishes the event.
         """
         return await fail_abandoned(
-            uow, tenant_id, session, force=force, runs_here=self._runner.runs
+            uow,
+            tenant_id,
+            session,
+            force=force,
+            runs_here=self._runner.runs,
+            origin=self._signals.origin,
         )
 
     async def recover_orphans(self) -> int:

@@ -1,14 +1,17 @@
 """Wake-ups for followers of session event logs, and cancel requests, across replicas.
 
 In process, whoever commits events hands them to this replica's `EventHub`. On PostgreSQL the
-writer also NOTIFYs inside its transaction (delivered at commit) with the session's log key
-and the last sequence it wrote; every replica's listener hands that to its hub, which then
-knows what its feed lacks. A replica ignores NOTIFYs of events its hub already holds.
+writer also NOTIFYs inside its transaction (delivered at commit) with the session's log key,
+the last sequence it wrote and the replica it wrote from; every other replica's listener
+hands that to its hub, which then knows what its feed lacks. A replica ignores its own
+NOTIFYs: its hub got those events from memory (and may get the NOTIFY first).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from session_service.turns.hub import EventHub
 
@@ -21,17 +24,33 @@ def log_key(tenant_id: str, session_id: str) -> str:
     return f"{tenant_id}/{session_id}"
 
 
-def events_payload(key: str, last_sequence: int) -> str:
-    """The NOTIFY payload saying the log under key is committed up to last_sequence."""
-    return f"{key} {last_sequence}"
+NO_ORIGIN = "-"
 
 
-def parse_events_payload(payload: str) -> tuple[str, int | None]:
-    """(key, last sequence) of a NOTIFY payload; None when it names no sequence."""
-    key, _, sequence = payload.rpartition(" ")
-    if key and sequence.isdigit():
-        return key, int(sequence)
-    return payload, None
+@dataclass(frozen=True)
+class Committed:
+    """What an events NOTIFY says: the log under key is committed up to sequence."""
+
+    key: str
+    sequence: int | None
+    origin: str = NO_ORIGIN
+
+
+def events_payload(key: str, last_sequence: int, origin: str = NO_ORIGIN) -> str:
+    """The NOTIFY payload saying the log under key is committed up to last_sequence.
+
+    origin names the replica that hands the events to its own followers from memory.
+    """
+    return f"{key} {last_sequence} {origin or NO_ORIGIN}"
+
+
+def parse_events_payload(payload: str) -> Committed:
+    """What a NOTIFY payload says; a sequence of None when it names none."""
+    # Split from the right: the key is the one part that may hold spaces.
+    parts = payload.rsplit(" ", 2)
+    if len(parts) == 3 and parts[0] and parts[1].isdigit():
+        return Committed(parts[0], int(parts[1]), parts[2])
+    return Committed(payload, None)
 
 
 class TurnSignals:
@@ -39,6 +58,8 @@ class TurnSignals:
 
     def __init__(self) -> None:
         self.hub = EventHub()
+        # Tags this replica's NOTIFYs, so that it can ignore them.
+        self.origin = uuid.uuid4().hex[:16]
         # Set by the runner: cancels a turn if it runs in this process.
         self.cancel_local: Callable[[str], bool] = lambda _turn_id: False
 
@@ -46,8 +67,10 @@ class TurnSignals:
         """A NOTIFY (or a reconnect, None: anything may have been missed) on the events channel."""
         if payload is None:
             self.hub.wake_all(dirty=True)
-        else:
-            self.hub.committed(*parse_events_payload(payload))
+            return
+        said = parse_events_payload(payload)
+        if said.origin != self.origin:
+            self.hub.committed(said.key, said.sequence)
 
     def on_cancel_payload(self, payload: str | None) -> None:
         """A NOTIFY on the cancel channel: the payload is a turn id."""

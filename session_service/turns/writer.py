@@ -293,7 +293,11 @@ class EventWriter:
                 lease_expires=lease,
             )
             if events:
-                await announce(uow.session, EVENTS_CHANNEL, events_payload(self._key, last))
+                await announce(
+                    uow.session,
+                    EVENTS_CHANNEL,
+                    events_payload(self._key, last, self._signals.origin),
+                )
             await uow.commit()
         return lease
 
