@@ -333,7 +333,9 @@ class Preparer:
                 )
                 return
             config = entry.get("config") or {}
-            if self._reach is not None:
+            unresolved = any(p.subject.startswith(f"{where}.config") for p in work.problems)
+            # A setting whose reference did not resolve is reported once, as that.
+            if self._reach is not None and not unresolved:
                 for problem in self._reach.check(self._registry, kind, implementation, config):
                     violation, key, message = problem
                     work.problems.append(
