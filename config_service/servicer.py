@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from google.protobuf import empty_pb2
 
 from config_service import edits
-from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields
+from config_service.configs.model import MAX_TAGS, ChangeType, Config, ConfigChange, ConfigFields
 from config_service.configs.service import ConfigService
 from shared._generated.tandem.config.v1 import (
     config_pb2,
@@ -19,7 +19,7 @@ from shared.bundle.validate import BundleSummary, Severity, Violation
 from shared.db.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
-from shared.rpc.fields import required
+from shared.rpc.fields import StructLimits, check_count, check_struct, required
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
@@ -91,7 +91,13 @@ def change_pb(change: ConfigChange) -> config_pb2.ConfigChange:
     )
 
 
+# One module's settings: far above any real module's, far below what would stall an edit.
+MODULE_CONFIG_LIMITS = StructLimits(max_bytes=64 * 1024, max_entries=4_096, max_depth=16)
+MAX_UPDATE_PATHS = 16
+
+
 def _fields(config: config_pb2.Config) -> ConfigFields:
+    check_count(config.tags, "config.tags", MAX_TAGS, "tags")
     return ConfigFields(
         name=config.name,
         description=config.description,
@@ -151,6 +157,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.UpdateConfigRequest, context: Context
     ) -> config_pb2.Config:
         config_id = required(request.config.config_id, "config.config_id")
+        check_count(request.update_mask.paths, "update_mask.paths", MAX_UPDATE_PATHS, "paths")
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else None
         updated = await self._service.update(
             tenant_of(context),
@@ -172,7 +179,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def ValidateConfig(
         self, request: config_service_pb2.ValidateConfigRequest, context: Context
     ) -> config_service_pb2.ValidateConfigResponse:
-        result = self._service.validate(tenant_of(context), request.yaml_content)
+        result = await self._service.validate(tenant_of(context), request.yaml_content)
         return config_service_pb2.ValidateConfigResponse(
             valid=result.valid,
             violations=[violation_pb(v) for v in result.violations],
@@ -210,7 +217,10 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.Config:
         config_id = required(request.config_id, "config_id")
         module = required(request.module, "module")
-        settings = struct_to_python(request.config) if request.HasField("config") else None
+        settings = None
+        if request.HasField("config"):
+            check_struct(request.config, "config", MODULE_CONFIG_LIMITS)
+            settings = struct_to_python(request.config)
         source = request.source or None
         edited = await self._service.edit(
             tenant_of(context),
@@ -285,10 +295,10 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def WatchConfigs(
         self, request: config_service_pb2.WatchConfigsRequest, context: Context
     ) -> AsyncIterator[config_pb2.ConfigChange]:
-        cursor = await self._service.open_watch(request.after_sequence)
-        # Headers now, so a client knows the stream is established before any change arrives.
-        await context.send_initial_metadata(())
         # A service identity (SessionService's cache) follows every tenant's changes.
         tenant = None if current().service else tenant_of(context)
+        cursor = await self._service.open_watch(tenant, request.after_sequence)
+        # Headers now, so a client knows the stream is established before any change arrives.
+        await context.send_initial_metadata(())
         async for change in self._service.follow(tenant, cursor):
             yield change_pb(change)

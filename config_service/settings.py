@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.rpc.requests import RequestLimits
 from shared.settings import ServiceSettings
 
 DEFAULT_DATABASE_FILE = "tandem-config.db"
@@ -18,6 +19,15 @@ class ConfigServiceSettings(ServiceSettings):
     # How many change-log entries a WatchConfigs client can resume from.
     change_retention: int = Field(default=10_000, gt=0)
     watch_poll_seconds: float = Field(default=5.0, gt=0)
+
+    def request_limits(self) -> RequestLimits:
+        """As for every service, with room for four times the document cap where one is sent."""
+        limits = super().request_limits()
+        methods = dict(limits.methods)
+        for method in ("CreateConfig", "UpdateConfig"):
+            name = f"/tandem.config.v1.ConfigService/{method}"
+            methods[name] = max(methods[name], 4 * self.max_document_bytes)
+        return RequestLimits(limits.default_bytes, methods)
 
     @property
     def database(self) -> str:

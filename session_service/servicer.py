@@ -10,7 +10,15 @@ from google.protobuf import empty_pb2
 from ruamel.yaml import YAML
 
 from session_service.prepare.model import PreparedBundle
-from session_service.sessions.model import Message, Role, Session, Status, ToolCall, Transition
+from session_service.sessions.model import (
+    MAX_TAGS,
+    Message,
+    Role,
+    Session,
+    Status,
+    ToolCall,
+    Transition,
+)
 from session_service.sessions.service import Preparer, SessionService
 from session_service.turns.model import Event, message_from_payload
 from session_service.turns.service import TurnService
@@ -24,7 +32,7 @@ from shared.db.idempotency import fingerprint
 from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
-from shared.rpc.fields import required
+from shared.rpc.fields import StructLimits, check_count, check_struct, required
 from shared.tenancy import tenant_of
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
@@ -43,6 +51,9 @@ _ROLE = {
     Role.SYSTEM: session_pb2.ROLE_SYSTEM,
 }
 _ROLE_FROM_WIRE = {wire: role for role, wire in _ROLE.items()}
+# Per-turn key/values, rendered into the prompt: generous for context, small for the loop.
+TURN_CONTEXT_LIMITS = StructLimits(max_bytes=64 * 1024, max_entries=4_096, max_depth=16)
+MAX_TOOL_CALLS = 128
 
 
 def session_pb(session: Session) -> session_pb2.Session:
@@ -157,6 +168,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         unkeyed = session_service_pb2.CreateSessionRequest()
         unkeyed.CopyFrom(request)
         unkeyed.request_id = ""
+        check_count(request.tags, "tags", MAX_TAGS, "tags")
         created = await self._service.create(
             tenant_of(context),
             request.config_id,
@@ -247,6 +259,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.Message:
         session_id = required(request.session_id, "session_id")
         message = request.message
+        check_count(message.tool_calls, "message.tool_calls", MAX_TOOL_CALLS, "tool calls")
         appended = await self._service.append_message(
             tenant_of(context),
             session_id,
@@ -287,12 +300,16 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> AsyncIterator[events_pb2.SessionEvent]:
         session_id = required(request.session_id, "session_id")
         tenant = tenant_of(context)
+        turn_context = None
+        if request.HasField("context"):
+            check_struct(request.context, "context", TURN_CONTEXT_LIMITS)
+            turn_context = struct_to_python(request.context)
         accepted = await self._turns.send(
             tenant,
             session_id,
             request.content,
             request_id=request.request_id,
-            turn_context=struct_to_python(request.context) if request.HasField("context") else None,
+            turn_context=turn_context,
         )
         async for event in self._turns.events(
             tenant, session_id, accepted.after_sequence, turn_id=accepted.turn_id

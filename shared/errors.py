@@ -11,6 +11,25 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
+def elide(text: str, max_bytes: int) -> str:
+    """text shortened to at most max_bytes of UTF-8 by cutting out its middle.
+
+    Errors echo what the client sent (ids, names, keys); a long value is cut so the error
+    still fits in a response's trailers, keeping both ends, which are what people recognize.
+    """
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return text
+    marker = f"…[{len(encoded)} bytes]…"
+    room = max_bytes - len(marker.encode())
+    if room < 8:
+        # Too little room to show both ends: the start alone.
+        return encoded[: max(max_bytes - 3, 0)].decode("utf-8", "ignore") + "…"
+    head = encoded[: room * 2 // 3].decode("utf-8", "ignore")
+    tail = encoded[len(encoded) - room // 3 :].decode("utf-8", "ignore")
+    return f"{head}{marker}{tail}"
+
+
 class ErrorKind(Enum):
     """The canonical error classes; the RPC layer maps each to a status code."""
 
@@ -176,6 +195,8 @@ class Unavailable(TandemError):
     """A dependency is down; the call may succeed if retried."""
 
     reason: str = "UNAVAILABLE"
+    # When a retry is worth trying (sent as RetryInfo).
+    retry_after_seconds: float | None = None
 
     kind = ErrorKind.UNAVAILABLE
 

@@ -5,16 +5,42 @@ from __future__ import annotations
 from typing import Literal
 
 import grpc
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth.keys import KeyStore
 from shared.auth.tokens import JwtVerifier
+from shared.listing import PageTokenKeys
 from shared.quotas import Quotas, TenantPolicy
+from shared.rpc.requests import RequestLimits
 from shared.rpc.server import ServerOptions
 from shared.rpc.tls import server_credentials
 
-MIB = 1024 * 1024
+KIB = 1024
+MIB = 1024 * KIB
+
+_CONFIG = "/tandem.config.v1.ConfigService/"
+_SESSION = "/tandem.session.v1.SessionService/"
+# What each method needs, with room for an over-long field to reach validation and come back
+# as a located INVALID_ARGUMENT; every method not listed carries ids, filters, tokens and tags
+# only (DEFAULT_REQUEST_BYTES). Checked after authentication, before decoding.
+DEFAULT_REQUEST_BYTES = 256 * KIB
+REQUEST_BYTES: dict[str, int] = {
+    # A bundle document (256 KiB cap) with its name, description and tags.
+    _CONFIG + "CreateConfig": 1 * MIB,
+    _CONFIG + "UpdateConfig": 1 * MIB,
+    # Dry runs answer with findings in the body, so even a far too large document gets them.
+    _CONFIG + "ValidateConfig": 16 * MIB,
+    # A whole bundle package: many documents and context files.
+    _CONFIG + "ImportBundle": 16 * MIB,
+    # One module's settings (a Struct of at most 64 KiB).
+    _CONFIG + "AddTool": 1 * MIB,
+    _CONFIG + "AddProvider": 1 * MIB,
+    # A transcript message of up to 1,000,000 characters (up to 4 bytes each) and tool calls.
+    _SESSION + "AppendMessage": 8 * MIB,
+    # A user message of up to 256 Ki characters and a per-turn context Struct of 64 KiB.
+    _SESSION + "SendMessage": 2 * MIB,
+}
 
 
 class ServiceSettings(BaseSettings):
@@ -27,8 +53,15 @@ class ServiceSettings(BaseSettings):
     migrate_on_start: bool = True
     # Above the bundle size cap, so an oversized document gets a located INVALID_ARGUMENT
     # from validation rather than a bare RESOURCE_EXHAUSTED from the transport.
+    # Nothing larger is read from a client before it is authenticated; a server lowers it to
+    # its largest method's request cap (REQUEST_BYTES: ConfigService 16 MiB, SessionService
+    # 8 MiB). For outgoing channels, the largest response accepted.
     max_receive_message_bytes: int = Field(default=16 * MIB, gt=0)
     max_send_message_bytes: int = Field(default=16 * MIB, gt=0)
+    # Secrets that sign page tokens, comma-separated: the first signs, all verify (list the old
+    # one second while rotating). Every replica of a service needs the same value. Empty: a
+    # key derived from the service's database URL, which replicas share too.
+    page_token_key: str = ""
     # How long in-flight RPCs get to finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # After SIGTERM, how long the server keeps accepting calls while reporting NOT_SERVING,
@@ -75,6 +108,18 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # `auto`: JSON lines when stderr is not a terminal (containers), text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
+
+    @property
+    def database(self) -> str:
+        """This service's database URL (each service names its own embedded file)."""
+        return self.database_url
+
+    @field_validator("page_token_key")
+    @classmethod
+    def _page_token_key_is_usable(cls, value: str) -> str:
+        if value:
+            PageTokenKeys.from_setting(value)
+        return value
 
     def effective_database_url(self, default_file: str) -> str:
         """The configured database, or the embedded SQLite file named default_file."""
@@ -131,6 +176,16 @@ class ServiceSettings(BaseSettings):
             raise ValueError("TANDEM_TLS_CERT_FILE and TANDEM_TLS_KEY_FILE go together")
         return server_credentials(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
+    def request_limits(self) -> RequestLimits:
+        """Each method's request cap."""
+        return RequestLimits(DEFAULT_REQUEST_BYTES, dict(REQUEST_BYTES))
+
+    def page_token_keys(self) -> PageTokenKeys:
+        """The keys page tokens are signed with."""
+        if self.page_token_key:
+            return PageTokenKeys.from_setting(self.page_token_key)
+        return PageTokenKeys.derived(self.database)
+
     def server_options(self) -> ServerOptions:
         """Transport limits for servers and channels."""
         return ServerOptions(
@@ -139,4 +194,6 @@ class ServiceSettings(BaseSettings):
             max_connection_age_seconds=self.max_connection_age_seconds,
             max_connection_age_grace_seconds=self.max_connection_age_grace_seconds,
             maximum_concurrent_rpcs=self.maximum_concurrent_rpcs,
+            request_limits=self.request_limits(),
+            page_token_keys=self.page_token_keys(),
         )

@@ -71,9 +71,9 @@ class ConfigFields:
 UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags")
 OUTPUT_ONLY_PATHS = ("config_id", "revision", "etag", "create_time", "update_time", "summary")
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_DESCRIPTION = 2048
 MAX_TAGS = 64
 MAX_TAG_VALUE = 256
@@ -89,7 +89,7 @@ def make_etag(tenant_id: str, config_id: str, revision: int, content: str) -> st
 
 def check_config_id(config_id: str, field_path: str = "config_id") -> None:
     """Refuses ids that are not short, URL-safe identifiers."""
-    if not _ID.match(config_id):
+    if not _ID.fullmatch(config_id):
         raise InvalidArgument(
             "config_id must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit.",
@@ -101,7 +101,7 @@ def check_config_id(config_id: str, field_path: str = "config_id") -> None:
 def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
     """Refuses names, descriptions and tags outside their limits, naming every bad field."""
     violations: list[FieldViolation] = []
-    if fields.name is not None and not _NAME.match(fields.name):
+    if fields.name is not None and not _NAME.fullmatch(fields.name):
         violations.append(
             FieldViolation(
                 prefix + "name",
@@ -117,7 +117,7 @@ def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
         if len(fields.tags) > MAX_TAGS:
             violations.append(FieldViolation(prefix + "tags", f"more than {MAX_TAGS} tags"))
         for key, value in fields.tags.items():
-            if not _TAG_KEY.match(key):
+            if not _TAG_KEY.fullmatch(key):
                 violations.append(FieldViolation(f"{prefix}tags[{key!r}]", "invalid tag key"))
             if len(value) > MAX_TAG_VALUE:
                 violations.append(

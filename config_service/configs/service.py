@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from config_service.configs.model import (
     OUTPUT_ONLY_PATHS,
@@ -46,6 +48,8 @@ from shared.listing import (
 )
 from shared.quotas import PolicyLookup, check_count, unlimited
 
+R = TypeVar("R")
+
 FILTER_FIELDS = ("name", "bundle.name")
 FILTER_PREFIXES = ("tags.",)
 CREATE_METHOD = "CreateConfig"
@@ -63,6 +67,32 @@ class ConfigServiceOptions:
     watch_poll_seconds: float = 5.0
     # Each tenant's quotas and literal-secret opt-in.
     policies: PolicyLookup = unlimited
+    # Parses, validations and edits that run at once, off the event loop; more wait their turn.
+    cpu_slots: int = 2
+
+
+class CpuSlots:
+    """Runs CPU-heavy work (YAML parsing, validation, edits) in worker threads, a few at once.
+
+    The event loop keeps answering health checks and other tenants meanwhile. A caller that
+    gives up does not free its slot before its work has really finished, so a burst of
+    cancelled requests cannot pile up more threads than there are slots.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._slots = asyncio.Semaphore(max(1, slots))
+
+    async def run(self, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """function(*args, **kwargs) in a worker thread, once a slot is free."""
+        await self._slots.acquire()
+        try:
+            call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+            future = asyncio.get_running_loop().run_in_executor(None, call)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return await asyncio.shield(future)
 
 
 def _not_found(config_id: str, revision: int = 0) -> NotFound:
@@ -102,18 +132,21 @@ class ConfigService:
         self._unit_of_work = unit_of_work
         self._changes = changes
         self._options = options or ConfigServiceOptions()
+        self._cpu = CpuSlots(self._options.cpu_slots)
 
     # Validation -------------------------------------------------------------------------
 
-    def validate(self, tenant_id: str, yaml_content: str) -> ValidationResult:
+    async def validate(self, tenant_id: str, yaml_content: str) -> ValidationResult:
         """Checks a document under the tenant's policy; writes nothing."""
         allow = self._options.policies(tenant_id).allow_literal_secrets
-        return validate_document(yaml_content, self._options.limits, allow_literal_secrets=allow)
+        return await self._cpu.run(
+            validate_document, yaml_content, self._options.limits, allow_literal_secrets=allow
+        )
 
-    def _require_valid(
+    async def _require_valid(
         self, tenant_id: str, yaml_content: str, field_path: str
     ) -> ValidationResult:
-        result = self.validate(tenant_id, yaml_content)
+        result = await self.validate(tenant_id, yaml_content)
         if not result.valid:
             raise InvalidArgument(
                 f"The bundle document is invalid ({len(result.errors)} error(s)).",
@@ -204,7 +237,7 @@ class ConfigService:
             )
         check_fields(fields)
         content = fields.yaml_content or ""
-        result = self._require_valid(tenant_id, content, "config.yaml_content")
+        result = await self._require_valid(tenant_id, content, "config.yaml_content")
         now = utcnow()
         new_id = config_id or uuid.uuid4().hex
         config = Config(
@@ -353,10 +386,13 @@ class ConfigService:
             if current is None or current.delete_time is not None:
                 raise _not_found(config_id)
             _check_etag(current, etag)
-            proposed = apply(current)
+            # An edit re-parses and re-dumps the whole document: seconds for a large one.
+            proposed = await self._cpu.run(apply, current)
             if not always and _same_content(current, proposed):
                 return current
-            result = self._require_valid(tenant_id, proposed.yaml_content, "config.yaml_content")
+            result = await self._require_valid(
+                tenant_id, proposed.yaml_content, "config.yaml_content"
+            )
             if proposed.name != current.name:
                 await self._check_unique(uow, tenant_id, proposed, new=False)
             revision = current.revision + 1
@@ -441,15 +477,18 @@ class ConfigService:
 
     # Watch ------------------------------------------------------------------------------
 
-    async def open_watch(self, after_sequence: int) -> int:
-        """Checks where a watch would start and returns its cursor (0 means from now on)."""
+    async def open_watch(self, tenant_id: str | None, after_sequence: int) -> int:
+        """Checks where a watch would start and returns its cursor (0 means from now on).
+
+        A tenant's watch counts in its own sequence; None (a service identity) in the global one.
+        """
         if after_sequence < 0:
             raise InvalidArgument(
                 "after_sequence must not be negative.",
                 violations=[FieldViolation("after_sequence", "must be >= 0")],
             )
         async with self._unit_of_work() as uow:
-            oldest, latest = await uow.changes.bounds()
+            oldest, latest = await uow.changes.bounds(tenant_id)
         if after_sequence > latest:
             raise OutOfRange(
                 f"after_sequence {after_sequence} is past the latest change ({latest}).",
@@ -491,7 +530,7 @@ class ConfigService:
         self, tenant_id: str | None, cursor: int
     ) -> tuple[int, list[ConfigChange]]:
         async with self._unit_of_work() as uow:
-            oldest, _ = await uow.changes.bounds()
+            oldest, _ = await uow.changes.bounds(tenant_id)
             return oldest, await uow.changes.after(tenant_id, cursor, WATCH_BATCH)
 
     def drain(self) -> None:

@@ -121,15 +121,15 @@ class Session:
         return f"{self.session_id}:{self.version}"
 
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_TAGS = 64
 MAX_CONTENT_CHARS = 1_000_000
 
 
 def check_session_id(session_id: str) -> None:
     """Refuses ids that are not short, URL-safe identifiers."""
-    if not _ID.match(session_id):
+    if not _ID.fullmatch(session_id):
         raise InvalidArgument(
             "session_id must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit.",
@@ -144,7 +144,7 @@ def check_tags(tags: Mapping[str, str]) -> None:
     if len(tags) > MAX_TAGS:
         violations.append(FieldViolation("tags", f"more than {MAX_TAGS} tags"))
     for key, value in tags.items():
-        if not _TAG_KEY.match(key):
+        if not _TAG_KEY.fullmatch(key):
             violations.append(FieldViolation(f"tags[{key!r}]", "invalid tag key"))
         if len(value) > 256:
             violations.append(FieldViolation(f"tags[{key!r}]", "value longer than 256"))

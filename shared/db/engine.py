@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import event
@@ -32,6 +33,7 @@ def sync_url(url: str | URL) -> URL:
 
 
 WRITE_OPTION = "tandem_write"
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,11 +60,24 @@ def _sqlite_begin(connection: Any) -> None:
 def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     """Builds the service's async engine; the caller owns and disposes it."""
     target = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Statements' values (message text, tool results, secrets in documents) must never reach
+    # a log line: not SQLAlchemy's echo, nor the text of an error it raises.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if target.get_backend_name() == "postgresql":
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        kwargs.update(
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            # An unreachable server fails the call (UNAVAILABLE, retried) in seconds rather
+            # than holding it until the client's deadline.
+            pool_timeout=CONNECT_TIMEOUT_SECONDS * 2,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        )
     engine = create_async_engine(target, **kwargs)
     if target.get_backend_name() == "sqlite":
+        # aiosqlite logs every statement with its parameters at DEBUG.
+        driver_log = logging.getLogger("aiosqlite")
+        driver_log.setLevel(max(driver_log.level, logging.INFO))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared.listing import PageTokenKeys
+from shared.rpc.requests import RequestGate, RequestLimits
 from shared.rpc.status import ErrorInterceptor
 
 
@@ -36,6 +39,22 @@ class ServerOptions:
     max_connection_age_grace_seconds: float = 0.0
     # Servers only: RPCs run at once, streams included (0 = no cap).
     maximum_concurrent_rpcs: int = 0
+    # Servers only: each method's own request cap, checked after authentication (None: every
+    # method may use max_receive_message_bytes).
+    request_limits: RequestLimits | None = None
+    # Servers only: the keys that sign page tokens (None: a key of this process only).
+    page_token_keys: PageTokenKeys | None = None
+
+    def for_services(self, services: Sequence[str]) -> ServerOptions:
+        """These options for a server of services: nothing larger than their largest request
+        is buffered before the caller is known."""
+        limits = self.request_limits or RequestLimits(self.max_receive_message_bytes)
+        ceiling = min(self.max_receive_message_bytes, limits.largest(services))
+        capped = RequestLimits(
+            min(limits.default_bytes, ceiling),
+            {method: min(size, ceiling) for method, size in limits.methods.items()},
+        )
+        return dataclasses.replace(self, max_receive_message_bytes=ceiling, request_limits=capped)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
         """The options as gRPC channel arguments."""
@@ -76,11 +95,19 @@ class GrpcServer:
         self._credentials = credentials
         self._listen = listen
         self._services = list(services)
+        options = options.for_services([s.name for s in self._services])
+        assert options.request_limits is not None
         # The typing stubs predate grpc_health's asyncio servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
-            # Outer ones (telemetry) see the status the error mapping produced.
-            interceptors=[*outer_interceptors, ErrorInterceptor(), *interceptors],
+            # Outer ones (telemetry) see the status the error mapping produced; the gate is
+            # innermost, so requests are decoded only once the caller is authenticated.
+            interceptors=[
+                *outer_interceptors,
+                ErrorInterceptor(),
+                *interceptors,
+                RequestGate(options.request_limits, options.page_token_keys),
+            ],
             options=options.server_args(),
             maximum_concurrent_rpcs=options.maximum_concurrent_rpcs or None,
         )

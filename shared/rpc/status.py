@@ -3,40 +3,44 @@
 Every error carries `ErrorInfo` (domain `tandem.dev`). Validation errors add
 `BadRequest.field_violations`, precondition and concurrency errors add `PreconditionFailure`,
 quota errors add `QuotaFailure` (and `RetryInfo` for a rate limit), missing resources add
-`ResourceInfo`. The code and message in the packed `google.rpc.Status` equal the RPC's own,
-so `rpc_status.from_call` works everywhere.
+`ResourceInfo`, an unreachable database is UNAVAILABLE with `RetryInfo`. The code and message
+in the packed `google.rpc.Status` equal the RPC's own, so `rpc_status.from_call` works
+everywhere, and every value an error echoes is capped so the trailers fit any client.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import sqlite3
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy import exc as sa_exc
 
+from shared.db.faults import is_transient
 from shared.errors import (
     Aborted,
     AlreadyExists,
     ErrorKind,
     FailedPrecondition,
-    FieldViolation,
     Internal,
     InvalidArgument,
     NotFound,
     OutOfRange,
     ResourceExhausted,
     TandemError,
+    Unavailable,
     Unimplemented,
+    elide,
 )
-from shared.rpc.handlers import Behavior, Handler, WrappingInterceptor
-from shared.rpc.wire import find_bad_string
+from shared.rpc.handlers import Behavior, WrappingInterceptor
 
 ERROR_DOMAIN = "tandem.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -47,6 +51,20 @@ STATUS_CODES: dict[ErrorKind, grpc.StatusCode] = {
     kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind
 }
 
+# Caps on what an error echoes back. Trailers must stay well under the 8 KiB a default C-core
+# client accepts: the packed status travels base64-encoded (4/3 of MAX_STATUS_BYTES) and the
+# message once more, percent-encoded (up to 3 bytes per byte): about 5.5 KiB at most.
+MAX_MESSAGE_BYTES = 512
+MAX_ECHO_BYTES = 128  # ids, names, field paths, subjects, metadata values
+MAX_DESCRIPTION_BYTES = 200
+MAX_METADATA_ENTRIES = 8
+MAX_LISTED_VIOLATIONS = 10
+MAX_STATUS_BYTES = 3072
+MORE_VIOLATIONS_KEY = "more_violations"
+
+# A database that cannot be reached (or is restarting, or timed out) is worth a retry soon.
+DATABASE_RETRY_SECONDS = 1.0
+
 
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -54,40 +72,72 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+def _violations(error: TandemError) -> Sequence[Any]:
+    return cast(Sequence[Any], getattr(error, "violations", ()))
+
+
 def to_status(error: TandemError) -> status_pb2.Status:
-    """Builds the rich `google.rpc.Status` for a domain error."""
+    """Builds the rich `google.rpc.Status` for a domain error, every echoed value capped.
+
+    Details list the first violations; the message and ErrorInfo metadata `more_violations`
+    say how many more there are.
+    """
+    total = len(_violations(error))
+    listed = min(total, MAX_LISTED_VIOLATIONS)
+    while True:
+        status = _build_status(error, listed, total)
+        if status.ByteSize() <= MAX_STATUS_BYTES or listed == 0:
+            return status
+        listed -= 1
+
+
+def _build_status(error: TandemError, listed: int, total: int) -> status_pb2.Status:
     code = STATUS_CODES[error.kind]
-    status = status_pb2.Status(code=code.value[0], message=error.message)
+    message = elide(error.message, MAX_MESSAGE_BYTES)
+    metadata = {
+        elide(key, MAX_ECHO_BYTES // 2): elide(value, MAX_ECHO_BYTES)
+        for key, value in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
+    if listed < total:
+        more = total - listed
+        message = f"{elide(error.message, MAX_MESSAGE_BYTES - 40)} ({more} more not listed)"
+        metadata[MORE_VIOLATIONS_KEY] = str(more)
+    status = status_pb2.Status(code=code.value[0], message=message)
     status.details.append(
         _pack(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-            )
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     )
-    if isinstance(error, InvalidArgument | OutOfRange) and error.violations:
+    shown = _violations(error)[:listed]
+    if isinstance(error, InvalidArgument | OutOfRange) and shown:
         bad_request = error_details_pb2.BadRequest()
-        for violation in error.violations:
+        for violation in shown:
             bad_request.field_violations.add(
-                field=violation.field,
-                description=_located(violation.description, violation.line, violation.column),
+                field=elide(violation.field, MAX_ECHO_BYTES),
+                description=elide(
+                    _located(violation.description, violation.line, violation.column),
+                    MAX_DESCRIPTION_BYTES,
+                ),
             )
         status.details.append(_pack(bad_request))
-    if isinstance(error, FailedPrecondition | Aborted) and error.violations:
+    if isinstance(error, FailedPrecondition | Aborted) and shown:
         failure = error_details_pb2.PreconditionFailure()
-        for precondition in error.violations:
+        for precondition in shown:
             failure.violations.add(
-                type=precondition.type,
-                subject=precondition.subject,
-                description=precondition.description,
+                type=elide(precondition.type, MAX_ECHO_BYTES),
+                subject=elide(precondition.subject, MAX_ECHO_BYTES),
+                description=elide(precondition.description, MAX_DESCRIPTION_BYTES),
             )
         status.details.append(_pack(failure))
-    if isinstance(error, ResourceExhausted) and error.violations:
+    if isinstance(error, ResourceExhausted) and shown:
         quota = error_details_pb2.QuotaFailure()
-        for exceeded in error.violations:
-            quota.violations.add(subject=exceeded.subject, description=exceeded.description)
+        for exceeded in shown:
+            quota.violations.add(
+                subject=elide(exceeded.subject, MAX_ECHO_BYTES),
+                description=elide(exceeded.description, MAX_DESCRIPTION_BYTES),
+            )
         status.details.append(_pack(quota))
-    if isinstance(error, ResourceExhausted) and error.retry_after_seconds is not None:
+    if isinstance(error, ResourceExhausted | Unavailable) and error.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
         delay.FromTimedelta(timedelta(seconds=error.retry_after_seconds))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
@@ -95,9 +145,9 @@ def to_status(error: TandemError) -> status_pb2.Status:
         status.details.append(
             _pack(
                 error_details_pb2.ResourceInfo(
-                    resource_type=error.resource_type,
-                    resource_name=error.resource_name,
-                    description=error.message,
+                    resource_type=elide(error.resource_type, MAX_ECHO_BYTES),
+                    resource_name=elide(error.resource_name, MAX_ECHO_BYTES),
+                    description=elide(error.message, MAX_DESCRIPTION_BYTES),
                 )
             )
         )
@@ -121,9 +171,86 @@ def as_tandem_error(exc: BaseException, method: str = "") -> TandemError:
         return exc
     if isinstance(exc, NotImplementedError):
         return not_implemented(method or "This method")
+    where = method or "RPC handler"
+    if is_transient(exc):
+        # Clients (and Tandem's own channels) retry UNAVAILABLE; the cause goes to the log.
+        _log.warning("unavailable in %s: %s", where, describe_exception(exc))
+        if involves_database(exc):
+            return Unavailable(
+                "The database is unavailable; retry shortly.",
+                reason="DATABASE_UNAVAILABLE",
+                retry_after_seconds=DATABASE_RETRY_SECONDS,
+            )
+        return Unavailable(
+            "A service this call needs is unavailable; retry shortly.",
+            reason="DEPENDENCY_UNAVAILABLE",
+            retry_after_seconds=DATABASE_RETRY_SECONDS,
+        )
     # The exception's text may hold anything (SQL, secrets): it goes to the log, not the wire.
-    _log.error("unexpected error in %s", method or "RPC handler", exc_info=exc)
+    if involves_database(exc):
+        # A database error's text can quote the values a statement was given: log its kind,
+        # codes and statement instead, with the frames that led to it.
+        _log.error(
+            "unexpected database error in %s: %s\n%s",
+            where,
+            describe_exception(exc),
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+    else:
+        _log.error("unexpected error in %s", where, exc_info=exc)
     return Internal("Internal error.", reason="INTERNAL")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+    return seen
+
+
+def involves_database(exc: BaseException) -> bool:
+    """True when exc, or what it wraps, came from SQLAlchemy or a database driver."""
+    return any(
+        isinstance(e, sa_exc.SQLAlchemyError | psycopg.Error | sqlite3.Error) for e in _chain(exc)
+    )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The kind of exc and its causes, leaving out what may quote a statement's values.
+
+    Database messages quote values (`invalid input syntax for type integer: "..."`, the key
+    of a unique violation). Kept: each class, SQLSTATE, constraint, table and column, and the
+    statement with its placeholders.
+    """
+    database = involves_database(exc)
+    parts: list[str] = []
+    for error in _chain(exc):
+        name = type(error).__qualname__
+        if isinstance(error, sa_exc.StatementError):
+            statement = " ".join((error.statement or "").split())
+            parts.append(f"{name} [statement: {elide(statement, 500)}]")
+        elif isinstance(error, psycopg.Error):
+            diag = error.diag
+            found = {
+                "sqlstate": error.sqlstate,
+                "constraint": diag.constraint_name,
+                "table": diag.table_name,
+                "column": diag.column_name,
+            }
+            parts.append(name + "".join(f" {k}={v}" for k, v in found.items() if v))
+        elif isinstance(error, sqlite3.Error):
+            # SQLite's messages name tables and columns, never bound values.
+            parts.append(f"{name}: {elide(str(error), 200)}")
+        elif database:
+            parts.append(name)
+        else:
+            parts.append(f"{name}: {elide(str(error), 200)}")
+    return " <- ".join(parts)
 
 
 async def abort(
@@ -132,51 +259,9 @@ async def abort(
     """Ends the RPC with the status for exc; never returns."""
     error = as_tandem_error(exc, method)
     status = to_status(error)
+    # The capped message, so the RPC's own and the rich status's agree.
     await context.abort(
-        STATUS_CODES[error.kind], error.message, trailing_metadata=trailing_metadata(status)
-    )
-
-
-@dataclass(frozen=True)
-class UndecodableRequest:
-    """Stands in for a request protobuf could not parse, so the handler can refuse it."""
-
-    data: bytes
-    descriptor: Any
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
-    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except DecodeError:
-            # grpc would answer INTERNAL; the client sent bad bytes, so it gets
-            # INVALID_ARGUMENT naming the field.
-            return UndecodableRequest(data, descriptor)
-
-    return deserialize
-
-
-def _refuse_undecodable(request: UndecodableRequest) -> InvalidArgument:
-    bad = find_bad_string(request.descriptor, request.data) if request.descriptor else None
-    if bad is None:
-        return InvalidArgument(
-            "The request could not be decoded.",
-            reason="MALFORMED_REQUEST",
-            violations=[FieldViolation("", "not a valid protobuf message of this RPC")],
-        )
-    return InvalidArgument(
-        f"{bad.field} is not valid UTF-8 (byte {bad.byte_offset}).",
-        reason="INVALID_UTF8",
-        violations=[
-            FieldViolation(
-                bad.field, f"invalid UTF-8 at byte {bad.byte_offset}", bad.line, bad.column
-            )
-        ],
+        STATUS_CODES[error.kind], status.message, trailing_metadata=trailing_metadata(status)
     )
 
 
@@ -187,8 +272,6 @@ StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterat
 def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            if isinstance(request, UndecodableRequest):
-                raise _refuse_undecodable(request)
             result = behavior(request, context)
             return (await result) if inspect.isawaitable(result) else result
         except grpc.aio.AbortError:
@@ -204,8 +287,6 @@ def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
-            if isinstance(request, UndecodableRequest):
-                raise _refuse_undecodable(request)
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:
@@ -225,9 +306,6 @@ class ErrorInterceptor(WrappingInterceptor):
     def wrap_stream(self, behavior: Behavior, method: str) -> Behavior:
         return _wrap_stream(cast(StreamBehavior, behavior), method)
 
-    def request_deserializer(self, handler: Handler) -> Callable[[bytes], Any] | None:
-        return _tolerant(handler.request_deserializer)
-
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -235,6 +313,7 @@ __all__ = [
     "ErrorInterceptor",
     "abort",
     "as_tandem_error",
+    "describe_exception",
     "not_implemented",
     "to_status",
     "trailing_metadata",
