@@ -157,12 +157,18 @@ def _position(value: Any) -> list[str | int]:
 
 
 def decode_page_token(
-    token: str, scope: str, field: str = "page_token", keys: PageTokenKeys | None = None
+    token: str,
+    scope: str,
+    field: str = "page_token",
+    keys: PageTokenKeys | None = None,
+    shape: Sequence[type] | None = None,
 ) -> list[Any]:
     """The keyset position in token; INVALID_ARGUMENT unless this service issued it for scope.
 
     Whatever the token holds, the answer is a position or INVALID_ARGUMENT, never another
-    error: the signature is checked before anything in the token is parsed.
+    error: the signature is checked before anything in the token is parsed. shape, the type
+    of each position value (`(str,)`, `(int,)`), guards callers even where the key could be
+    guessed (a default key derived from a database URL without a password).
     """
     if not token:
         return []
@@ -180,6 +186,11 @@ def decode_page_token(
         after, token_scope = _position(data["a"]), data["s"]
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise _malformed(field) from exc
+    if shape is not None and (
+        len(after) != len(shape)
+        or not all(isinstance(v, t) for v, t in zip(after, shape, strict=True))
+    ):
+        raise _malformed(field)
     if token_scope != scope:
         raise InvalidArgument(
             f"{field} was issued for a different filter or request.",

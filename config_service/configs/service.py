@@ -190,7 +190,7 @@ class ConfigService:
         size = page_size(requested_size)
         conditions = parse_filter(filter_text, FILTER_FIELDS, FILTER_PREFIXES)
         scope = page_scope("configs", tenant_id, filter_text)
-        after = decode_page_token(page_token, scope)
+        after = decode_page_token(page_token, scope, shape=(str,))
         after_id = str(after[0]) if after else None
         async with self._unit_of_work() as uow:
             items = await uow.configs.list_live(tenant_id, conditions, after_id, size + 1)
@@ -203,7 +203,7 @@ class ConfigService:
         """A config's revisions, newest first; a deleted config's too."""
         size = page_size(requested_size)
         scope = page_scope("revisions", tenant_id, config_id)
-        after = decode_page_token(page_token, scope)
+        after = decode_page_token(page_token, scope, shape=(int,))
         async with self._unit_of_work() as uow:
             current = await uow.configs.get(tenant_id, config_id)
             if current is None:

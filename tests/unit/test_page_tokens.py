@@ -124,3 +124,12 @@ def test_no_input_makes_decoding_fail_other_than_invalid_argument() -> None:
             continue
         with pytest.raises(InvalidArgument):
             decode_page_token(token, SCOPE, keys=KEYS)
+
+
+def test_a_position_of_the_wrong_shape_is_refused_even_when_signed() -> None:
+    token = encode_page_token(["not-a-number"], SCOPE, KEYS)
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, SCOPE, keys=KEYS, shape=(int,))
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, SCOPE, keys=KEYS, shape=(str, str))
+    assert decode_page_token(token, SCOPE, keys=KEYS, shape=(str,)) == ["not-a-number"]
