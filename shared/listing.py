@@ -137,6 +137,11 @@ def encode_page_token(
     return f"{_b64encode(payload)}.{_b64encode(_keys(keys).sign(payload))}"
 
 
+def invalid_page_token(field: str = "page_token") -> InvalidArgument:
+    """The error for a page token that does not hold a position this service issued."""
+    return _malformed(field)
+
+
 def _malformed(field: str) -> InvalidArgument:
     return InvalidArgument(
         f"{field} is not a token this service issued.",

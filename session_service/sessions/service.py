@@ -7,7 +7,8 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import (
@@ -43,6 +44,7 @@ from shared.errors import (
 from shared.listing import (
     Page,
     decode_page_token,
+    invalid_page_token,
     page_of,
     page_scope,
     page_size,
@@ -218,8 +220,8 @@ class SessionService:
             if condition.field == "status":
                 _status_value(condition.value)
         scope = page_scope("sessions", tenant_id, filter_text)
-        after = decode_page_token(page_token, scope)
-        position = (str(after[0]), str(after[1])) if len(after) == 2 else None
+        after = decode_page_token(page_token, scope, shape=(str, str)) if page_token else []
+        position = _session_position(after)
         async with self._unit_of_work() as uow:
             items = await uow.sessions.page(tenant_id, conditions, position, size + 1)
             total = await uow.sessions.count(tenant_id, conditions)
@@ -354,7 +356,7 @@ class SessionService:
         """One page of the transcript, oldest first."""
         size = page_size(requested_size)
         scope = page_scope("messages", tenant_id, session_id)
-        after = decode_page_token(page_token, scope)
+        after = decode_page_token(page_token, scope, shape=(int,)) if page_token else []
         async with self._unit_of_work() as uow:
             current = await uow.sessions.get(tenant_id, session_id)
             if current is None:
@@ -363,6 +365,18 @@ class SessionService:
                 tenant_id, session_id, int(after[0]) if after else 0, size + 1
             )
         return page_of(items, size, scope, lambda item: [item.sequence], current.message_count)
+
+
+def _session_position(after: Sequence[Any]) -> tuple[str, str] | None:
+    """The (create_time, session_id) a sessions page resumes after; a bad one is refused."""
+    if not after:
+        return None
+    try:
+        datetime.fromisoformat(after[0])
+    except ValueError:
+        # Only a token signed with a guessed key gets here; it is still just a bad token.
+        raise invalid_page_token() from None
+    return str(after[0]), str(after[1])
 
 
 def _refuse_during_turn(session: Session, action: str) -> None:
