@@ -11,11 +11,14 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
+
+from shared.db.faults import describe_exception, involves_database
 
 # Environment variables whose values are secrets (provider keys, tokens, passwords).
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -69,6 +72,14 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(super().format(record))
+
+    def formatException(self, ei: Any) -> str:
+        """A database error by its kind, codes and statement: its text can quote values."""
+        error = ei[1] if isinstance(ei, tuple) else None
+        if isinstance(error, BaseException) and involves_database(error):
+            frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
+            return f"{describe_exception(error)}\n{frames}"
+        return super().formatException(ei)
 
 
 class JsonFormatter(_RedactingFormatter):

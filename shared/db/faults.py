@@ -12,6 +12,8 @@ import sqlite3
 import psycopg
 from sqlalchemy import exc as sa_exc
 
+from shared.errors import elide
+
 # SQLSTATE classes and codes that say "try again": connection exceptions (08), operator
 # intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now),
 # insufficient resources (53), serialization failure and deadlock (40001, 40P01).
@@ -28,17 +30,59 @@ def _sqlstate(error: BaseException) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """True when error (or what it wraps) is a database fault that a retry may get past."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _transient_here(current):
-            return True
+    return any(_transient_here(current) for current in _chain(error))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
         if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
             current = current.orig
         else:
             current = current.__cause__ or current.__context__
-    return False
+    return seen
+
+
+def involves_database(exc: BaseException) -> bool:
+    """True when exc, or what it wraps, came from SQLAlchemy or a database driver."""
+    return any(
+        isinstance(e, sa_exc.SQLAlchemyError | psycopg.Error | sqlite3.Error) for e in _chain(exc)
+    )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The kind of exc and its causes, leaving out what may quote a statement's values.
+
+    Database messages quote values (`invalid input syntax for type integer: "..."`, the key
+    of a unique violation). Kept: each class, SQLSTATE, constraint, table and column, and the
+    statement with its placeholders.
+    """
+    database = involves_database(exc)
+    parts: list[str] = []
+    for error in _chain(exc):
+        name = type(error).__qualname__
+        if isinstance(error, sa_exc.StatementError):
+            statement = " ".join((error.statement or "").split())
+            parts.append(f"{name} [statement: {elide(statement, 500)}]")
+        elif isinstance(error, psycopg.Error):
+            diag = error.diag
+            found = {
+                "sqlstate": error.sqlstate,
+                "constraint": diag.constraint_name,
+                "table": diag.table_name,
+                "column": diag.column_name,
+            }
+            parts.append(name + "".join(f" {k}={v}" for k, v in found.items() if v))
+        elif isinstance(error, sqlite3.Error):
+            # SQLite's messages name tables and columns, never bound values.
+            parts.append(f"{name}: {elide(str(error), 200)}")
+        elif database:
+            parts.append(name)
+        else:
+            parts.append(f"{name}: {elide(str(error), 200)}")
+    return " <- ".join(parts)
 
 
 def _transient_here(error: BaseException) -> bool:

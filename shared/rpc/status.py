@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sqlite3
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
 import grpc
-import psycopg
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy import exc as sa_exc
 
-from shared.db.faults import is_transient
+from shared.db.faults import describe_exception, involves_database, is_transient
 from shared.errors import (
     Aborted,
     AlreadyExists,
@@ -199,58 +196,6 @@ def as_tandem_error(exc: BaseException, method: str = "") -> TandemError:
     else:
         _log.error("unexpected error in %s", where, exc_info=exc)
     return Internal("Internal error.", reason="INTERNAL")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
-            current = current.orig
-        else:
-            current = current.__cause__ or current.__context__
-    return seen
-
-
-def involves_database(exc: BaseException) -> bool:
-    """True when exc, or what it wraps, came from SQLAlchemy or a database driver."""
-    return any(
-        isinstance(e, sa_exc.SQLAlchemyError | psycopg.Error | sqlite3.Error) for e in _chain(exc)
-    )
-
-
-def describe_exception(exc: BaseException) -> str:
-    """The kind of exc and its causes, leaving out what may quote a statement's values.
-
-    Database messages quote values (`invalid input syntax for type integer: "..."`, the key
-    of a unique violation). Kept: each class, SQLSTATE, constraint, table and column, and the
-    statement with its placeholders.
-    """
-    database = involves_database(exc)
-    parts: list[str] = []
-    for error in _chain(exc):
-        name = type(error).__qualname__
-        if isinstance(error, sa_exc.StatementError):
-            statement = " ".join((error.statement or "").split())
-            parts.append(f"{name} [statement: {elide(statement, 500)}]")
-        elif isinstance(error, psycopg.Error):
-            diag = error.diag
-            found = {
-                "sqlstate": error.sqlstate,
-                "constraint": diag.constraint_name,
-                "table": diag.table_name,
-                "column": diag.column_name,
-            }
-            parts.append(name + "".join(f" {k}={v}" for k, v in found.items() if v))
-        elif isinstance(error, sqlite3.Error):
-            # SQLite's messages name tables and columns, never bound values.
-            parts.append(f"{name}: {elide(str(error), 200)}")
-        elif database:
-            parts.append(name)
-        else:
-            parts.append(f"{name}: {elide(str(error), 200)}")
-    return " <- ".join(parts)
 
 
 async def abort(

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -73,3 +74,27 @@ def test_only_secret_looking_variables_count_and_short_values_are_left_alone() -
     env = {"ANTHROPIC_API_KEY": "sk-ant-123456", "HOME": "/root", "DB_PASSWORD": "abc"}
     assert secret_values(env) == ["sk-ant-123456"]
     assert Redactor(["sk-ant-123456"])("a sk-ant-123456 b /root") == "a [REDACTED] b /root"
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_database_error_is_logged_without_the_values_it_quotes(
+    monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    tandem_logging.configure_logging("INFO", log_format, {})
+    try:
+        try:
+            # What PostgreSQL says of a unique violation: it quotes the row's values.
+            raise psycopg.errors.UniqueViolation(
+                'duplicate key value violates unique constraint "pk"\n'
+                "DETAIL:  Key (content)=(the user's private reply) already exists."
+            )
+        except psycopg.Error:
+            logging.getLogger("tandem.test").exception("a write failed")
+    finally:
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+    written = stream.getvalue()
+    assert "a write failed" in written
+    assert "UniqueViolation" in written
+    assert "private reply" not in written
