@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +22,7 @@ from config_service.configs.model import (
 )
 from config_service.storage.uow import ConfigUnitOfWork
 from shared.bundle.validate import Limits, ValidationResult, validate_document
+from shared.cpu import CpuSlots
 from shared.db.idempotency import check_request_id
 from shared.db.notify import Broadcast
 from shared.db.tenant_lock import lock_tenant
@@ -69,30 +68,6 @@ class ConfigServiceOptions:
     policies: PolicyLookup = unlimited
     # Parses, validations and edits that run at once, off the event loop; more wait their turn.
     cpu_slots: int = 2
-
-
-class CpuSlots:
-    """Runs CPU-heavy work (YAML parsing, validation, edits) in worker threads, a few at once.
-
-    The event loop keeps answering health checks and other tenants meanwhile. A caller that
-    gives up does not free its slot before its work has really finished, so a burst of
-    cancelled requests cannot pile up more threads than there are slots.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self._slots = asyncio.Semaphore(max(1, slots))
-
-    async def run(self, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """function(*args, **kwargs) in a worker thread, once a slot is free."""
-        await self._slots.acquire()
-        try:
-            call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
-            future = asyncio.get_running_loop().run_in_executor(None, call)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
-        return await asyncio.shield(future)
 
 
 def _not_found(config_id: str, revision: int = 0) -> NotFound:

@@ -23,11 +23,14 @@ from session_service.workspace import Sandbox
 from shared.bundle.literal_secrets import is_secret_key
 from shared.bundle.refs import EnvReference, substitute
 from shared.bundle.validate import Limits, validate_document
+from shared.cpu import CpuSlots
 from shared.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
 
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
 DEFAULT_CONTEXT = "context-simple"
+# Documents parsed at once, off the event loop.
+PARSE_SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Preparer:
         self._environment = environment
         self._watch = watch
         self._limits = limits or Limits()
+        self._cpu = CpuSlots(PARSE_SLOTS)
         # What modules may reach, checked before any session runs them.
         self._reach = reach
         # The latest revision seen of each config: the answer while ConfigService is down.
@@ -183,7 +187,7 @@ class Preparer:
     ) -> PreparedBundle:
         work = _Composition()
         label = f"config:{fetched.name}"
-        root = self._parse(fetched.yaml_content, label, work)
+        root = await self._parse(fetched.yaml_content, label, work)
         if root is None:
             raise _failure(fetched, work.problems)
         composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
@@ -206,8 +210,9 @@ class Preparer:
             included_revisions=dict(work.included),
         )
 
-    def _parse(self, text: str, label: str, work: _Composition) -> _Loaded | None:
-        result = validate_document(text, self._limits)
+    async def _parse(self, text: str, label: str, work: _Composition) -> _Loaded | None:
+        # Parsing a large document takes a while: health checks and turns must not wait.
+        result = await self._cpu.run(validate_document, text, self._limits)
         if not result.valid or result.bundle is None:
             for violation in result.errors:
                 work.problems.append(
@@ -239,10 +244,10 @@ class Preparer:
                     )
                 )
                 return None
-            loaded = self._parse(shipped, f"bundle:{ref}", work)
+            loaded = await self._parse(shipped, f"bundle:{ref}", work)
             return None if loaded is None else (loaded, ref)
         work.included[found.name] = (found.config_id, found.revision)
-        loaded = self._parse(found.yaml_content, f"config:{found.name}", work)
+        loaded = await self._parse(found.yaml_content, f"config:{found.name}", work)
         return None if loaded is None else (loaded, found.name)
 
     async def _compose(
