@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.bundle.loader import Locations
 
 
 class Severity(Enum):
@@ -53,6 +56,9 @@ class ParsedBundle:
     data: dict[str, Any]
     instruction: str
     has_frontmatter: bool
+    # Where each key and value is in the document, to locate findings made after parsing
+    # (references that resolve to nothing, for example).
+    locations: Locations | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

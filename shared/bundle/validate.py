@@ -68,7 +68,7 @@ def validate_document(
     summary = summarize(root, loaded.locations, bool(instruction))
     bundle = None
     if root is None or isinstance(root, dict):
-        bundle = ParsedBundle(root or {}, instruction, parts.has_frontmatter)
+        bundle = ParsedBundle(root or {}, instruction, parts.has_frontmatter, loaded.locations)
     return ValidationResult(_ordered(violations), summary, bundle)
 
 
