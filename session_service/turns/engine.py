@@ -64,6 +64,8 @@ _log = logging.getLogger(__name__)
 
 MAX_ITERATIONS_STOP = "max_iterations"
 NOT_STORED = "EVENT_NOT_STORED"
+# How long a stopping replica keeps retrying the final events of its turns.
+STOP_RETRY_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
         by_kind.setdefault(module.kind, []).append(module)
     if not by_kind.get("provider"):
         raise ProviderError("NO_PROVIDER", "The session's config names no provider module.")
-    provider: Provider = _load(by_kind["provider"][0])
+    # The default provider: the lowest priority, the outer bundle first (see preparation).
+    chosen = [m for m in by_kind["provider"] if m.field == bundle.default_provider_field]
+    provider: Provider = _load((chosen or by_kind["provider"])[0])
     context: Context = _load(by_kind["context"][0])
     orchestrator = _load(by_kind["orchestrator"][0])
     settings: LoopSettings = orchestrator.settings
@@ -164,6 +168,7 @@ class TurnRunner:
         self._signals = signals
         self._options = options or WriterOptions()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._writers: dict[str, EventWriter] = {}
         # Log transactions written by finished turns (for tests and metrics).
         self.flushes = 0
         # Set when this replica stops: cancelled turns then fail instead of counting as cancelled.
@@ -219,6 +224,10 @@ class TurnRunner:
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
         self.stopping = True
+        for writer in self._writers.values():
+            # Ending the rest must not wait out a long database outage; their leases run
+            # out and another replica fails them instead.
+            writer.hurry(STOP_RETRY_SECONDS)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -236,6 +245,7 @@ class TurnRunner:
             on_cancel_requested=lambda: self.cancel_local(job.turn_id),
         )
         writer.start()
+        self._writers[job.turn_id] = writer
         turn = _Turn(
             job,
             writer,
@@ -262,6 +272,7 @@ class TurnRunner:
                 await turn.run()
             finally:
                 await writer.stop()
+                self._writers.pop(job.turn_id, None)
                 self.flushes += writer.flushes
                 span.set_attribute("tandem.turn.status", turn.status)
                 if turn.status != "COMPLETED":
@@ -387,7 +398,7 @@ class _Turn:
         limit = modules.loop.max_iterations or DEFAULT_MAX_ITERATIONS
         for _ in range(limit):
             system, messages = modules.context.build(
-                TurnContext(bundle.instruction, transcript, job.turn_context)
+                TurnContext(bundle.system_instruction, transcript, job.turn_context)
             )
             calls, stop_reason = await self._model_call(
                 modules, ProviderRequest(system, messages, modules.specs)

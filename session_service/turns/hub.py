@@ -100,11 +100,14 @@ class SessionFeed:
             self.wanted = sequence
             self._touch()
 
-    def load(self, after: int, events: Sequence[Event]) -> None:
-        """Starts the feed at the database's events following sequence `after`."""
+    def load(self, after: int, events: Sequence[Event]) -> bool:
+        """Starts the feed at the database's events following sequence `after`.
+
+        False (and the feed stale) when they do not follow on.
+        """
         self._events.clear()
         self.last_sequence = after
-        self.extend(events)
+        return self.extend(events)
 
     def extend(self, events: Sequence[Event], lease_expires: datetime | None = None) -> bool:
         """Adds committed events that follow on; False (and the feed stale) on a gap."""

@@ -34,6 +34,7 @@ from session_service.turns.signals import (
     events_payload,
     log_key,
 )
+from session_service.turns.writer import bounded
 from shared.db.faults import is_transient
 from shared.db.idempotency import check_request_id
 from shared.db.tenant_lock import lock_tenant
@@ -72,6 +73,8 @@ class TurnOptions:
     lease_grace_seconds: float = 0.25
     # Pause before a follower reads again after the database failed it.
     read_retry_seconds: float = 0.25
+    # Longest a follower's read may take before it counts as failed and is tried again.
+    read_seconds: float = 5.0
     # Each tenant's concurrent-turn quota and SendMessage rate.
     policies: PolicyLookup = unlimited
 
@@ -434,7 +437,7 @@ class TurnService:
     async def _catch_up(self, tenant_id: str, session_id: str, cursor: int) -> list[Event]:
         """Stored events after cursor, for one follower; empty after a transient failure."""
         try:
-            async with self._unit_of_work() as uow:
+            async with bounded(self._options.read_seconds), self._unit_of_work() as uow:
                 return await uow.events.after(tenant_id, session_id, cursor, READ_BATCH)
         except Exception as exc:
             if not is_transient(exc):
@@ -471,7 +474,7 @@ class TurnService:
         session: Session | None = None
         turn: Turn | None = None
         try:
-            async with self._unit_of_work() as uow:
+            async with bounded(self._options.read_seconds), self._unit_of_work() as uow:
                 events = await uow.events.after(tenant_id, session_id, start, READ_BATCH)
                 if full:
                     # Read after the events, so it is never older than they are.
@@ -487,10 +490,13 @@ class TurnService:
             )
             feed.failed(asyncio.get_running_loop().time() + delay)
             return
-        if feed.loaded:
-            feed.extend(events)
-        else:
-            feed.load(start, events)
+        followed_on = feed.extend(events) if feed.loaded else feed.load(start, events)
+        if not followed_on:
+            # The stored log has a gap, which only a database that lost commits leaves: do
+            # not spin on it.
+            _log.error("the event log of a session has a gap after sequence %d", start)
+            feed.failed(asyncio.get_running_loop().time() + 5.0)
+            return
         if not full:
             if not events:
                 # Announced but not there (a stray payload): read fully rather than spin.
@@ -507,7 +513,16 @@ class TurnService:
         expired = turn is None or turn.status is not TurnStatus.RUNNING
         expired = expired or (turn is not None and turn.lease_expires <= utcnow())
         if session.active_turn_id and expired and not self._runner.runs(session.active_turn_id):
-            await self.reap(tenant_id, session_id)
+            try:
+                async with bounded(self._options.read_seconds):
+                    await self.reap(tenant_id, session_id)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # A follower tries again after a pause.
+                _log.warning("failing an abandoned turn failed (%s)", type(exc).__name__)
+                feed.mark_dirty()
+                feed.failed(asyncio.get_running_loop().time() + self._options.read_retry_seconds)
 
     async def cancel(self, tenant_id: str, session_id: str, turn_id: str) -> str:
         """Asks the running turn to stop, wherever it runs; returns its id."""

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +75,26 @@ class WriterOptions:
     retry_max_seconds: float = 2.0
     # ... and how long one write keeps trying before the turn gives up.
     retry_seconds: float = 60.0
+    # Longest any one database call of the writer may take; then it counts as failed (and
+    # transient). Without it, a call caught in a server restart can wait forever.
+    call_seconds: float = 10.0
+
+
+@contextlib.asynccontextmanager
+async def bounded(seconds: float) -> AsyncIterator[None]:
+    """Bounds a database call; running out raises TimeoutError, which is transient.
+
+    Whatever the driver raises while the call unwinds after the deadline is reported as the
+    timeout, since the call failed for that reason.
+    """
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            yield
+    except Exception as exc:
+        if deadline.expired() and not isinstance(exc, TimeoutError):
+            raise TimeoutError(f"database call took over {seconds:g}s") from exc
+        raise
 
 
 def _describe(error: BaseException) -> str:
@@ -120,6 +140,8 @@ class EventWriter:
         # Why the writer stopped going on as before (None while all is well).
         self.problem: WriteProblem | None = None
         self.ended = False
+        # Loop time after which a write stops retrying (sooner when the replica stops).
+        self._give_up_at: float | None = None
 
     @property
     def lost(self) -> bool:
@@ -164,6 +186,11 @@ class EventWriter:
         )
         self._messages.append(numbered)
         return numbered
+
+    def hurry(self, seconds: float) -> None:
+        """From now on, gives up on an unavailable database after at most seconds."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        self._give_up_at = deadline if self._give_up_at is None else min(self._give_up_at, deadline)
 
     def discard(self) -> None:
         """Drops everything queued and not yet written; the next event follows the last stored."""
@@ -210,18 +237,15 @@ class EventWriter:
         self, events: Sequence[Event], messages: Sequence[Message], end: TurnStatus | None
     ) -> datetime:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._options.retry_seconds
+        started = loop.time()
         delay = self._options.retry_first_seconds
         attempt = 0
         while True:
             try:
-                return await self._write(events, messages, end, retry=attempt > 0)
-            except TurnLost:
-                _log.warning(
-                    "turn %s was failed as abandoned while this replica could not renew its "
-                    "lease; it stops without writing",
-                    self._turn_id,
-                )
+                async with bounded(self._options.call_seconds):
+                    return await self._write(events, messages, end, retry=attempt > 0)
+            except TurnLost as exc:
+                _log.warning("%s; it stops without writing", exc)
                 raise
             except Exception as exc:
                 if not is_transient(exc):
@@ -231,11 +255,14 @@ class EventWriter:
                         _describe(exc),
                     )
                     raise EventNotStored(_describe(exc)) from exc
+                give_up = started + self._options.retry_seconds
+                if self._give_up_at is not None:
+                    give_up = min(give_up, self._give_up_at)
                 if loop.time() + delay > give_up:
                     _log.error(
                         "turn %s: the database stayed unavailable for %.0fs (%s); giving up",
                         self._turn_id,
-                        self._options.retry_seconds,
+                        loop.time() - started,
                         _describe(exc),
                     )
                     raise StorageUnavailable(_describe(exc)) from exc
@@ -262,11 +289,14 @@ class EventWriter:
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(self._tenant_id, self._session_id, for_update=True)
             if current is None:
-                return lease  # deleted under us; nothing left to write to
+                raise TurnLost(f"the session of turn {self._turn_id} was deleted")
             if retry and await self._already_written(uow, events, messages):
                 return lease
             if current.active_turn_id != self._turn_id:
-                raise TurnLost(f"turn {self._turn_id} is no longer the session's active turn")
+                raise TurnLost(
+                    f"turn {self._turn_id} was failed as abandoned while this replica could "
+                    "not renew its lease"
+                )
             for message in messages:
                 await uow.messages.append(self._tenant_id, self._session_id, message)
             if events:
@@ -366,22 +396,22 @@ class EventWriter:
             if self.ended or self.lost:
                 return
             lease = utcnow() + timedelta(seconds=self._options.lease_seconds)
-            async with self._unit_of_work(write=True) as uow:
+            async with bounded(self._options.call_seconds), self._unit_of_work(write=True) as uow:
                 renewed = await uow.turns.renew(
                     self._tenant_id, self._session_id, self._turn_id, lease
                 )
                 await uow.commit()
             if not renewed:
-                _log.warning(
-                    "turn %s was failed as abandoned while this replica could not renew its "
-                    "lease; it stops",
-                    self._turn_id,
+                lost = TurnLost(
+                    f"turn {self._turn_id} was failed as abandoned while this replica could "
+                    "not renew its lease"
                 )
-                raise TurnLost(f"turn {self._turn_id} is no longer running")
+                _log.warning("%s; it stops", lost)
+                raise lost
             self._signals.hub.renewed(self._key, self._turn_id, lease)
 
     async def _check_cancel(self) -> None:
-        async with self._unit_of_work() as uow:
+        async with bounded(self._options.call_seconds), self._unit_of_work() as uow:
             requested = await uow.turns.cancel_requested(
                 self._tenant_id, self._session_id, self._turn_id
             )

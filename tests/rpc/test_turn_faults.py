@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from shared._generated.tandem.config.v1 import (
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.db.engine import sync_url
-from tests.conftest import Stack
+from tests.conftest import Stack, require_postgres
 from tests.rpc.test_turns import (
     Event,
     active_session,
@@ -42,7 +43,9 @@ from tests.rpc.test_turns import (
     text_of,
     transcript,
 )
+from tests.support.databases import fresh_postgres_database
 from tests.support.pg_cluster import pg_cluster
+from tests.support.processes import deployment
 from tests.support.rpc import seed_workspace
 
 
@@ -245,3 +248,59 @@ async def test_a_write_the_database_refuses_fails_the_turn_with_a_stored_final_e
         assert again[0].sequence == events[-1].sequence + 1
     assert errors == []
     assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_turn_failed_while_its_replica_was_frozen_stops_without_writing() -> None:
+    require_postgres()
+    lease = 1.5
+    with fresh_postgres_database() as url:
+        env = {"TANDEM_TURN_LEASE_SECONDS": str(lease)}
+        async with deployment(url, session_env=env) as tandem:
+            frozen, awake = tandem.sessions
+            reply = " ".join(f"w{n}" for n in range(60))
+            await tandem.configs.CreateConfig(
+                config_service_pb2.CreateConfigRequest(
+                    config_id="slow",
+                    config=config_pb2.Config(
+                        name="slow", yaml_content=bundle({"reply": reply, "delay_ms": 50})
+                    ),
+                )
+            )
+            created = await frozen.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="slow", start=True)
+            )
+            session_id = created.session_id
+            call = send(frozen, session_id, "go")
+            head = [await next_event(call) for _ in range(3)]
+            follower = awake.StreamEvents(
+                session_service_pb2.StreamEventsRequest(
+                    session_id=session_id, after_sequence=head[-1].sequence
+                )
+            )
+            process = tandem.replicas[0].process
+            process.send_signal(signal.SIGSTOP)
+            try:
+                # The other replica's follower sees the lease run out and fails the turn.
+                rest = await collect(follower, within=lease + 5)
+            finally:
+                process.send_signal(signal.SIGCONT)
+            call.cancel()
+            assert kinds(rest)[-1] == "turn_failed"
+            assert rest[-1].turn_failed.code == "TURN_ABANDONED"
+            # Thawed, the turn finds it was failed and stops: nothing after the final event.
+            await asyncio.sleep(2)
+            log = await collect(
+                awake.StreamEvents(session_service_pb2.StreamEventsRequest(session_id=session_id))
+            )
+            assert_gap_free(log)
+            assert log[-1].sequence == rest[-1].sequence
+            assert kinds(log).count("turn_failed") == 1
+            again = await collect(send(awake, session_id, "again"), within=30)
+            assert kinds(again)[-1] == "turn_completed"
+            assert again[0].sequence == log[-1].sequence + 1
+            written = "".join(tandem.replicas[0].log)
+            assert "was failed as abandoned" in written
+            for sign in ("IntegrityError", "UniqueViolation", "Traceback", "never retrieved"):
+                assert sign not in written
