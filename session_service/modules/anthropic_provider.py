@@ -3,6 +3,18 @@
 Every call streams; tool_use blocks are assembled from their input_json_delta fragments
 before they are reported, and SDK failures become ProviderError with a code the turn engine
 understands.
+
+Config keys (Amplifier's names; see CONFIG_KEYS):
+- `default_model` (required), or its alias `model`: the model every request names.
+- `api_key` (required): the credential, normally a `${VAR}` reference or a tenant secret.
+- `base_url`: the API endpoint (default Anthropic's); it must be a host the operator allows.
+- `max_tokens`: the reply's token limit (default 1024; the API requires one).
+- `temperature`: sent only when set.
+- `timeout` (Amplifier's name), or `timeout_seconds`: seconds per request (default 60).
+- `max_retries`: SDK retries of a failed request (default 2).
+- `priority`: accepted and ignored here; preparation picks the default provider by it.
+
+Nothing is read from the server's environment (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL).
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ import anthropic
 import httpx2
 from anthropic import types as api
 
-from session_service.modules.settings import ProviderConfig
+from session_service.modules.settings import PROVIDER_KEYS, ProviderConfig
 from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
     ChatMessage,
@@ -43,16 +55,19 @@ class AnthropicProvider:
     """Streams messages from the Anthropic API."""
 
     name = "provider-anthropic"
+    CONFIG_KEYS: frozenset[str] = PROVIDER_KEYS | {"timeout", "timeout_seconds", "max_retries"}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         read = ProviderConfig(self.name, config)
-        self.model = read.required_str("model")
+        self.model = read.model()
         # Only the bundle's own setting: the SDK's own search (ANTHROPIC_API_KEY, profiles in
         # the server's home) would hand a tenant the operator's credentials.
         api_key = read.optional_str("api_key")
         self.max_tokens = read.positive_int("max_tokens", DEFAULT_MAX_TOKENS)
         self.temperature = read.optional_number("temperature")
-        timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+        timeout = read.positive_number(
+            read.aliased("timeout_seconds", "timeout"), DEFAULT_TIMEOUT_SECONDS
+        )
         max_retries = read.non_negative_int("max_retries", DEFAULT_MAX_RETRIES)
         if api_key is None:
             raise ProviderError(

@@ -1,7 +1,19 @@
-"""The offline, deterministic provider; the embedded default.
+"""The offline, deterministic provider, for demos and tests.
 
 Besides echoing the user, a `script` in its config plays back thinking, tool calls,
 failures and stalls, so demos and tests can drive every path of a turn without a network.
+
+Config keys (see CONFIG_KEYS):
+- `reply`: the text of every reply (default: "echo: " and the last user message).
+- `delay_ms`: a pause before each streamed token, to make streaming visible.
+- `script`: one step per model call of a turn, each with `thinking`, `reply`, `tool_calls`,
+  `fail` (a message, or `{code, message}`) and `stall` (never finish: for cancellation).
+- `default_model`, or its alias `model`: the model named in usage reports (default "echo").
+- `max_tokens`: the most tokens (words) a reply streams; a longer one stops there with the
+  stop reason "max_tokens", as a real model's would.
+- `temperature`: checked to be a number and otherwise ignored: echo is deterministic.
+- `base_url`, `api_key`, `priority`: accepted so that a bundle can swap a real provider for
+  echo without editing its config; echo connects nowhere and uses no credential.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from session_service.modules.settings import PROVIDER_KEYS, ProviderConfig, ProviderConfigError
 from session_service.turns.protocols import (
     ChatMessage,
     Finish,
@@ -139,6 +152,13 @@ def _step_index(messages: Sequence[ChatMessage]) -> int:
     return count
 
 
+def _input_tokens(request: ProviderRequest) -> int:
+    """Words of the system prompt and messages: echo's stand-in for a tokenizer."""
+    return len(request.system.split()) + sum(
+        len(message.content.split()) for message in request.messages
+    )
+
+
 def _last_user_content(messages: Sequence[ChatMessage]) -> str:
     for message in reversed(messages):
         if message.role == "user":
@@ -147,28 +167,39 @@ def _last_user_content(messages: Sequence[ChatMessage]) -> str:
 
 
 class EchoProvider:
-    """The offline, deterministic provider; the embedded default."""
+    """The offline, deterministic provider, for demos and tests."""
 
     name = "provider-echo"
+    CONFIG_KEYS: frozenset[str] = PROVIDER_KEYS | {"reply", "delay_ms", "script"}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        read = ProviderConfig(self.name, config)
+        # A config problem fails the turn as PROVIDER_CONFIG, naming the key, like any provider.
+        try:
+            self._configure(config, read)
+        except ProviderConfigError:
+            raise
+        except ValueError as exc:
+            raise ProviderConfigError(f"{self.name}: {exc}") from None
+
+    def _configure(self, config: Mapping[str, Any], read: ProviderConfig) -> None:
         reply = config.get("reply")
         if reply is not None and not isinstance(reply, str):
             raise ValueError("reply must be a string")
         delay_ms = config.get("delay_ms", 0)
         if not _is_number(delay_ms) or not math.isfinite(delay_ms) or delay_ms < 0:
             raise ValueError("delay_ms must be a finite number >= 0")
-        model = config.get("model", "echo")
-        if not isinstance(model, str):
-            raise ValueError("model must be a string")
         script = config.get("script", [])
         if script is None:
             script = []
         if not isinstance(script, list):
             raise ValueError("script must be a list of steps")
+        self.model: str = read.optional_model("echo")
+        self.max_tokens: int | None = read.optional_positive_int("max_tokens")
+        # Checked like a real provider's would be, then ignored: the output never varies.
+        read.optional_number("temperature")
         self.reply: str | None = reply
         self.delay_seconds = float(delay_ms) / 1000.0
-        self.model: str = model
         self.script: tuple[_Step, ...] = tuple(
             _parse_step(step, f"script[{index}]") for index, step in enumerate(script)
         )
@@ -184,14 +215,23 @@ class EchoProvider:
             text = "echo: " + _last_user_content(request.messages)
 
         output_tokens = 0
-        for token in tokenize(step.thinking):
+        tokens: list[ThinkingDelta | TextDelta] = [
+            *(ThinkingDelta(token) for token in tokenize(step.thinking)),
+            *(TextDelta(token) for token in tokenize(text)),
+        ]
+        # Thinking counts against max_tokens too, as it does for real models.
+        truncated = self.max_tokens is not None and len(tokens) > self.max_tokens
+        if truncated:
+            tokens = tokens[: self.max_tokens]
+        for delta in tokens:
             await self._pause()
             output_tokens += 1
-            yield ThinkingDelta(token)
-        for token in tokenize(text):
-            await self._pause()
-            output_tokens += 1
-            yield TextDelta(token)
+            yield delta
+        if truncated:
+            # A reply cut off at the limit ends there: no failure, stall or tool calls follow.
+            yield UsageReport(_input_tokens(request), output_tokens, self.model)
+            yield Finish("max_tokens")
+            return
 
         if step.fail is not None:
             raise ProviderError(step.fail.code, step.fail.message)
@@ -207,10 +247,7 @@ class EchoProvider:
                     arguments_json=json.dumps(call.arguments, sort_keys=True),
                 )
             )
-        input_tokens = len(request.system.split()) + sum(
-            len(message.content.split()) for message in request.messages
-        )
-        yield UsageReport(input_tokens, output_tokens, self.model)
+        yield UsageReport(_input_tokens(request), output_tokens, self.model)
         yield Finish("tool_use" if step.tool_calls else "end_turn")
 
     async def _pause(self) -> None:

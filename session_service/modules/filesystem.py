@@ -1,11 +1,21 @@
 """Reads, lists and writes files inside the session's sandbox.
 
-The sandbox is the session's workspace plus the folders the operator allows; the bundle's
-`allowed_paths` and `allowed_write_paths` (default: the workspace) can only narrow it, and a
-setting that points elsewhere is refused. Every path is resolved (symlinks included) before
-it is checked against the roots, and files are opened with O_NOFOLLOW on the resolved path,
-so neither `..` nor a symlink can reach outside them. Error messages only name the path the
-model passed.
+The sandbox is the session's workspace plus the folders the operator allows. Config keys
+(Amplifier's names; see CONFIG_KEYS), each a list of folders, relative ones taken from the
+workspace:
+
+- `allowed_read_paths`: where read_file and list_directory may go (default: the workspace).
+  `allowed_paths` is an alias kept for older bundles; given both, they must name the same
+  folders. Unlike Amplifier's module, leaving it out (or null) never means "read anything":
+  it means the workspace.
+- `allowed_write_paths`: where write_file may go (default: the workspace).
+- `max_read_bytes`: the largest file read_file returns (default 256 KiB).
+
+Every path setting can only narrow the sandbox: one that points elsewhere is refused, when the
+bundle is prepared and again when the tool is made. Every path is resolved (symlinks
+included) before it is checked against the roots, and files are opened with O_NOFOLLOW on the
+resolved path, so neither `..` nor a symlink can reach outside them. Error messages only name
+the path the model passed.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from session_service.turns.protocols import ToolResult, ToolSpec
 from session_service.workspace import Sandbox
 
 DEFAULT_MAX_READ_BYTES = 262144
+# Amplifier's name first, then the alias older Tandem bundles use.
+READ_KEYS = ("allowed_read_paths", "allowed_paths")
 
 # Not every platform has these; without them the resolve-then-check still holds.
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -48,12 +60,31 @@ def _roots(config: Mapping[str, Any], key: str, sandbox: Sandbox) -> tuple[Path,
     return tuple(roots)
 
 
+def _read_roots(config: Mapping[str, Any], sandbox: Sandbox) -> tuple[Path, ...]:
+    """The readable folders: allowed_read_paths, or its alias allowed_paths, confined."""
+    given = {key: _roots(config, key, sandbox) for key in READ_KEYS if config.get(key) is not None}
+    if not given:
+        return (sandbox.workspace,)
+    first, *others = given.values()
+    # Compared once confined: ["docs", "./docs/"] and ["docs"] name the same folder.
+    if any(set(other) != set(first) for other in others):
+        raise ValueError(
+            f"{READ_KEYS[0]} and its alias {READ_KEYS[1]} name different folders;"
+            f" set only {READ_KEYS[0]}"
+        )
+    return first
+
+
 class FilesystemTool:
     """Reads, lists and writes files inside the session's sandbox."""
 
+    CONFIG_KEYS: frozenset[str] = frozenset(
+        {"allowed_read_paths", "allowed_paths", "allowed_write_paths", "max_read_bytes"}
+    )
+
     def __init__(self, config: Mapping[str, Any], sandbox: Sandbox) -> None:
         self._workspace = sandbox.workspace
-        self.read_roots = _roots(config, "allowed_paths", sandbox)
+        self.read_roots = _read_roots(config, sandbox)
         self.write_roots = _roots(config, "allowed_write_paths", sandbox)
         max_read_bytes = config.get("max_read_bytes", DEFAULT_MAX_READ_BYTES)
         if (
@@ -68,11 +99,16 @@ class FilesystemTool:
     def check_config(config: Mapping[str, Any], sandbox: Sandbox) -> list[tuple[str, str]]:
         """Problems with a bundle's settings for this tool, as (config key, message) pairs."""
         problems: list[tuple[str, str]] = []
-        for key in ("allowed_paths", "allowed_write_paths"):
+        for key in (*READ_KEYS, "allowed_write_paths"):
             try:
                 _roots(config, key, sandbox)
             except ValueError as exc:
                 problems.append((key, str(exc)))
+        if not problems:
+            try:
+                _read_roots(config, sandbox)
+            except ValueError as exc:
+                problems.append((READ_KEYS[0], str(exc)))
         return problems
 
     def _shown(self, roots: Sequence[Path]) -> str:

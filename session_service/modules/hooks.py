@@ -1,4 +1,11 @@
-"""Logs turn and tool events."""
+"""Logs turn and tool events.
+
+Config keys (see CONFIG_KEYS):
+- `log_level`: DEBUG, INFO (default), WARNING or ERROR: the level of each event's line.
+
+Lines go to the `tandem.hooks` logger, so to the service's own log; Amplifier's `output_dir`
+(files on the server) is not read.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ def mask_secrets(value: Any) -> Any:
 
 class LoggingHook:
     """Logs turn and tool events."""
+
+    CONFIG_KEYS: frozenset[str] = frozenset({"log_level"})
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         level = config.get("log_level")

@@ -3,6 +3,17 @@
 Works with the OpenAI API and with servers that speak its chat-completions dialect (set
 base_url). Every call streams; tool calls are assembled from their fragments before they are
 reported, and SDK failures become ProviderError with a code the turn engine understands.
+
+Config keys (Amplifier's names; see CONFIG_KEYS):
+- `default_model` (required), or its alias `model`: the model every request names.
+- `base_url`: the API endpoint (default OpenAI's); it must be a host the operator allows.
+- `api_key`: the credential, normally a `${VAR}` reference; local servers need none.
+- `max_tokens`, `temperature`: sent only when set.
+- `timeout` (Amplifier's name), or `timeout_seconds`: seconds per request (default 60).
+- `max_retries`: SDK retries of a failed request (default 2).
+- `priority`: accepted and ignored here; preparation picks the default provider by it.
+
+Nothing is read from the server's environment (OPENAI_API_KEY, OPENAI_BASE_URL).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from openai.types.chat import (
 )
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
-from session_service.modules.settings import ProviderConfig
+from session_service.modules.settings import PROVIDER_KEYS, ProviderConfig
 from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
     ChatMessage,
@@ -50,16 +61,19 @@ class OpenAIProvider:
     """Streams chat completions from the OpenAI API or a server compatible with it."""
 
     name = "provider-openai"
+    CONFIG_KEYS: frozenset[str] = PROVIDER_KEYS | {"timeout", "timeout_seconds", "max_retries"}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         read = ProviderConfig(self.name, config)
-        self.model = read.required_str("model")
+        self.model = read.model()
         # Only the bundle's own setting: the server's environment is the operator's, and a
         # tenant reaches a variable of it only through an allowed `${VAR}` reference.
         api_key = read.optional_str("api_key") or PLACEHOLDER_API_KEY
         self.max_tokens = read.optional_positive_int("max_tokens")
         self.temperature = read.optional_number("temperature")
-        timeout = read.positive_number("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+        timeout = read.positive_number(
+            read.aliased("timeout_seconds", "timeout"), DEFAULT_TIMEOUT_SECONDS
+        )
         max_retries = read.non_negative_int("max_retries", DEFAULT_MAX_RETRIES)
         self._secret = api_key
         try:

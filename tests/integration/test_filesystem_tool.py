@@ -167,17 +167,58 @@ async def test_the_workspace_is_the_default_reach(tree: Tree) -> None:
     "entry", ["/", "/etc", "..", "../outside", "out/../../outside", "/proc/self"]
 )
 def test_a_bundle_cannot_widen_the_reach(tree: Tree, entry: str) -> None:
-    for key in ("allowed_paths", "allowed_write_paths"):
+    for key in ("allowed_read_paths", "allowed_paths", "allowed_write_paths"):
         problems = FilesystemTool.check_config({key: [entry]}, tree.sandbox)
         assert [k for k, _ in problems] == [key]
         with pytest.raises(ValueError, match=key):
             FilesystemTool({key: [entry]}, tree.sandbox)
 
 
-def test_a_symlinked_root_that_leaves_the_workspace_is_refused(tree: Tree) -> None:
+@pytest.mark.parametrize("key", ["allowed_read_paths", "allowed_paths", "allowed_write_paths"])
+def test_a_symlinked_root_that_leaves_the_workspace_is_refused(tree: Tree, key: str) -> None:
     (tree.root / "escape").symlink_to(tree.outside, target_is_directory=True)
-    with pytest.raises(ValueError, match="allowed_paths"):
-        FilesystemTool({"allowed_paths": ["escape"]}, tree.sandbox)
+    with pytest.raises(ValueError, match=key):
+        FilesystemTool({key: ["escape"]}, tree.sandbox)
+    assert [k for k, _ in FilesystemTool.check_config({key: ["escape"]}, tree.sandbox)] == [key]
+
+
+@pytest.mark.parametrize("key", ["allowed_read_paths", "allowed_paths"])
+async def test_readable_folders_under_either_name_narrow_reads_alike(tree: Tree, key: str) -> None:
+    # allowed_read_paths is Amplifier's name; allowed_paths stays as its alias.
+    tool = FilesystemTool({key: ["sub"]}, tree.sandbox)
+    assert tool.read_roots == ((tree.root / "sub").resolve(),)
+    assert await _call(tool, "read_file", {"path": "sub/inner.txt"}) == ToolResult("inner")
+    _refused(await _call(tool, "read_file", {"path": "hello.txt"}), "reading")
+    _refused(await _call(tool, "list_directory", {"path": "."}), "reading")
+    # Writes keep their own default, the workspace.
+    assert tool.write_roots == (tree.root.resolve(),)
+
+
+def test_both_read_names_may_be_given_when_they_name_the_same_folders(tree: Tree) -> None:
+    config = {
+        "allowed_read_paths": ["sub", "out"],
+        "allowed_paths": ["./out/", str(tree.root / "sub")],
+    }
+    assert FilesystemTool.check_config(config, tree.sandbox) == []
+    tool = FilesystemTool(config, tree.sandbox)
+    assert tool.read_roots == ((tree.root / "sub").resolve(), tree.out.resolve())
+
+
+def test_read_names_that_disagree_are_refused_naming_both(tree: Tree) -> None:
+    config = {"allowed_read_paths": ["sub"], "allowed_paths": ["."]}
+    with pytest.raises(ValueError, match="allowed_read_paths") as raised:
+        FilesystemTool(config, tree.sandbox)
+    assert "allowed_paths" in str(raised.value)
+    [(key, message)] = FilesystemTool.check_config(config, tree.sandbox)
+    assert key == "allowed_read_paths"
+    assert "allowed_paths" in message
+
+
+def test_a_widening_alias_is_reported_as_itself_not_as_a_disagreement(tree: Tree) -> None:
+    config = {"allowed_read_paths": ["sub"], "allowed_paths": [str(tree.outside)]}
+    problems = FilesystemTool.check_config(config, tree.sandbox)
+    assert [key for key, _ in problems] == ["allowed_paths"]
+    assert "outside" in problems[0][1]
 
 
 async def test_operator_roots_are_reachable_when_named(tree: Tree) -> None:
@@ -255,6 +296,8 @@ def test_relative_roots_resolve_against_the_workspace_not_the_working_directory(
     [
         ({"allowed_paths": "/tmp"}, "allowed_paths"),
         ({"allowed_paths": [3]}, "allowed_paths[0]"),
+        ({"allowed_read_paths": "."}, "allowed_read_paths"),
+        ({"allowed_read_paths": [None]}, "allowed_read_paths[0]"),
         ({"allowed_write_paths": [""]}, "allowed_write_paths[0]"),
         ({"max_read_bytes": 0}, "max_read_bytes"),
         ({"max_read_bytes": "10"}, "max_read_bytes"),

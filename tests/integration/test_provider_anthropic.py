@@ -277,6 +277,84 @@ async def test_defaults_and_empty_parts_are_left_out(
 
 
 @pytest.mark.parametrize(
+    "names",
+    [
+        {"default_model": "some-model"},
+        {"model": "some-model"},
+        {"default_model": "some-model", "model": "some-model"},
+    ],
+)
+async def test_default_model_is_the_model_the_server_is_asked_for(
+    server: LlmServer, names: dict[str, str]
+) -> None:
+    # Amplifier's provider files say default_model; `model` is its alias. A priority is
+    # preparation's business: the provider accepts it and sends nothing for it.
+    provider = AnthropicProvider(
+        {
+            **names,
+            "api_key": API_KEY,
+            "base_url": server.origin,
+            "max_retries": 0,
+            "priority": 1,
+        }
+    )
+    server.script(stream(reply(anthropic_text_block(0, ["Hi."]))))
+    try:
+        events = await collect(provider)
+    finally:
+        await provider.aclose()
+
+    assert server.requests[0].body["model"] == "some-model"
+    assert "priority" not in server.requests[0].body
+    assert events[-1] == Finish("end_turn")
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (
+            {"default_model": "claude-a", "model": "claude-b", "api_key": API_KEY},
+            ("default_model", "model", "claude-a", "claude-b"),
+        ),
+        (
+            {"default_model": "claude-a", "api_key": API_KEY, "timeout": 5, "timeout_seconds": 6},
+            ("timeout_seconds", "timeout"),
+        ),
+    ],
+)
+def test_a_key_and_its_alias_that_differ_are_refused_naming_both(
+    config: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        AnthropicProvider(config)
+
+    assert caught.value.code == "PROVIDER_CONFIG"
+    for fragment in named:
+        assert fragment in caught.value.message
+
+
+async def test_timeout_under_amplifiers_name_bounds_a_silent_server(server: LlmServer) -> None:
+    provider = AnthropicProvider(
+        {
+            "default_model": "claude-test",
+            "api_key": API_KEY,
+            "base_url": server.origin,
+            "max_retries": 0,
+            "timeout": 0.3,
+        }
+    )
+    server.script(stream([SseEvent('{"type": "ping"}', event="ping", delay=30)]))
+    started = time.monotonic()
+    try:
+        raised = await failure(provider)
+    finally:
+        await provider.aclose()
+
+    assert raised.code == "PROVIDER_UNAVAILABLE"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
     ("status", "error_type", "code", "retryable"),
     [
         (429, "rate_limit_error", "PROVIDER_RATE_LIMITED", True),

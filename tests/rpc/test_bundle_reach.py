@@ -177,7 +177,7 @@ async def test_a_bundle_cannot_point_the_file_tool_at_the_host(
     assert violation.subject == f"tools[0].config.{key}"
 
 
-async def test_the_shipped_foundation_confines_the_file_tool_to_the_workspace(
+async def test_the_shipped_dev_bundle_confines_the_file_tool_to_the_workspace(
     stack: Stack, tmp_path: Path
 ) -> None:
     keys = tmp_path.parent / "keys.yaml"  # outside the test's allowed root
@@ -198,7 +198,7 @@ async def test_the_shipped_foundation_confines_the_file_tool_to_the_workspace(
         + json.dumps(
             {
                 "bundle": {"name": "found"},
-                "includes": ["foundation"],
+                "includes": ["tandem:dev"],
                 "providers": [{"module": "provider-echo", "config": {"script": script}}],
             }
         )

@@ -26,7 +26,7 @@ bundle:
   name: team-base
   version: 2.0.0
 includes:
-  - foundation
+  - tandem:dev
 session:
   orchestrator: loop-basic
   max_iterations: 4
@@ -105,16 +105,16 @@ async def test_composition_follows_the_merge_rules_field_by_field(stack: Stack) 
     app = await create_config(stack, "app", APP)
     prepared = await prepare(stack, "app")
     assert prepared.revision == app.revision
-    assert list(prepared.composed_from) == ["bundle:foundation", "config:team-base", "config:app"]
+    assert list(prepared.composed_from) == ["bundle:tandem:dev", "config:team-base", "config:app"]
     doc = parse(prepared.composed_yaml)
     # The including bundle's identity wins.
     assert doc["bundle"] == {"name": "app"}
     assert "includes" not in doc
     # session: deep-merged across all three.
     assert doc["session"] == {
-        "orchestrator": "loop-basic",  # team-base over foundation's loop-streaming
-        "context": "context-simple",  # from foundation
-        "max_iterations": 4,  # team-base over foundation's 10
+        "orchestrator": "loop-basic",  # team-base over tandem:dev's loop-streaming
+        "context": "context-simple",  # from tandem:dev
+        "max_iterations": 4,  # team-base over tandem:dev's 10
         "retry": {"attempts": 2, "backoff": 0.5},  # nested merge
     }
     # spawn: deep-merged.
@@ -127,7 +127,7 @@ async def test_composition_follows_the_merge_rules_field_by_field(stack: Stack) 
     # Secrets stay masked: the reference is shown, never the value.
     assert provider["config"]["api_key"] == "${TANDEM_TEST_SECRET}"
     assert provider["config"]["model"] == "${TANDEM_UNSET_MODEL:echo-large}"
-    # tools: merged by module; foundation's entry (no config: the workspace) takes team-base's.
+    # tools: merged by module; tandem:dev's entry (no config: the workspace) takes team-base's.
     [tool] = doc["tools"]
     assert tool["config"] == {"allowed_paths": ["team"]}
     # hooks: merged by id, else module; the app's `audit` entry is a separate one.

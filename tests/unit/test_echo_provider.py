@@ -121,6 +121,73 @@ async def test_default_model_is_echo() -> None:
     assert usage.output_tokens == 2
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"default_model": "echo-large"},
+        {"model": "echo-large"},
+        {"default_model": "echo-large", "model": "echo-large"},
+    ],
+)
+async def test_default_model_or_its_alias_names_the_model(names: Mapping[str, Any]) -> None:
+    events = await _collect(EchoProvider(names), _request(ChatMessage("user", "hi")))
+    (usage,) = _of(UsageReport, events)
+    assert usage.model == "echo-large"
+
+
+def test_default_model_and_a_different_model_are_refused_naming_both() -> None:
+    with pytest.raises(ProviderError) as raised:
+        EchoProvider({"default_model": "echo-a", "model": "echo-b"})
+    assert raised.value.code == "PROVIDER_CONFIG"
+    for fragment in ("default_model", "model", "echo-a", "echo-b"):
+        assert fragment in raised.value.message
+
+
+async def test_max_tokens_cuts_the_reply_like_a_real_model() -> None:
+    provider = EchoProvider(
+        {
+            "max_tokens": 4,
+            "script": [
+                {
+                    "thinking": "hmm",
+                    "reply": "one two three four",
+                    "tool_calls": [{"name": "read_file", "arguments": {}}],
+                }
+            ],
+        }
+    )
+    events = await _collect(provider, _request(ChatMessage("user", "go")))
+    # Thinking counts too; a cut-off reply asks for no tools.
+    assert [type(e) for e in events] == [ThinkingDelta] + [TextDelta] * 3 + [UsageReport, Finish]
+    assert _text(events) == "one two three "
+    assert events[-1] == Finish("max_tokens")
+    (usage,) = _of(UsageReport, events)
+    assert usage.output_tokens == 4
+
+
+async def test_a_reply_within_max_tokens_is_whole() -> None:
+    provider = EchoProvider({"max_tokens": 3, "reply": "a b c"})
+    events = await _collect(provider, _request(ChatMessage("user", "go")))
+    assert _text(events) == "a b c"
+    assert events[-1] == Finish("end_turn")
+
+
+async def test_keys_of_real_providers_are_accepted_so_echo_can_stand_in() -> None:
+    # A bundle swaps provider-openai for provider-echo without editing its config.
+    provider = EchoProvider(
+        {
+            "default_model": "gpt-test",
+            "base_url": "https://api.openai.com/v1",
+            "api_key": "sk-not-used",
+            "priority": 5,
+            "temperature": 0.7,
+            "max_tokens": 100,
+        }
+    )
+    events = await _collect(provider, _request(ChatMessage("user", "hi")))
+    assert _text(events) == "echo: hi"
+
+
 async def test_delay_is_honoured_per_token() -> None:
     provider = EchoProvider({"reply": "a b c d e", "delay_ms": 20})
     started = time.monotonic()
@@ -254,6 +321,10 @@ async def test_stall_never_finishes_and_can_be_closed() -> None:
         ({"delay_ms": True}, "delay_ms"),
         ({"delay_ms": float("nan")}, "delay_ms"),
         ({"model": 1}, "model"),
+        ({"default_model": ""}, "default_model"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": "10"}, "max_tokens"),
+        ({"temperature": "hot"}, "temperature"),
         ({"script": {"reply": "x"}}, "script"),
         ({"script": ["x"]}, "script[0]"),
         ({"script": [{}, {"reply": 5}]}, "script[1].reply"),
@@ -272,8 +343,11 @@ async def test_stall_never_finishes_and_can_be_closed() -> None:
     ],
 )
 def test_invalid_config_is_refused_naming_the_key(config: Mapping[str, Any], names: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(names)):
+    with pytest.raises(ValueError, match=re.escape(names)) as raised:
         EchoProvider(config)
+    # The turn then fails as PROVIDER_CONFIG, like any provider's bad setting.
+    assert isinstance(raised.value, ProviderError)
+    assert raised.value.code == "PROVIDER_CONFIG"
 
 
 def test_valid_config_is_accepted() -> None:
