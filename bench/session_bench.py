@@ -2,7 +2,7 @@
 
 Starts ConfigService and SessionService in process (SQLite files by default, or the database
 in --database / TANDEM_BENCH_DATABASE_URL for both) and stores configs that each include two
-tenant configs plus the shipped `foundation` bundle. Then it measures:
+tenant configs plus the shipped `tandem:dev` bundle. Then it measures:
 
 - cold: the first session of each of N distinct configs, so every call prepares (fetches the
   config and its two includes over gRPC, composes, expands, resolves modules);
@@ -55,7 +55,7 @@ APP = """\
 bundle:
   name: app-{n}
 includes:
-  - foundation
+  - tandem:dev
   - bundle: base-a
   - bundle: base-b
 providers:
@@ -113,7 +113,7 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
                 await asyncio.sleep(0.05)
             print(
                 f"database: {config_url.split('://')[0]}; configs include 2 tenant configs "
-                f"+ foundation; {clients} clients for {seconds:.0f}s",
+                f"+ tandem:dev; {clients} clients for {seconds:.0f}s",
                 flush=True,
             )
             channels = [grpc.aio.insecure_channel(sessions.server.address) for _ in range(clients)]

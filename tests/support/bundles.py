@@ -1,11 +1,18 @@
 """Realistic bundle documents for tests, in the shapes of shared/examples/bundles.
 
 Embedded rather than read from ../shared so that unit tests stay free of I/O.
+
+Like the examples, most of them include `foundation`: that means Amplifier's foundation
+package, imported into the tenant, never a bundle SessionService ships (those are `tandem:…`).
+They are kept as the examples wrote them because only ConfigService's tests use them, to
+validate and edit documents, and those never prepare one. A test that prepares one of them
+must first import a small package named `foundation` of its own, or include `tandem:dev`
+instead.
 """
 
 from __future__ import annotations
 
-# pure-yaml.yaml: includes foundation, one provider with a ${VAR} key.
+# pure-yaml.yaml: includes foundation (a user's package), one provider with a ${VAR} key.
 PURE_YAML_DOC = """\
 bundle:
   name: my-config
