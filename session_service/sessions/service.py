@@ -244,6 +244,8 @@ class SessionService:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
                 raise session_not_found(session_id)
+            # A turn whose replica died holds nothing up: it is failed first.
+            current, _ = await fail_abandoned(uow, tenant_id, current)
             _refuse_during_turn(current, "delete")
             await uow.sessions.delete(tenant_id, session_id)
             await uow.commit()
@@ -284,6 +286,7 @@ class SessionService:
             current = current_or_none
             status = next_status(session_id, current.status, transition)
             if transition in (Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE):
+                current, _ = await fail_abandoned(uow, tenant_id, current)
                 _refuse_during_turn(current, transition.value)
             updated = dataclasses.replace(
                 current,
@@ -326,6 +329,7 @@ class SessionService:
                         )
                     ],
                 )
+            current, _ = await fail_abandoned(uow, tenant_id, current)
             _refuse_during_turn(current, "append a message to")
             now = utcnow()
             message = Message(

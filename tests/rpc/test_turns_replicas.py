@@ -12,7 +12,7 @@ from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
 )
-from shared._generated.tandem.session.v1 import session_service_pb2
+from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from tests.conftest import require_postgres
 from tests.rpc.test_turns import (
     assert_gap_free,
@@ -129,3 +129,38 @@ async def test_a_killed_replicas_turn_is_failed_once_its_lease_expires() -> None
             assert failed.turn_id == orphan.turn_id
             assert failed.turn_failed.code == "TURN_ABANDONED"
             assert failed.sequence < fresh.sequence
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_lifecycle_calls_fail_a_dead_replicas_turn_instead_of_waiting_on_it() -> None:
+    require_postgres()
+    with fresh_postgres_database() as url:
+        async with deployment(url, session_env={"TANDEM_TURN_LEASE_SECONDS": "1"}) as tandem:
+            first, second = tandem.sessions
+            slow = " ".join(f"w{n}" for n in range(100))
+            await tandem.configs.CreateConfig(
+                config_service_pb2.CreateConfigRequest(
+                    config_id="app",
+                    config=config_pb2.Config(
+                        name="app", yaml_content=bundle({"reply": slow, "delay_ms": 200})
+                    ),
+                )
+            )
+            created = await first.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="app", start=True)
+            )
+            call = send(first, created.session_id, "go")
+            await next_event(call)
+            tandem.replicas[0].process.kill()
+            await tandem.replicas[0].process.wait()
+            call.cancel()
+            await asyncio.sleep(1.5)  # past the lease; nothing has read the session since
+            terminated = await second.TerminateSession(
+                session_service_pb2.TerminateSessionRequest(session_id=created.session_id)
+            )
+            assert terminated.status == session_pb2.SESSION_STATUS_TERMINATED
+            assert terminated.active_turn_id == ""
+            await second.DeleteSession(
+                session_service_pb2.DeleteSessionRequest(session_id=created.session_id)
+            )
