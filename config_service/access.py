@@ -16,6 +16,7 @@ _WRITE = (
     "RemoveTool",
     "RemoveProvider",
     "RemoveInclude",
+    "ImportBundle",
 )
 
 # DeleteConfig (and any method added later without a line here) needs ADMIN: running

@@ -64,6 +64,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
             change_retention=settings.change_retention,
             watch_poll_seconds=settings.watch_poll_seconds,
             policies=keys.policy,
+            package_limits=settings.package_limits(),
         ),
     )
     servicer = ConfigServicer(service)

@@ -7,8 +7,16 @@ from collections.abc import AsyncIterator
 from google.protobuf import empty_pb2
 
 from config_service import edits
-from config_service.configs.model import MAX_TAGS, ChangeType, Config, ConfigChange, ConfigFields
-from config_service.configs.service import ConfigService
+from config_service.configs.model import (
+    MAX_TAGS,
+    ChangeType,
+    Config,
+    ConfigChange,
+    ConfigFields,
+    ConfigKind,
+)
+from config_service.configs.packages import IncomingFile
+from config_service.configs.service import ConfigService, ImportResult
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -27,6 +35,11 @@ SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigServic
 _SEVERITY = {
     Severity.ERROR: config_pb2.SEVERITY_ERROR,
     Severity.WARNING: config_pb2.SEVERITY_WARNING,
+}
+_KIND = {
+    ConfigKind.BUNDLE: config_pb2.CONFIG_KIND_BUNDLE,
+    ConfigKind.AGENT: config_pb2.CONFIG_KIND_AGENT,
+    ConfigKind.CONTEXT: config_pb2.CONFIG_KIND_CONTEXT,
 }
 _CHANGE = {
     ChangeType.CREATED: config_pb2.CHANGE_TYPE_CREATED,
@@ -75,6 +88,24 @@ def config_pb(config: Config, full: bool = True) -> config_pb2.Config:
         create_time=timestamp(config.create_time),
         update_time=timestamp(config.update_time),
         summary=summary_pb(config.summary),
+        kind=_KIND[config.kind],
+        namespace=config.namespace,
+        path=config.path,
+        source_uri=config.source_uri,
+        warnings=[violation_pb(v) for v in config.warnings],
+    )
+
+
+def import_pb(result: ImportResult) -> config_service_pb2.ImportBundleResponse:
+    """Domain import result → wire; the files in the BASIC view."""
+    return config_service_pb2.ImportBundleResponse(
+        namespace=result.namespace,
+        configs=[config_pb(c, full=False) for c in result.configs],
+        warnings=[violation_pb(v) for v in result.warnings],
+        created=result.created,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        deleted=result.deleted,
     )
 
 
@@ -291,6 +322,22 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             lambda text: edits.remove_include(text, bundle),
         )
         return config_pb(edited)
+
+    async def ImportBundle(
+        self, request: config_service_pb2.ImportBundleRequest, context: Context
+    ) -> config_service_pb2.ImportBundleResponse:
+        unkeyed = config_service_pb2.ImportBundleRequest()
+        unkeyed.CopyFrom(request)
+        unkeyed.request_id = ""
+        result = await self._service.import_bundle(
+            tenant_of(context),
+            [IncomingFile(f.path, f.content) for f in request.files],
+            source_uri=request.source_uri,
+            request_id=request.request_id,
+            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
+            validate_only=request.validate_only,
+        )
+        return import_pb(result)
 
     async def WatchConfigs(
         self, request: config_service_pb2.WatchConfigsRequest, context: Context

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from shared.bundle.validate import BundleSummary
+from shared.bundle.references import MAX_NAME_LENGTH, is_valid_name
+from shared.bundle.validate import BundleSummary, Violation
 from shared.errors import FieldViolation, InvalidArgument
 
 
@@ -18,6 +19,14 @@ class View(Enum):
 
     BASIC = "BASIC"
     FULL = "FULL"
+
+
+class ConfigKind(Enum):
+    """What a stored document is; it decides how the document is validated."""
+
+    BUNDLE = "BUNDLE"
+    AGENT = "AGENT"
+    CONTEXT = "CONTEXT"
 
 
 class ChangeType(Enum):
@@ -43,6 +52,14 @@ class Config:
     update_time: datetime
     summary: BundleSummary
     delete_time: datetime | None = None
+    kind: ConfigKind = ConfigKind.BUNDLE
+    # The package it was imported from ("" when created on its own), its path there, and
+    # where the package came from as the importer said.
+    namespace: str = ""
+    path: str = ""
+    source_uri: str = ""
+    # Findings of the write that made this revision; never stored.
+    warnings: tuple[Violation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,10 +86,21 @@ class ConfigFields:
 
 
 UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags")
-OUTPUT_ONLY_PATHS = ("config_id", "revision", "etag", "create_time", "update_time", "summary")
+OUTPUT_ONLY_PATHS = (
+    "config_id",
+    "revision",
+    "etag",
+    "create_time",
+    "update_time",
+    "summary",
+    "kind",
+    "namespace",
+    "path",
+    "source_uri",
+    "warnings",
+)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_DESCRIPTION = 2048
 MAX_TAGS = 64
@@ -101,12 +129,14 @@ def check_config_id(config_id: str, field_path: str = "config_id") -> None:
 def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
     """Refuses names, descriptions and tags outside their limits, naming every bad field."""
     violations: list[FieldViolation] = []
-    if fields.name is not None and not _NAME.fullmatch(fields.name):
+    if fields.name is not None and not is_valid_name(fields.name):
         violations.append(
             FieldViolation(
                 prefix + "name",
-                "must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit",
+                "must be NS or NS:PATH: NS is 1-128 characters of letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit; PATH is '/'-separated segments of "
+                "letters, digits, '.', '_', '+' or '-' (no empty, '.' or '..' segment); "
+                f"at most {MAX_NAME_LENGTH} characters in all",
             )
         )
     if fields.description is not None and len(fields.description) > MAX_DESCRIPTION:

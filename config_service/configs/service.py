@@ -6,7 +6,8 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from config_service.configs.model import (
@@ -16,12 +17,31 @@ from config_service.configs.model import (
     Config,
     ConfigChange,
     ConfigFields,
+    ConfigKind,
     check_config_id,
     check_fields,
     make_etag,
 )
+from config_service.configs.packages import (
+    MAX_SOURCE_URI_LENGTH,
+    IncomingFile,
+    Package,
+    PackageFile,
+    PackageLimits,
+    read_package,
+)
+from config_service.configs.resolution import Located, occurrences, unresolved
 from config_service.storage.uow import ConfigUnitOfWork
-from shared.bundle.validate import Limits, ValidationResult, validate_document
+from shared.bundle.references import canonical_source, split_name
+from shared.bundle.validate import (
+    Limits,
+    Severity,
+    ValidationResult,
+    Violation,
+    validate_agent,
+    validate_context,
+    validate_document,
+)
 from shared.cpu import CpuSlots
 from shared.db.idempotency import check_request_id
 from shared.db.notify import Broadcast
@@ -30,14 +50,18 @@ from shared.db.types import utcnow
 from shared.errors import (
     Aborted,
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
     OutOfRange,
     PreconditionViolation,
+    QuotaViolation,
+    ResourceExhausted,
     Unavailable,
 )
 from shared.listing import (
+    Condition,
     Page,
     decode_page_token,
     page_of,
@@ -49,9 +73,13 @@ from shared.quotas import PolicyLookup, check_count, unlimited
 
 R = TypeVar("R")
 
-FILTER_FIELDS = ("name", "bundle.name")
+FILTER_FIELDS = ("name", "bundle.name", "namespace", "kind", "path", "source_uri")
 FILTER_PREFIXES = ("tags.",)
 CREATE_METHOD = "CreateConfig"
+IMPORT_METHOD = "ImportBundle"
+# Violations an import refusal lists in its BadRequest; the status mapping lists fewer still
+# and says how many more there are. validate_only returns every one in the response.
+MAX_LISTED_ERRORS = 50
 WATCH_BATCH = 500
 
 
@@ -68,6 +96,37 @@ class ConfigServiceOptions:
     policies: PolicyLookup = unlimited
     # Parses, validations and edits that run at once, off the event loop; more wait their turn.
     cpu_slots: int = 2
+    # Caps on one ImportBundle.
+    package_limits: PackageLimits = dataclasses.field(default_factory=PackageLimits)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    """What an import did, or (validate_only) would do.
+
+    `configs` are the package's files as stored (or as they would be: a file still to be
+    created has no id yet), in the order they were sent. `warnings` holds the findings that
+    did not stop the import; with validate_only it holds every finding, errors included.
+    """
+
+    namespace: str
+    configs: tuple[Config, ...]
+    warnings: tuple[Violation, ...]
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+@dataclasses.dataclass
+class _Plan:
+    """How the stored package changes to match the one sent."""
+
+    configs: list[Config]
+    created: list[Config]
+    updated: list[Config]
+    unchanged: list[Config]
+    deleted: list[Config]
 
 
 def _not_found(config_id: str, revision: int = 0) -> NotFound:
@@ -112,19 +171,56 @@ class ConfigService:
     # Validation -------------------------------------------------------------------------
 
     async def validate(self, tenant_id: str, yaml_content: str) -> ValidationResult:
-        """Checks a document under the tenant's policy; writes nothing."""
+        """Checks a document under the tenant's policy; writes nothing.
+
+        References (includes, agents, context, `@NS:PATH` mentions) that resolve to nothing
+        in the tenant are WARNINGs among the violations.
+        """
+        result = await self._check(tenant_id, yaml_content, ConfigKind.BUNDLE)
+        async with self._unit_of_work() as uow:
+            warnings = await self._reference_warnings(uow, tenant_id, result, yaml_content, "")
+        if not warnings:
+            return result
+        merged = sorted((*result.violations, *warnings), key=lambda v: (v.line, v.column))
+        return dataclasses.replace(result, violations=tuple(merged))
+
+    async def _check(self, tenant_id: str, text: str, kind: ConfigKind) -> ValidationResult:
+        """Validates text as a document of kind, off the event loop."""
         allow = self._options.policies(tenant_id).allow_literal_secrets
-        return await self._cpu.run(
-            validate_document, yaml_content, self._options.limits, allow_literal_secrets=allow
-        )
+        limits = self._options.limits
+        if kind is ConfigKind.CONTEXT:
+            return await self._cpu.run(validate_context, text, limits)
+        validator = validate_agent if kind is ConfigKind.AGENT else validate_document
+        return await self._cpu.run(validator, text, limits, allow_literal_secrets=allow)
+
+    async def _reference_warnings(
+        self,
+        uow: ConfigUnitOfWork,
+        tenant_id: str,
+        result: ValidationResult,
+        text: str,
+        namespace: str,
+    ) -> list[Violation]:
+        bundle = result.bundle
+        if bundle is None:
+            return []
+        locate = bundle.locations.value if bundle.locations is not None else None
+        found = [("", o) for o in occurrences(bundle.data, text, namespace, locate)]
+        if not found:
+            return []
+        return await unresolved(uow.configs, tenant_id, found)
 
     async def _require_valid(
-        self, tenant_id: str, yaml_content: str, field_path: str
+        self,
+        tenant_id: str,
+        yaml_content: str,
+        field_path: str,
+        kind: ConfigKind = ConfigKind.BUNDLE,
     ) -> ValidationResult:
-        result = await self.validate(tenant_id, yaml_content)
+        result = await self._check(tenant_id, yaml_content, kind)
         if not result.valid:
             raise InvalidArgument(
-                f"The bundle document is invalid ({len(result.errors)} error(s)).",
+                f"The {_KIND_NAMES[kind]} is invalid ({len(result.errors)} error(s)).",
                 reason="INVALID_BUNDLE",
                 violations=[
                     FieldViolation(
@@ -163,7 +259,10 @@ class ConfigService:
     ) -> Page[Config]:
         """One page of live configs matching the filter, ordered by id."""
         size = page_size(requested_size)
-        conditions = parse_filter(filter_text, FILTER_FIELDS, FILTER_PREFIXES)
+        conditions = [
+            _kind_condition(c) if c.field == "kind" else c
+            for c in parse_filter(filter_text, FILTER_FIELDS, FILTER_PREFIXES)
+        ]
         scope = page_scope("configs", tenant_id, filter_text)
         after = decode_page_token(page_token, scope, shape=(str,))
         after_id = str(after[0]) if after else None
@@ -230,19 +329,40 @@ class ConfigService:
         if validate_only:
             async with self._unit_of_work() as uow:
                 await self._check_unique(uow, tenant_id, config)
-            return dataclasses.replace(config, etag="")
+                warnings = await self._write_warnings(uow, tenant_id, result, content, "")
+            return dataclasses.replace(config, etag="", warnings=warnings)
         # A concurrent duplicate of this request_id loses the race on the idempotency key and
         # is retried once the winner has committed, so it finds and returns the first response.
         for attempt in range(3):
             try:
-                return await self._create_once(tenant_id, config, request_id, request_fingerprint)
+                return await self._create_once(
+                    tenant_id, config, result, request_id, request_fingerprint
+                )
             except Aborted as exc:
                 if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
+    async def _write_warnings(
+        self,
+        uow: ConfigUnitOfWork,
+        tenant_id: str,
+        result: ValidationResult,
+        text: str,
+        namespace: str,
+    ) -> tuple[Violation, ...]:
+        """A write's findings: the document's own warnings, then references to nothing."""
+        references = await self._reference_warnings(uow, tenant_id, result, text, namespace)
+        own = [v for v in result.violations if v.severity is Severity.WARNING]
+        return (*own, *references)
+
     async def _create_once(
-        self, tenant_id: str, config: Config, request_id: str, request_fingerprint: str
+        self,
+        tenant_id: str,
+        config: Config,
+        result: ValidationResult,
+        request_id: str,
+        request_fingerprint: str,
     ) -> Config:
         async with self._unit_of_work(write=True) as uow:
             if request_id:
@@ -255,14 +375,23 @@ class ConfigService:
                         tenant_id, first["config_id"], first["revision"]
                     )
                     assert replay is not None, "revisions are never deleted"
-                    return replay
+                    return dataclasses.replace(
+                        replay, warnings=_warnings_from_json(first.get("warnings", []))
+                    )
+            warnings = await self._write_warnings(uow, tenant_id, result, config.yaml_content, "")
+            if request_id:
                 # Claimed first: a concurrent duplicate waits on this key, not on the name.
+                first_response = {
+                    "config_id": config.config_id,
+                    "revision": 1,
+                    "warnings": _warnings_to_json(warnings),
+                }
                 await uow.idempotency.record(
                     tenant_id,
                     CREATE_METHOD,
                     request_id,
                     request_fingerprint,
-                    json.dumps({"config_id": config.config_id, "revision": 1}).encode(),
+                    json.dumps(first_response, separators=(",", ":")).encode(),
                 )
             await self._check_unique(uow, tenant_id, config)
             await self._check_quota(uow, tenant_id)
@@ -273,7 +402,7 @@ class ConfigService:
             await self._prune(uow, sequence)
             await uow.commit()
         self._changes.notify()
-        return config
+        return dataclasses.replace(config, warnings=warnings)
 
     async def update(
         self,
@@ -304,6 +433,19 @@ class ConfigService:
         """Rewrites the document in place (add/remove a tool, provider or include)."""
 
         def apply(current: Config) -> Config:
+            if current.kind is ConfigKind.CONTEXT:
+                raise FailedPrecondition(
+                    f"Config {current.config_id!r} is a context file: it has no tools, "
+                    "providers or includes to edit.",
+                    reason="NOT_A_BUNDLE_DOCUMENT",
+                    violations=[
+                        PreconditionViolation(
+                            "CONFIG_KIND",
+                            f"configs/{current.config_id}",
+                            "only bundle and agent documents can be edited this way",
+                        )
+                    ],
+                )
             return dataclasses.replace(current, yaml_content=transform(current.yaml_content))
 
         return await self._revise(tenant_id, config_id, etag, apply)
@@ -366,10 +508,26 @@ class ConfigService:
             if not always and _same_content(current, proposed):
                 return current
             result = await self._require_valid(
-                tenant_id, proposed.yaml_content, "config.yaml_content"
+                tenant_id, proposed.yaml_content, "config.yaml_content", current.kind
             )
             if proposed.name != current.name:
+                if current.namespace:
+                    raise FailedPrecondition(
+                        f"Config {config_id!r} was imported as file {current.path!r} of package "
+                        f"{current.namespace!r}: its name follows from that path.",
+                        reason="IMPORTED_NAME",
+                        violations=[
+                            PreconditionViolation(
+                                "IMPORTED_NAME",
+                                f"configs/{config_id}",
+                                "rename the file in the package and import it again",
+                            )
+                        ],
+                    )
                 await self._check_unique(uow, tenant_id, proposed, new=False)
+            warnings = await self._write_warnings(
+                uow, tenant_id, result, proposed.yaml_content, current.namespace
+            )
             revision = current.revision + 1
             now = utcnow()
             revised = dataclasses.replace(
@@ -380,13 +538,13 @@ class ConfigService:
                 summary=result.summary,
             )
             if validate_only:
-                return dataclasses.replace(revised, etag="")
+                return dataclasses.replace(revised, etag="", warnings=warnings)
             await uow.configs.save_revision(tenant_id, revised)
             sequence = await uow.changes.append(tenant_id, ChangeType.UPDATED, revised, now)
             await self._prune(uow, sequence)
             await uow.commit()
         self._changes.notify()
-        return revised
+        return dataclasses.replace(revised, warnings=warnings)
 
     @staticmethod
     def _update_paths(fields: ConfigFields, paths: list[str] | None) -> list[str]:
@@ -425,6 +583,17 @@ class ConfigService:
                 resource_type="Config",
                 resource_name=config.config_id,
             )
+        namespace, path = split_name(config.name)
+        if path and await uow.configs.namespace_is_imported(tenant_id, namespace):
+            # A file made by hand inside an imported package would block its next import.
+            raise AlreadyExists(
+                f"Namespace {namespace!r} belongs to an imported bundle package; add "
+                f"{path!r} to the package and import it again.",
+                reason="NAMESPACE_IMPORTED",
+                resource_type="BundlePackage",
+                resource_name=namespace,
+                metadata={"namespace": namespace},
+            )
         owner = await uow.configs.live_name_owner(tenant_id, config.name)
         if owner is not None and owner != config.config_id:
             raise AlreadyExists(
@@ -449,6 +618,285 @@ class ConfigService:
         keep = self._options.change_retention
         if sequence % min(64, keep) == 0:
             await uow.changes.prune(keep)
+
+    # Bundle packages --------------------------------------------------------------------
+
+    async def import_bundle(
+        self,
+        tenant_id: str,
+        files: list[IncomingFile],
+        *,
+        source_uri: str = "",
+        request_id: str = "",
+        request_fingerprint: str = "",
+        validate_only: bool = False,
+    ) -> ImportResult:
+        """Stores a bundle package under its namespace, all or nothing.
+
+        A re-import of the namespace revises the files that changed, creates new ones and
+        deletes (softly: revisions stay readable) those that are gone; each write is a change
+        on the watch stream. One invalid file refuses the whole package (INVALID_ARGUMENT,
+        located by file path); validate_only instead returns every finding in `warnings`,
+        errors included, and writes nothing. A repeat of `request_id` returns the first
+        result and writes nothing.
+
+        A config created on its own with the namespace as its name is adopted as the
+        package's root bundle (its id and revisions stay); any other live config holding a
+        name the package needs refuses the import (ALREADY_EXISTS), as does a source_uri
+        another package was imported from (its `git+https` references would be ambiguous).
+        """
+        if request_id:
+            check_request_id(request_id)
+        if len(source_uri) > MAX_SOURCE_URI_LENGTH:
+            raise InvalidArgument(
+                f"source_uri is longer than {MAX_SOURCE_URI_LENGTH} characters.",
+                reason="FIELD_TOO_LARGE",
+                violations=[FieldViolation("source_uri", f"longer than {MAX_SOURCE_URI_LENGTH}")],
+            )
+        if request_id and not validate_only:
+            # A retry costs a lookup, not a second validation of the whole package.
+            async with self._unit_of_work() as uow:
+                replay = await self._replay_import(uow, tenant_id, request_id, request_fingerprint)
+            if replay is not None:
+                return replay
+        package = await self._cpu.run(
+            read_package,
+            files,
+            self._options.package_limits,
+            allow_literal_secrets=self._options.policies(tenant_id).allow_literal_secrets,
+            document_limits=self._options.limits,
+        )
+        if package.errors and not validate_only:
+            raise _invalid_package(package)
+        if validate_only:
+            return await self._dry_import(tenant_id, package, source_uri)
+        for attempt in range(3):
+            try:
+                return await self._import_once(
+                    tenant_id, package, source_uri, request_id, request_fingerprint
+                )
+            except Aborted as exc:
+                if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _dry_import(self, tenant_id: str, package: Package, source_uri: str) -> ImportResult:
+        if not package.namespace:
+            return ImportResult("", (), package.violations)
+        async with self._unit_of_work() as uow:
+            try:
+                plan = await self._plan_import(
+                    uow, tenant_id, package, source_uri, utcnow(), lock=False
+                )
+            except AlreadyExists as exc:
+                conflict = Violation("files", 0, 0, exc.message, Severity.ERROR)
+                return ImportResult(package.namespace, (), (conflict, *package.violations))
+            references = await self._package_warnings(uow, tenant_id, package, source_uri)
+        created = {c.config_id for c in plan.created}
+        return ImportResult(
+            package.namespace,
+            tuple(
+                dataclasses.replace(
+                    c, etag="", config_id="" if c.config_id in created else c.config_id
+                )
+                for c in plan.configs
+            ),
+            (*package.violations, *references),
+            created=len(plan.created),
+            updated=len(plan.updated),
+            unchanged=len(plan.unchanged),
+            deleted=len(plan.deleted),
+        )
+
+    async def _import_once(
+        self,
+        tenant_id: str,
+        package: Package,
+        source_uri: str,
+        request_id: str,
+        request_fingerprint: str,
+    ) -> ImportResult:
+        now = utcnow()
+        async with self._unit_of_work(write=True) as uow:
+            if request_id:
+                replay = await self._replay_import(uow, tenant_id, request_id, request_fingerprint)
+                if replay is not None:
+                    return replay
+            # Imports of one namespace run one at a time on every replica.
+            await lock_tenant(uow.session, f"bundle:{package.namespace}", tenant_id)
+            plan = await self._plan_import(uow, tenant_id, package, source_uri, now)
+            warnings = (
+                *package.warnings,
+                *await self._package_warnings(uow, tenant_id, package, source_uri),
+            )
+            result = ImportResult(
+                package.namespace,
+                tuple(plan.configs),
+                tuple(warnings),
+                created=len(plan.created),
+                updated=len(plan.updated),
+                unchanged=len(plan.unchanged),
+                deleted=len(plan.deleted),
+            )
+            if request_id:
+                await uow.idempotency.record(
+                    tenant_id,
+                    IMPORT_METHOD,
+                    request_id,
+                    request_fingerprint,
+                    _import_record(result),
+                )
+            await self._check_import_quota(uow, tenant_id, plan)
+            await uow.configs.insert_many(tenant_id, plan.created)
+            for config in plan.updated:
+                await uow.configs.save_revision(tenant_id, config)
+            await uow.configs.mark_deleted_many(tenant_id, [c.config_id for c in plan.deleted], now)
+            changes = [
+                *((ChangeType.CREATED, c) for c in plan.created),
+                *((ChangeType.UPDATED, c) for c in plan.updated),
+                *((ChangeType.DELETED, c) for c in plan.deleted),
+            ]
+            if changes:
+                last = await uow.changes.append_many(tenant_id, changes, now)
+                await self._prune_after(uow, last - len(changes), last)
+            await uow.commit()
+        if changes:
+            self._changes.notify()
+        return result
+
+    async def _plan_import(
+        self,
+        uow: ConfigUnitOfWork,
+        tenant_id: str,
+        package: Package,
+        source_uri: str,
+        now: datetime,
+        *,
+        lock: bool = True,
+    ) -> _Plan:
+        namespace = package.namespace
+        stored = await uow.configs.live_in_namespace(tenant_id, namespace, for_update=lock)
+        by_path = {config.path: config for config in stored}
+        own_ids = {config.config_id for config in stored}
+        taken = [
+            c
+            for c in await uow.configs.live_by_names(tenant_id, [f.name for f in package.files])
+            if c.config_id not in own_ids
+        ]
+        adopted: Config | None = None
+        for config in taken:
+            if config.name == namespace and not config.namespace:
+                # The namespace's bundle, created on its own: it becomes the package root.
+                adopted = config
+                continue
+            raise AlreadyExists(
+                f"Config {config.name!r} exists already and is not part of package "
+                f"{namespace!r}; delete or rename it, then import again.",
+                reason="CONFIG_NAME_TAKEN",
+                resource_type="Config",
+                resource_name=config.config_id,
+                metadata={"name": config.name, "config_id": config.config_id},
+            )
+        if source_uri:
+            others = await uow.configs.namespaces_of_source(tenant_id, canonical_source(source_uri))
+            others.discard(namespace)
+            if others:
+                other = sorted(others)[0]
+                raise AlreadyExists(
+                    f"Package {other!r} was imported from the same source "
+                    f"{canonical_source(source_uri)!r}; git+https references to it would be "
+                    "ambiguous. Delete that package's configs first, or import from another "
+                    "source_uri.",
+                    reason="SOURCE_URI_TAKEN",
+                    resource_type="BundlePackage",
+                    resource_name=other,
+                    metadata={"namespace": other},
+                )
+
+        plan = _Plan([], [], [], [], [])
+        for file in package.files:
+            current = by_path.pop(file.path, None)
+            if current is None and adopted is not None and file.name == adopted.name:
+                current = adopted
+            if current is None:
+                config = _new_config(tenant_id, file, namespace, source_uri, now)
+                plan.created.append(config)
+            elif _same_file(current, file, namespace, source_uri):
+                config = current
+                plan.unchanged.append(config)
+            else:
+                config = _revised_config(tenant_id, current, file, namespace, source_uri, now)
+                plan.updated.append(config)
+            plan.configs.append(config)
+        plan.deleted.extend(
+            dataclasses.replace(config, delete_time=now) for config in by_path.values()
+        )
+        return plan
+
+    async def _package_warnings(
+        self, uow: ConfigUnitOfWork, tenant_id: str, package: Package, source_uri: str
+    ) -> list[Violation]:
+        """References to nothing in the tenant as it will be after the import."""
+        found: list[Located] = [(f.path, o) for f in package.files for o in f.references]
+        if not found:
+            return []
+        key = canonical_source(source_uri) if source_uri else ""
+        return await unresolved(
+            uow.configs,
+            tenant_id,
+            found,
+            local_names={f.name for f in package.files},
+            local_sources={(key, f.path) for f in package.files} if key else set(),
+            outside_namespace=package.namespace,
+        )
+
+    async def _replay_import(
+        self, uow: ConfigUnitOfWork, tenant_id: str, request_id: str, request_fingerprint: str
+    ) -> ImportResult | None:
+        earlier = await uow.idempotency.find(
+            tenant_id, IMPORT_METHOD, request_id, request_fingerprint
+        )
+        if earlier is None:
+            return None
+        first = json.loads(earlier.response)
+        pairs = [(str(config_id), int(revision)) for config_id, revision in first["configs"]]
+        found = await uow.configs.get_revisions(tenant_id, pairs)
+        return ImportResult(
+            namespace=first["namespace"],
+            configs=tuple(found[pair] for pair in pairs),
+            warnings=_warnings_from_json(first["warnings"]),
+            created=first["counts"][0],
+            updated=first["counts"][1],
+            unchanged=first["counts"][2],
+            deleted=first["counts"][3],
+        )
+
+    async def _check_import_quota(self, uow: ConfigUnitOfWork, tenant_id: str, plan: _Plan) -> None:
+        limit = self._options.policies(tenant_id).quotas.configs
+        growth = len(plan.created) - len(plan.deleted)
+        if limit <= 0 or growth <= 0:
+            return
+        await lock_tenant(uow.session, "configs", tenant_id)
+        used = await uow.configs.count_live(tenant_id, [])
+        if used + growth <= limit:
+            return
+        raise ResourceExhausted(
+            f"Tenant {tenant_id!r} holds {used} configs; this import would add {growth} more, "
+            f"past its quota of {limit}. Delete configs it no longer needs.",
+            reason="QUOTA_EXCEEDED",
+            metadata={"quota": "configs", "limit": str(limit), "used": str(used)},
+            violations=[
+                QuotaViolation(
+                    f"tenant:{tenant_id}", f"configs: {used} of {limit} used, {growth} more asked"
+                )
+            ],
+        )
+
+    async def _prune_after(self, uow: ConfigUnitOfWork, first: int, last: int) -> None:
+        # As _prune, for a batch of sequences (first, last]: prune if it crossed a multiple.
+        step = min(64, self._options.change_retention)
+        if last // step > first // step:
+            await uow.changes.prune(self._options.change_retention)
 
     # Watch ------------------------------------------------------------------------------
 
@@ -521,6 +969,125 @@ def _expired(cursor: int, oldest: int) -> OutOfRange:
         metadata={"oldest_sequence": str(oldest)},
         violations=[FieldViolation("after_sequence", f"must be >= {oldest - 1}")],
     )
+
+
+_KIND_NAMES = {
+    ConfigKind.BUNDLE: "bundle document",
+    ConfigKind.AGENT: "agent file",
+    ConfigKind.CONTEXT: "context file",
+}
+
+
+def _kind_condition(condition: Condition) -> Condition:
+    """`kind = AGENT` (or `CONFIG_KIND_AGENT`, any case) as stored; unknown kinds refused."""
+    value = condition.value.upper().removeprefix("CONFIG_KIND_")
+    if value not in {kind.value for kind in ConfigKind} and not condition.is_pattern:
+        raise InvalidArgument(
+            f"Invalid filter: kind must be BUNDLE, AGENT or CONTEXT, not {condition.value!r}.",
+            reason="INVALID_FILTER",
+            violations=[FieldViolation("filter", "kind must be BUNDLE, AGENT or CONTEXT")],
+        )
+    return dataclasses.replace(condition, value=value)
+
+
+def _invalid_package(package: Package) -> InvalidArgument:
+    errors = package.errors
+    return InvalidArgument(
+        f"The bundle package is invalid ({len(errors)} error(s)); nothing was imported.",
+        reason="INVALID_BUNDLE_PACKAGE",
+        metadata={"errors": str(len(errors))},
+        violations=[
+            FieldViolation(v.field, v.message, line=v.line, column=v.column)
+            for v in errors[:MAX_LISTED_ERRORS]
+        ],
+    )
+
+
+def _new_config(
+    tenant_id: str, file: PackageFile, namespace: str, source_uri: str, now: datetime
+) -> Config:
+    # Ids of imported files are random, like CreateConfig's: a file removed and added back
+    # later gets a new id, since a deleted config's id stays taken by its revisions.
+    config_id = uuid.uuid4().hex
+    return Config(
+        config_id=config_id,
+        name=file.name,
+        description=file.description,
+        yaml_content=file.text,
+        tags={},
+        revision=1,
+        etag=make_etag(tenant_id, config_id, 1, file.text),
+        create_time=now,
+        update_time=now,
+        summary=file.summary,
+        kind=file.kind,
+        namespace=namespace,
+        path=file.path,
+        source_uri=source_uri,
+    )
+
+
+def _same_file(current: Config, file: PackageFile, namespace: str, source_uri: str) -> bool:
+    return (
+        current.yaml_content,
+        current.name,
+        current.description,
+        current.kind,
+        current.namespace,
+        current.path,
+        current.source_uri,
+    ) == (file.text, file.name, file.description, file.kind, namespace, file.path, source_uri)
+
+
+def _revised_config(
+    tenant_id: str,
+    current: Config,
+    file: PackageFile,
+    namespace: str,
+    source_uri: str,
+    now: datetime,
+) -> Config:
+    revision = current.revision + 1
+    # Tags are the tenant's own, never part of a package: they carry over.
+    return dataclasses.replace(
+        current,
+        name=file.name,
+        description=file.description,
+        yaml_content=file.text,
+        revision=revision,
+        etag=make_etag(tenant_id, current.config_id, revision, file.text),
+        update_time=now,
+        summary=file.summary,
+        kind=file.kind,
+        namespace=namespace,
+        path=file.path,
+        source_uri=source_uri,
+    )
+
+
+def _warnings_to_json(warnings: Sequence[Violation]) -> list[list[Any]]:
+    return [[v.field, v.line, v.column, v.message, v.severity.value] for v in warnings]
+
+
+def _warnings_from_json(stored: Sequence[Sequence[Any]]) -> tuple[Violation, ...]:
+    return tuple(
+        Violation(str(field), int(line), int(column), str(message), Severity(severity))
+        for field, line, column, message, severity in stored
+    )
+
+
+def _import_record(result: ImportResult) -> bytes:
+    """The first response of an import, as the idempotency table keeps it: ids and
+    revisions (revisions are immutable), warnings and counts."""
+    return json.dumps(
+        {
+            "namespace": result.namespace,
+            "configs": [[c.config_id, c.revision] for c in result.configs],
+            "warnings": _warnings_to_json(result.warnings),
+            "counts": [result.created, result.updated, result.unchanged, result.deleted],
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _same_content(a: Config, b: Config) -> bool:

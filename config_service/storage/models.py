@@ -40,6 +40,9 @@ class ConfigRow(Base):
             sqlite_where=text("delete_time IS NULL"),
         ),
         Index("ix_configs_bundle_name", "tenant_id", "bundle_name"),
+        # A package's files, and `git+https://…#subdirectory=PATH` lookups.
+        Index("ix_configs_namespace", "tenant_id", "namespace"),
+        Index("ix_configs_source_path", "tenant_id", "source_key", "path"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -52,6 +55,14 @@ class ConfigRow(Base):
     yaml_content: Mapped[str] = mapped_column(Text)
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
     bundle_name: Mapped[str] = mapped_column(String(256), default="")
+    # BUNDLE, AGENT or CONTEXT; the package (namespace), the file's path in it, and where
+    # the package came from. A config created on its own is a BUNDLE of no package.
+    kind: Mapped[str] = mapped_column(String(16), default="BUNDLE")
+    namespace: Mapped[str] = mapped_column(String(128), default="")
+    path: Mapped[str] = mapped_column(String(256), default="")
+    source_uri: Mapped[str] = mapped_column(String(1024), default="")
+    # source_uri as references match it: `@REF` and fragment dropped (canonical_source).
+    source_key: Mapped[str] = mapped_column(String(1024), default="")
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     update_time: Mapped[datetime] = mapped_column(UTCDateTime())
     delete_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -71,6 +82,10 @@ class ConfigRevisionRow(Base):
     etag: Mapped[str] = mapped_column(String(64))
     yaml_content: Mapped[str] = mapped_column(Text)
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    kind: Mapped[str] = mapped_column(String(16), default="BUNDLE")
+    namespace: Mapped[str] = mapped_column(String(128), default="")
+    path: Mapped[str] = mapped_column(String(256), default="")
+    source_uri: Mapped[str] = mapped_column(String(1024), default="")
     # When the config was first created, and when this revision was written.
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     revision_time: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, not_, select, text
+from sqlalchemy import ColumnElement, and_, delete, func, not_, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from config_service.configs.model import ChangeType, Config, ConfigChange
+from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigKind
 from config_service.storage.models import ConfigChangeRow, ConfigRevisionRow, ConfigRow
+from shared.bundle.references import canonical_source
 from shared.bundle.validate import BundleSummary
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
@@ -20,6 +21,8 @@ from shared.listing import Condition, like_pattern
 # Any fixed 63-bit number; it names the lock that orders change-log appends on PostgreSQL.
 _CHANGE_LOG_LOCK = 0x7A6D_C0DE_0001
 NOTIFY_CHANNEL = "tandem_config_changes"
+# Values bound in one IN (...) list: far below SQLite's and PostgreSQL's parameter caps.
+_IN_CHUNK = 500
 
 
 def summary_to_json(summary: BundleSummary) -> dict[str, Any]:
@@ -50,7 +53,25 @@ def _config(row: ConfigRow | ConfigRevisionRow, update_time: datetime) -> Config
         update_time=update_time,
         summary=summary_from_json(row.summary),
         delete_time=row.delete_time if isinstance(row, ConfigRow) else None,
+        kind=ConfigKind(row.kind),
+        namespace=row.namespace,
+        path=row.path,
+        source_uri=row.source_uri,
     )
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[start : start + _IN_CHUNK] for start in range(0, len(items), _IN_CHUNK)]
+
+
+# Filter fields that compare one column as written.
+_COLUMNS: dict[str, Any] = {
+    "name": ConfigRow.name,
+    "bundle.name": ConfigRow.bundle_name,
+    "namespace": ConfigRow.namespace,
+    "kind": ConfigRow.kind,
+    "path": ConfigRow.path,
+}
 
 
 class ConfigRepository:
@@ -76,6 +97,22 @@ class ConfigRepository:
         row = await self._session.get(ConfigRevisionRow, (tenant_id, config_id, revision))
         return None if row is None else _config(row, row.revision_time)
 
+    async def get_revisions(
+        self, tenant_id: str, wanted: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], Config]:
+        """The configs as they were at these (config_id, revision) pairs."""
+        found: dict[tuple[str, int], Config] = {}
+        for chunk in _chunks(sorted(set(wanted))):
+            rows = await self._session.scalars(
+                select(ConfigRevisionRow).where(
+                    ConfigRevisionRow.tenant_id == tenant_id,
+                    tuple_(ConfigRevisionRow.config_id, ConfigRevisionRow.revision).in_(chunk),
+                )
+            )
+            for row in rows:
+                found[(row.config_id, row.revision)] = _config(row, row.revision_time)
+        return found
+
     async def live_name_owner(self, tenant_id: str, name: str) -> str | None:
         """The id of the live config with that name, if any."""
         return await self._session.scalar(
@@ -88,9 +125,15 @@ class ConfigRepository:
 
     async def insert(self, tenant_id: str, config: Config) -> None:
         """Stores a new config and its first revision."""
-        self._session.add(self._row(tenant_id, config))
-        self._session.add(self._revision_row(tenant_id, config))
-        await self._flush_unique(config)
+        await self.insert_many(tenant_id, [config])
+
+    async def insert_many(self, tenant_id: str, configs: Sequence[Config]) -> None:
+        """Stores new configs and their first revisions, in one flush."""
+        for config in configs:
+            self._session.add(self._row(tenant_id, config))
+            self._session.add(self._revision_row(tenant_id, config))
+        if configs:
+            await self._flush_unique(configs[0] if len(configs) == 1 else None)
 
     async def save_revision(self, tenant_id: str, config: Config) -> None:
         """Makes config the current state and records it as a new revision."""
@@ -104,6 +147,11 @@ class ConfigRepository:
         row.yaml_content = config.yaml_content
         row.summary = summary_to_json(config.summary)
         row.bundle_name = config.summary.name
+        row.kind = config.kind.value
+        row.namespace = config.namespace
+        row.path = config.path
+        row.source_uri = config.source_uri
+        row.source_key = canonical_source(config.source_uri)
         row.update_time = config.update_time
         self._session.add(self._revision_row(tenant_id, config))
         await self._flush_unique(config)
@@ -115,6 +163,102 @@ class ConfigRepository:
         row.delete_time = when
         row.update_time = when
         await self._session.flush()
+
+    async def live_in_namespace(
+        self, tenant_id: str, namespace: str, *, for_update: bool = False
+    ) -> list[Config]:
+        """Every live config imported into package namespace, by path; for_update locks them."""
+        query = (
+            select(ConfigRow)
+            .where(
+                ConfigRow.tenant_id == tenant_id,
+                ConfigRow.namespace == namespace,
+                ConfigRow.delete_time.is_(None),
+            )
+            .order_by(ConfigRow.path)
+        )
+        if for_update:
+            query = query.with_for_update()
+        rows = (await self._session.scalars(query)).all()
+        return [_config(row, row.update_time) for row in rows]
+
+    async def live_by_names(self, tenant_id: str, names: Sequence[str]) -> list[Config]:
+        """The live configs with any of these names."""
+        found: list[Config] = []
+        for chunk in _chunks(sorted(set(names))):
+            rows = await self._session.scalars(
+                select(ConfigRow).where(
+                    ConfigRow.tenant_id == tenant_id,
+                    ConfigRow.name.in_(chunk),
+                    ConfigRow.delete_time.is_(None),
+                )
+            )
+            found.extend(_config(row, row.update_time) for row in rows)
+        return found
+
+    async def existing_names(
+        self, tenant_id: str, names: Sequence[str], *, outside_namespace: str = ""
+    ) -> set[str]:
+        """Which of names a live config holds (outside that package namespace, when given)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(names))):
+            query = select(ConfigRow.name).where(
+                ConfigRow.tenant_id == tenant_id,
+                ConfigRow.name.in_(chunk),
+                ConfigRow.delete_time.is_(None),
+            )
+            if outside_namespace:
+                query = query.where(ConfigRow.namespace != outside_namespace)
+            found.update(await self._session.scalars(query))
+        return found
+
+    async def existing_source_paths(
+        self,
+        tenant_id: str,
+        wanted: Sequence[tuple[str, str]],
+        *,
+        outside_namespace: str = "",
+    ) -> set[tuple[str, str]]:
+        """Which (source key, path) pairs a live imported config holds (outside that package
+        namespace, when given)."""
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted(set(wanted))):
+            query = select(ConfigRow.source_key, ConfigRow.path).where(
+                ConfigRow.tenant_id == tenant_id,
+                tuple_(ConfigRow.source_key, ConfigRow.path).in_(chunk),
+                ConfigRow.delete_time.is_(None),
+            )
+            if outside_namespace:
+                query = query.where(ConfigRow.namespace != outside_namespace)
+            found.update((key, path) for key, path in (await self._session.execute(query)).all())
+        return found
+
+    async def namespaces_of_source(self, tenant_id: str, source_key: str) -> set[str]:
+        """The package namespaces whose live files were imported from source_key."""
+        rows = await self._session.scalars(
+            select(ConfigRow.namespace)
+            .where(
+                ConfigRow.tenant_id == tenant_id,
+                ConfigRow.source_key == source_key,
+                ConfigRow.namespace != "",
+                ConfigRow.delete_time.is_(None),
+            )
+            .distinct()
+        )
+        return set(rows)
+
+    async def namespace_is_imported(self, tenant_id: str, namespace: str) -> bool:
+        """True when a live config was imported into package namespace."""
+        found = await self._session.scalar(
+            select(ConfigRow.config_id)
+            .where(
+                ConfigRow.tenant_id == tenant_id,
+                ConfigRow.namespace == namespace,
+                ConfigRow.delete_time.is_(None),
+            )
+            .limit(1)
+        )
+        return found is not None
 
     async def list_live(
         self, tenant_id: str, conditions: Sequence[Condition], after_id: str | None, limit: int
@@ -162,23 +306,35 @@ class ConfigRepository:
             ConfigRow.delete_time.is_(None),
         ]
         for condition in conditions:
-            if condition.field == "name":
-                column: Any = ConfigRow.name
-            elif condition.field == "bundle.name":
-                column = ConfigRow.bundle_name
+            value = condition.value
+            if condition.field in _COLUMNS:
+                column: Any = _COLUMNS[condition.field]
+            elif condition.field == "source_uri":
+                # `@REF` is recorded, not matched: an exact value compares as references do.
+                column = ConfigRow.source_uri if condition.is_pattern else ConfigRow.source_key
+                value = value if condition.is_pattern else canonical_source(value)
             else:
                 column = ConfigRow.tags[condition.field.removeprefix("tags.")].as_string()
             if condition.is_pattern:
-                clause: ColumnElement[bool] = column.like(
-                    like_pattern(condition.value), escape="\\"
-                )
+                clause: ColumnElement[bool] = column.like(like_pattern(value), escape="\\")
             else:
-                clause = column == condition.value
+                clause = column == value
             if condition.op == "!=":
                 # A missing tag is "not equal" to any value.
                 clause = not_(clause) | column.is_(None)
             clauses.append(clause)
         return clauses
+
+    async def mark_deleted_many(
+        self, tenant_id: str, config_ids: Sequence[str], when: datetime
+    ) -> None:
+        """Hides these configs from reads of the latest state; their revisions stay."""
+        for config_id in config_ids:
+            row = await self._session.get(ConfigRow, (tenant_id, config_id))
+            assert row is not None
+            row.delete_time = when
+            row.update_time = when
+        await self._session.flush()
 
     @staticmethod
     def _row(tenant_id: str, config: Config) -> ConfigRow:
@@ -193,6 +349,11 @@ class ConfigRepository:
             yaml_content=config.yaml_content,
             summary=summary_to_json(config.summary),
             bundle_name=config.summary.name,
+            kind=config.kind.value,
+            namespace=config.namespace,
+            path=config.path,
+            source_uri=config.source_uri,
+            source_key=canonical_source(config.source_uri),
             create_time=config.create_time,
             update_time=config.update_time,
             delete_time=None,
@@ -210,15 +371,25 @@ class ConfigRepository:
             etag=config.etag,
             yaml_content=config.yaml_content,
             summary=summary_to_json(config.summary),
+            kind=config.kind.value,
+            namespace=config.namespace,
+            path=config.path,
+            source_uri=config.source_uri,
             create_time=config.create_time,
             revision_time=config.update_time,
         )
 
-    async def _flush_unique(self, config: Config) -> None:
+    async def _flush_unique(self, config: Config | None) -> None:
         try:
             await self._session.flush()
         except IntegrityError as exc:
             # A concurrent writer took the id or the name between our check and our insert.
+            if config is None:
+                raise AlreadyExists(
+                    "A config with one of these ids or names exists already.",
+                    reason="CONFIG_ALREADY_EXISTS",
+                    resource_type="Config",
+                ) from exc
             raise AlreadyExists(
                 f"A config with id {config.config_id!r} or name {config.name!r} exists already.",
                 reason="CONFIG_ALREADY_EXISTS",
@@ -247,32 +418,48 @@ class ChangeLog:
         on SQLite), so sequences are assigned in commit order and a rolled-back write leaves
         no gap that a watcher could skip past.
         """
+        return await self.append_many(tenant_id, [(change_type, config)], when)
+
+    async def append_many(
+        self,
+        tenant_id: str,
+        changes: Sequence[tuple[ChangeType, Config]],
+        when: datetime,
+    ) -> int:
+        """Appends changes in order, in the current transaction; returns the last sequence.
+
+        Serialized as `append` is; one bundle import appends all of its files' changes here.
+        """
         if self._postgres:
             await self._session.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_LOG_LOCK}
             )
         latest = await self._session.scalar(select(func.max(ConfigChangeRow.sequence)))
-        sequence = int(latest or 0) + 1
         tenant_latest = await self._session.scalar(
             select(func.max(ConfigChangeRow.tenant_sequence)).where(
                 ConfigChangeRow.tenant_id == tenant_id
             )
         )
-        self._session.add(
-            ConfigChangeRow(
-                sequence=sequence,
-                tenant_id=tenant_id,
-                tenant_sequence=int(tenant_latest or 0) + 1,
-                config_id=config.config_id,
-                change_type=change_type.value,
-                revision=config.revision,
-                etag=config.etag,
-                name=config.name,
-                change_time=when,
+        sequence = int(latest or 0)
+        tenant_sequence = int(tenant_latest or 0)
+        for change_type, config in changes:
+            sequence += 1
+            tenant_sequence += 1
+            self._session.add(
+                ConfigChangeRow(
+                    sequence=sequence,
+                    tenant_id=tenant_id,
+                    tenant_sequence=tenant_sequence,
+                    config_id=config.config_id,
+                    change_type=change_type.value,
+                    revision=config.revision,
+                    etag=config.etag,
+                    name=config.name,
+                    change_time=when,
+                )
             )
-        )
         await self._session.flush()
-        if self._postgres:
+        if self._postgres and changes:
             # Delivered at commit, to every replica's listener; ids only.
             await self._session.execute(
                 text("SELECT pg_notify(:channel, :payload)"),

@@ -19,20 +19,31 @@ TOP_LEVEL_KEYS = frozenset(
 _MODULE_ENTRY_KEYS = frozenset(("module", "source", "config", "id"))
 _SESSION_MODULE_KEYS = frozenset(("module", "source", "config"))
 _SESSION_MODULES = ("orchestrator", "context")
+# An agent file's frontmatter: a bundle's sections, with `meta` in place of `bundle`.
+AGENT_TOP_LEVEL_KEYS = TOP_LEVEL_KEYS | {"meta"}
 
 
-def check_schema(root: Any, locations: Locations) -> list[Violation]:
-    """Every schema violation in a loaded document, located."""
-    checker = _Checker(locations)
+def check_schema(root: Any, locations: Locations, *, agent: bool = False) -> list[Violation]:
+    """Every schema violation in a loaded document, located.
+
+    An agent file's frontmatter (`agent`) needs `meta.name` and `meta.description` instead
+    of `bundle`; its other sections follow the bundle rules.
+    """
+    checker = _Checker(locations, agent=agent)
     checker.check(root)
     return checker.violations
 
 
-def summarize(root: Any, locations: Locations, has_instruction: bool) -> BundleSummary:
-    """What the document declares, taking whatever is well-formed and skipping the rest."""
+def summarize(
+    root: Any, locations: Locations, has_instruction: bool, *, agent: bool = False
+) -> BundleSummary:
+    """What the document declares, taking whatever is well-formed and skipping the rest.
+
+    For an agent file, the name and description are its `meta`'s.
+    """
     if not isinstance(root, dict):
         return BundleSummary(has_instruction=has_instruction)
-    bundle = _mapping(root.get("bundle"))
+    bundle = _mapping(root.get("meta" if agent else "bundle"))
     session = _mapping(root.get("session"))
     return BundleSummary(
         name=_string(bundle.get("name")),
@@ -77,25 +88,30 @@ def key_text(key: Any) -> str:
 
 
 class _Checker:
-    def __init__(self, locations: Locations) -> None:
+    def __init__(self, locations: Locations, *, agent: bool = False) -> None:
         self.locations = locations
+        self.agent = agent
         self.violations: list[Violation] = []
 
     def check(self, root: Any) -> None:
         if root is None:
-            self._at_key(("bundle",), "bundle is required")
+            self._at_key(("meta",) if self.agent else ("bundle",), self._header_required())
             return
         if not isinstance(root, dict):
             line, column = self.locations.value(())
             message = f"the document must be a mapping, not {describe(root)}"
             self.violations.append(Violation("", line, column, message, Severity.ERROR))
             return
+        known = AGENT_TOP_LEVEL_KEYS if self.agent else TOP_LEVEL_KEYS
         for key in root:
-            if key_text(key) not in TOP_LEVEL_KEYS:
+            if key_text(key) not in known:
                 self._at_key(
                     (key_text(key),), f"unknown top-level key {key_text(key)!r}", Severity.WARNING
                 )
-        self._bundle(root)
+        if self.agent:
+            self._meta(root)
+        else:
+            self._bundle(root)
         if "includes" in root:
             self._includes(root["includes"])
         if "session" in root:
@@ -108,6 +124,33 @@ class _Checker:
         self._expect(("spawn",), root, dict, "a mapping")
 
     # Sections ----------------------------------------------------------------------------
+
+    def _header_required(self) -> str:
+        if self.agent:
+            return (
+                "meta is required: an agent file names itself with meta.name and meta.description"
+            )
+        return "bundle is required"
+
+    def _meta(self, root: dict[Any, Any]) -> None:
+        if "meta" not in root:
+            self._at_key(("meta",), self._header_required())
+            return
+        meta = root["meta"]
+        if not isinstance(meta, dict):
+            self._at_key(("meta",), f"meta must be a mapping, not {describe(meta)}")
+            return
+        for key in ("name", "description"):
+            if key not in meta:
+                self._at_key(("meta",), f"meta.{key} is required", field=("meta", key))
+            else:
+                self._non_empty_string(("meta", key), meta[key])
+        if "bundle" in root:
+            self._at_key(
+                ("bundle",),
+                "an agent file names itself with meta, not bundle; bundle is ignored",
+                Severity.WARNING,
+            )
 
     def _bundle(self, root: dict[Any, Any]) -> None:
         if "bundle" not in root:
@@ -163,6 +206,11 @@ class _Checker:
             value = session[key]
             if isinstance(value, str):
                 self._non_empty_string(path, value)
+            elif isinstance(value, dict) and "module" not in value and set(value) <= {"config"}:
+                # Config alone tunes the module an included bundle chose (Amplifier
+                # behaviors do: `orchestrator: {config: {max_iterations: 4}}`); composition
+                # deep-merges it, and preparation requires a module in the result.
+                self._expect((*path, "config"), value, dict, "a mapping")
             elif isinstance(value, dict):
                 self._module_entry(path, value, _SESSION_MODULE_KEYS)
             else:

@@ -29,6 +29,8 @@ __all__ = [
     "ValidationResult",
     "Violation",
     "split_document",
+    "validate_agent",
+    "validate_context",
     "validate_document",
 ]
 
@@ -46,6 +48,42 @@ def validate_document(
 
     A literal secret is an error unless allowed (a tenant's opt-in), then a warning.
     """
+    return _validate(text, limits, allow_literal_secrets, agent=False)
+
+
+def validate_agent(
+    text: str, limits: Limits = DEFAULT_LIMITS, *, allow_literal_secrets: bool = False
+) -> ValidationResult:
+    """Checks an agent file: YAML frontmatter with `meta.name` and `meta.description` (and
+    any bundle sections), then the agent's markdown instruction. The summary's name and
+    description are the agent's."""
+    refused = _check_text(text, limits)
+    if refused is not None:
+        return refused
+    if not split_parts(text).has_frontmatter:
+        return _refused(
+            Violation(
+                "",
+                1,
+                1,
+                "an agent file starts with YAML frontmatter between --- lines, holding "
+                "meta.name and meta.description",
+                Severity.ERROR,
+            )
+        )
+    return _validate(text, limits, allow_literal_secrets, agent=True)
+
+
+def validate_context(text: str, limits: Limits = DEFAULT_LIMITS) -> ValidationResult:
+    """Checks a context file: any text within the size cap that can be stored (no NUL, no
+    lone surrogate). Its content is never parsed."""
+    refused = _check_text(text, limits)
+    if refused is not None:
+        return refused
+    return ValidationResult((), BundleSummary(), None)
+
+
+def _check_text(text: str, limits: Limits) -> ValidationResult | None:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
         message = f"the document is {size} bytes; the limit is {limits.max_bytes} bytes"
@@ -53,6 +91,15 @@ def validate_document(
     forbidden = _FORBIDDEN.search(text)
     if forbidden is not None:
         return _refused(_forbidden_character(text, forbidden.start()))
+    return None
+
+
+def _validate(
+    text: str, limits: Limits, allow_literal_secrets: bool, *, agent: bool
+) -> ValidationResult:
+    refused = _check_text(text, limits)
+    if refused is not None:
+        return refused
 
     parts = split_parts(text)
     instruction = parts.body.strip() if parts.body is not None else ""
@@ -62,10 +109,10 @@ def validate_document(
         return ValidationResult(_ordered(violations), summary, None)
 
     root = loaded.root
-    violations += check_schema(root, loaded.locations)
+    violations += check_schema(root, loaded.locations, agent=agent)
     secrets = Severity.WARNING if allow_literal_secrets else Severity.ERROR
     violations += _check_strings(root, loaded.locations, secrets)
-    summary = summarize(root, loaded.locations, bool(instruction))
+    summary = summarize(root, loaded.locations, bool(instruction), agent=agent)
     bundle = None
     if root is None or isinstance(root, dict):
         bundle = ParsedBundle(root or {}, instruction, parts.has_frontmatter, loaded.locations)

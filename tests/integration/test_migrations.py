@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from config_service.storage import migrate as config_migrate
 from session_service.storage import migrate as session_migrate
@@ -77,3 +79,53 @@ def test_migrations_go_down_and_up_again(
     migrate.upgrade(database_url, script, version_table)
     tables, _ = _inspect(database_url)
     assert len(tables) > 1
+
+
+def test_configs_made_before_packages_become_bundles_of_no_package(database_url: str) -> None:
+    config_migrate.upgrade(database_url, "config_0003")
+    engine = create_engine(sync_url(database_url))
+    row = {
+        "tenant_id": "t",
+        "config_id": "c1",
+        "name": "dev",
+        "description": "",
+        "tags": "{}",
+        "revision": 1,
+        "etag": "e",
+        "yaml_content": "bundle:\n  name: dev\n",
+        "summary": "{}",
+        "bundle_name": "dev",
+        "create_time": datetime(2026, 1, 1, tzinfo=UTC),
+        "update_time": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    revision = {k: v for k, v in row.items() if k not in ("bundle_name", "update_time")}
+    revision["revision_time"] = row["update_time"]
+    try:
+        with engine.begin() as connection:
+            columns = ", ".join(row)
+            connection.execute(
+                text(f"INSERT INTO configs ({columns}) VALUES ({', '.join(':' + k for k in row)})"),
+                row,
+            )
+            columns = ", ".join(revision)
+            connection.execute(
+                text(
+                    f"INSERT INTO config_revisions ({columns}) "
+                    f"VALUES ({', '.join(':' + k for k in revision)})"
+                ),
+                revision,
+            )
+        config_migrate.upgrade(database_url)
+        with engine.connect() as connection:
+            stored = connection.execute(
+                text("SELECT kind, namespace, path, source_uri, source_key FROM configs")
+            ).one()
+            kept = connection.execute(
+                text("SELECT kind, namespace, path, source_uri FROM config_revisions")
+            ).one()
+        indexes = {index["name"] for index in inspect(engine).get_indexes("configs")}
+    finally:
+        engine.dispose()
+    assert tuple(stored) == ("BUNDLE", "", "", "", "")
+    assert tuple(kept) == ("BUNDLE", "", "", "")
+    assert {"ix_configs_namespace", "ix_configs_source_path", "uq_configs_live_name"} <= indexes

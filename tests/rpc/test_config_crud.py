@@ -94,6 +94,12 @@ async def test_create_returns_revision_one_with_summary_and_exact_content(
 async def test_get_returns_the_document_byte_for_byte(configs: Stub) -> None:
     created = await create(configs, "dev", config_id="dev-1")
     got = await configs.GetConfig(config_service_pb2.GetConfigRequest(config_id="dev-1"))
+    # The write's findings come with its response only: `foundation` is no config here.
+    [warning] = created.warnings
+    assert (warning.field, warning.severity) == ("includes[0].bundle", config_pb2.SEVERITY_WARNING)
+    assert "foundation" in warning.message
+    assert not got.warnings
+    created.ClearField("warnings")
     assert got == created
     assert got.yaml_content.encode() == DOC.encode()
 
@@ -320,6 +326,7 @@ async def test_revisions_are_immutable_and_listed_newest_first(configs: Stub) ->
     first = await configs.GetConfig(
         config_service_pb2.GetConfigRequest(config_id=created.config_id, revision=1)
     )
+    created.ClearField("warnings")
     assert first == created
     pages: list[config_pb2.Config] = []
     token = ""

@@ -754,3 +754,17 @@ def test_ordinary_values_are_not_keys() -> None:
 def test_examples_reference_their_secrets() -> None:
     for document in (MULTI_PROVIDER_DOC, PRODUCTION_DOC, COMMENTED_DOC):
         assert validate_document(document).violations == ()
+
+
+def test_a_session_module_may_carry_config_alone_to_tune_an_included_one() -> None:
+    # As Amplifier behaviors write it (../shared/examples/packages/acme/behaviors/quiet.yaml).
+    tuned = validate_document(
+        "bundle:\n  name: quiet\nsession:\n  orchestrator:\n    config:\n      max_iterations: 4\n"
+    )
+    assert tuned.valid
+    assert tuned.violations == ()
+    assert tuned.summary.orchestrator == ""
+    not_a_mapping = validate_document(
+        "bundle:\n  name: quiet\nsession:\n  context:\n    config: 4\n"
+    )
+    assert located(not_a_mapping) == {("session.context.config", 5, 5, ERROR)}

@@ -20,6 +20,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ConfigKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConfigKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfigKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFIG_KIND_UNSPECIFIED: _ConfigKind.ValueType  # 0
+    CONFIG_KIND_BUNDLE: _ConfigKind.ValueType  # 1
+    """A bundle document: YAML, or YAML frontmatter plus a markdown instruction."""
+    CONFIG_KIND_AGENT: _ConfigKind.ValueType  # 2
+    """An agent file: frontmatter with meta.name and meta.description, then its instruction."""
+    CONFIG_KIND_CONTEXT: _ConfigKind.ValueType  # 3
+    """A context file: any UTF-8 text that bundles pull into the system context."""
+
+class ConfigKind(_ConfigKind, metaclass=_ConfigKindEnumTypeWrapper):
+    """What a stored document is."""
+
+CONFIG_KIND_UNSPECIFIED: ConfigKind.ValueType  # 0
+CONFIG_KIND_BUNDLE: ConfigKind.ValueType  # 1
+"""A bundle document: YAML, or YAML frontmatter plus a markdown instruction."""
+CONFIG_KIND_AGENT: ConfigKind.ValueType  # 2
+"""An agent file: frontmatter with meta.name and meta.description, then its instruction."""
+CONFIG_KIND_CONTEXT: ConfigKind.ValueType  # 3
+"""A context file: any UTF-8 text that bundles pull into the system context."""
+Global___ConfigKind: _TypeAlias = ConfigKind  # noqa: Y015
+
 class _ConfigView:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -120,6 +146,11 @@ class Config(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     """Immutable. Chosen by the client on create, or generated."""
     name: _builtins.str
@@ -133,6 +164,18 @@ class Config(_message.Message):
     """Output only. Starts at 1 and grows by one on every change."""
     etag: _builtins.str
     """Output only on reads; sent back on writes for optimistic concurrency."""
+    kind: Global___ConfigKind.ValueType
+    """Output only. What the document is: a bundle, an agent file, or a context file."""
+    namespace: _builtins.str
+    """Output only. The bundle package it was imported from (the root bundle's bundle.name),
+    empty for a config created on its own.
+    """
+    path: _builtins.str
+    """Output only. Its path inside that package, for example "behaviors/review.yaml"."""
+    source_uri: _builtins.str
+    """Output only. Where the package came from, as the importer said
+    (`git+https://HOST/ORG/REPO@REF` or a folder name); recorded, never fetched.
+    """
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -147,6 +190,14 @@ class Config(_message.Message):
     def summary(self) -> Global___BundleSummary:
         """Output only. Derived from yaml_content."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Violation]:
+        """Output only, never stored: set on the response of the write that made this revision
+        (CreateConfig, UpdateConfig, the edit RPCs). Findings that do not stop the write, each
+        located in yaml_content: unknown keys, and includes, agents and context references
+        that resolve to nothing in the tenant (yet). Empty on reads and on request_id replays.
+        """
+
     def __init__(
         self,
         *,
@@ -160,10 +211,15 @@ class Config(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         summary: Global___BundleSummary | None = ...,
+        kind: Global___ConfigKind.ValueType = ...,
+        namespace: _builtins.str = ...,
+        path: _builtins.str = ...,
+        source_uri: _builtins.str = ...,
+        warnings: _abc.Iterable[Global___Violation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "name", b"name", "revision", b"revision", "summary", b"summary", "tags", b"tags", "update_time", b"update_time", "yaml_content", b"yaml_content"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "kind", b"kind", "name", b"name", "namespace", b"namespace", "path", b"path", "revision", b"revision", "source_uri", b"source_uri", "summary", b"summary", "tags", b"tags", "update_time", b"update_time", "warnings", b"warnings", "yaml_content", b"yaml_content"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,7 +331,9 @@ class ConfigChange(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Global and gap-free: a watcher resumes after the last one it saw."""
+    """Gap-free: a watcher resumes after the last one it saw. A tenant's watch counts that
+    tenant's changes only; a service identity's counts every tenant's.
+    """
     type: Global___ChangeType.ValueType
     config_id: _builtins.str
     revision: _builtins.int

@@ -87,7 +87,9 @@ class ListConfigsRequest(_message.Message):
     """0 means 50; at most 1000."""
     page_token: _builtins.str
     filter: _builtins.str
-    """For example: name = "dev" AND tags.team = "core" AND bundle.name = "dev-config"."""
+    """For example: name = "dev" AND tags.team = "core" AND bundle.name = "dev-config";
+    also namespace = "acme" and kind = "AGENT".
+    """
     view: _config_pb2.ConfigView.ValueType
     def __init__(
         self,
@@ -498,3 +500,111 @@ class WatchConfigsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchConfigsRequest: _TypeAlias = WatchConfigsRequest  # noqa: Y015
+
+@_typing.final
+class BundleFile(_message.Message):
+    """One file of a bundle package."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Relative to the package root, with "/" separators: "bundle.md", "agents/reviewer.md"."""
+    content: _builtins.bytes
+    """The file's bytes; text files must be UTF-8."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BundleFile: _TypeAlias = BundleFile  # noqa: Y015
+
+@_typing.final
+class ImportBundleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    source_uri: _builtins.str
+    """Where the package came from, recorded on every file; `git+https://…` references in
+    bundles resolve to the package imported with that address.
+    """
+    request_id: _builtins.str
+    """A repeat with the same id returns the first response and writes nothing."""
+    validate_only: _builtins.bool
+    """Report what the import would do, and every violation, without writing."""
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleFile]:
+        """Every file of the package; the root bundle is bundle.md or bundle.yaml."""
+
+    def __init__(
+        self,
+        *,
+        files: _abc.Iterable[Global___BundleFile] | None = ...,
+        source_uri: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "request_id", b"request_id", "source_uri", b"source_uri", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportBundleRequest: _TypeAlias = ImportBundleRequest  # noqa: Y015
+
+@_typing.final
+class ImportBundleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """The root bundle's bundle.name."""
+    created: _builtins.int
+    updated: _builtins.int
+    unchanged: _builtins.int
+    deleted: _builtins.int
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[_config_pb2.Config]:
+        """Every file of the package as stored (CONFIG_VIEW_BASIC)."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[_config_pb2.Violation]:
+        """Problems that do not stop the import (references to nothing in the tenant, for example),
+        each with the file's path at the front of its field.
+        """
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        configs: _abc.Iterable[_config_pb2.Config] | None = ...,
+        warnings: _abc.Iterable[_config_pb2.Violation] | None = ...,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configs", b"configs", "created", b"created", "deleted", b"deleted", "namespace", b"namespace", "unchanged", b"unchanged", "updated", b"updated", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportBundleResponse: _TypeAlias = ImportBundleResponse  # noqa: Y015

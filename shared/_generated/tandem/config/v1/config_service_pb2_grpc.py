@@ -112,6 +112,11 @@ class ConfigServiceStub:
                 request_serializer=tandem_dot_config_dot_v1_dot_config__service__pb2.WatchConfigsRequest.SerializeToString,
                 response_deserializer=tandem_dot_config_dot_v1_dot_config__pb2.ConfigChange.FromString,
                 _registered_method=True)
+        self.ImportBundle = channel.unary_unary(
+                '/tandem.config.v1.ConfigService/ImportBundle',
+                request_serializer=tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleRequest.SerializeToString,
+                response_deserializer=tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -212,6 +217,14 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportBundle(self, request, context):
+        """Stores a whole bundle package (root bundle, behaviors, agents, context files) under its
+        namespace, all or nothing; a re-import revises, adds and removes files to match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +302,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.WatchConfigs,
                     request_deserializer=tandem_dot_config_dot_v1_dot_config__service__pb2.WatchConfigsRequest.FromString,
                     response_serializer=tandem_dot_config_dot_v1_dot_config__pb2.ConfigChange.SerializeToString,
+            ),
+            'ImportBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportBundle,
+                    request_deserializer=tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleRequest.FromString,
+                    response_serializer=tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -697,6 +715,33 @@ class ConfigService:
             '/tandem.config.v1.ConfigService/WatchConfigs',
             tandem_dot_config_dot_v1_dot_config__service__pb2.WatchConfigsRequest.SerializeToString,
             tandem_dot_config_dot_v1_dot_config__pb2.ConfigChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.config.v1.ConfigService/ImportBundle',
+            tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleRequest.SerializeToString,
+            tandem_dot_config_dot_v1_dot_config__service__pb2.ImportBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

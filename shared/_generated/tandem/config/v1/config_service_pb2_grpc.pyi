@@ -54,6 +54,10 @@ class ConfigServiceStub:
     RemoveInclude: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.RemoveIncludeRequest, _config_pb2.Config]
     WatchConfigs: _grpc.UnaryStreamMultiCallable[_config_service_pb2.WatchConfigsRequest, _config_pb2.ConfigChange]
     """Streams changes after after_sequence, then follows new ones."""
+    ImportBundle: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ImportBundleRequest, _config_service_pb2.ImportBundleResponse]
+    """Stores a whole bundle package (root bundle, behaviors, agents, context files) under its
+    namespace, all or nothing; a re-import revises, adds and removes files to match.
+    """
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -79,6 +83,10 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     RemoveInclude: _aio.UnaryUnaryMultiCallable[_config_service_pb2.RemoveIncludeRequest, _config_pb2.Config]  # type: ignore[assignment]
     WatchConfigs: _aio.UnaryStreamMultiCallable[_config_service_pb2.WatchConfigsRequest, _config_pb2.ConfigChange]  # type: ignore[assignment]
     """Streams changes after after_sequence, then follows new ones."""
+    ImportBundle: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ImportBundleRequest, _config_service_pb2.ImportBundleResponse]  # type: ignore[assignment]
+    """Stores a whole bundle package (root bundle, behaviors, agents, context files) under its
+    namespace, all or nothing; a re-import revises, adds and removes files to match.
+    """
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns agent bundle configs: CRUD, validation, revisions, in-place edits and a change stream."""
@@ -191,5 +199,15 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_config_pb2.ConfigChange], _abc.AsyncIterator[_config_pb2.ConfigChange]]:
         """Streams changes after after_sequence, then follows new ones."""
+
+    @_abc_1.abstractmethod
+    def ImportBundle(
+        self,
+        request: _config_service_pb2.ImportBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ImportBundleResponse, _abc.Awaitable[_config_service_pb2.ImportBundleResponse]]:
+        """Stores a whole bundle package (root bundle, behaviors, agents, context files) under its
+        namespace, all or nothing; a re-import revises, adds and removes files to match.
+        """
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
