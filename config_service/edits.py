@@ -78,11 +78,24 @@ def remove_module(text: str, kind: str, module: str) -> str:
 
 
 def add_include(text: str, bundle: str) -> str:
-    """Appends `bundle` to `includes` unless it is already included, in either form."""
+    """Appends `bundle` to `includes` unless it is already included, in either form.
+
+    It is written the way the list's last entry is: `- bundle: x` after a mapping entry
+    (as Amplifier bundles write includes), a plain string otherwise.
+    """
 
     def edit(root: CommentedMap) -> None:
         includes = _list_at(root, "includes")
-        if not any(_is_include(item, bundle) for item in includes):
+        if any(_is_include(item, bundle) for item in includes):
+            return
+        last = includes[-1] if includes else None
+        if isinstance(last, Mapping):
+            entry = CommentedMap()
+            entry["bundle"] = bundle
+            if isinstance(last, CommentedMap) and last.fa.flow_style():
+                entry.fa.set_flow_style()
+            includes.append(entry)
+        else:
             includes.append(bundle)
 
     return _Editor(text).apply(edit)
@@ -470,24 +483,80 @@ def _settle_removal(
     content = [index for index in range(hunk.start, hunk.end) if index not in loose]
     if not content:
         return hunk
-    indent = _indent(base[content[0]])
-    start = content[0]
-    while start > floor and start - 1 in loose and not _inside(base[start - 1], indent):
-        start -= 1
-    if start == 0:
-        start = content[0]
+    first = content[0]
+    indent = _indent(base[first])
+    # The blank and comment lines right above the block, which may introduce it.
+    top = first
+    while top > floor and top - 1 in loose and not _inside(base[top - 1], indent):
+        top -= 1
+    if top == 0:
+        # A header comment at the very top of the document is never taken.
+        top = first
+    # Comments indented deeper than the block belong to it; the rest below is its tail.
     end = after = content[-1] + 1
     while after < ceiling and after in loose:
         after += 1
         if _inside(base[after - 1], indent):
             end = after
-    separated = any(not base[index].strip() for index in range(start, content[0]))
+    if not _is_item(base[first], indent):
+        return _settle_block_removal(base, first, top, end, after, indent)
+    return _settle_item_removal(base, first, top, end, after, indent)
+
+
+def _settle_block_removal(
+    base: list[str], first: int, top: int, end: int, after: int, indent: int
+) -> _Hunk:
+    """A mapping key goes with the lines that introduce it."""
+    separated = any(not base[index].strip() for index in range(top, first))
     if not separated and after < len(base) and _indent(base[after]) == indent:
-        # The first item of a list: the blank lines below it separated it from the next
-        # item, and would now separate that item from its key.
         while end < after and not base[end].strip():
             end += 1
-    return _Hunk(start, end, [], hunk.edited)
+    return _Hunk(top, end, [], True)
+
+
+def _settle_item_removal(
+    base: list[str], first: int, top: int, end: int, after: int, indent: int
+) -> _Hunk:
+    """A list entry goes alone, or with its comment when the comment is its own.
+
+    Entries with nothing between them form a group; a blank line or a comment starts a new
+    one. A comment that heads a group stays while any entry of the group remains, so it
+    goes only with an entry that is alone in its group. One blank line keeps separating
+    the groups around a removed one.
+    """
+    followed = end == after and after < len(base) and _is_item(base[after], indent)
+    above = base[first - 1] if first > 0 else ""
+    after_sibling = (
+        top == first
+        and first > 0
+        and (_indent(above) > indent or (_indent(above) == indent and _is_item(above, indent)))
+    )
+    if followed or after_sibling:
+        # Not alone in its group: whatever introduces the group stays with it.
+        return _Hunk(first, end, [], True)
+    comments = first
+    while comments > top and base[comments - 1].strip():
+        comments -= 1
+    blank_above = comments > top
+    if blank_above:
+        # One blank line keeps separating the groups on either side: the one above goes,
+        # unless a comment right below starts the next group without one of its own.
+        next_comment = end < after and bool(base[end].strip())
+        return _Hunk(comments if next_comment else top, end, [], True)
+    parent = base[comments - 1] if comments > 0 else ""
+    if comments > 0 and (
+        _indent(parent) < indent or (_indent(parent) == indent and not _is_item(parent, indent))
+    ):
+        # The first entry under its key: blank lines below it would now part the next
+        # group from the key.
+        while end < after and not base[end].strip():
+            end += 1
+    return _Hunk(comments, end, [], True)
+
+
+def _is_item(line: str, indent: int) -> bool:
+    """True for a list entry's first line at this indent."""
+    return _indent(line) == indent and line.lstrip(" ").startswith("-")
 
 
 def _inside(line: str, indent: int) -> bool:

@@ -119,8 +119,9 @@ async def test_add_include_and_provider_make_revisions(configs: Stub) -> None:
         config_service_pb2.AddIncludeRequest(config_id=created.config_id, bundle="team-base")
     )
     assert list(included.summary.includes) == ["foundation", "team-base"]
+    # Written the way the list already writes its entries.
     assert included.yaml_content == COMMENTED.replace(
-        "  - bundle: foundation\n", "  - bundle: foundation\n  - team-base\n"
+        "  - bundle: foundation\n", "  - bundle: foundation\n  - bundle: team-base\n"
     )
     # Adding it again changes nothing and makes no revision.
     again = await configs.AddInclude(

@@ -408,3 +408,75 @@ def test_a_failed_line_merge_falls_back_to_the_full_dump(
     result = validate_document(edited)
     assert result.summary.includes == ("foundation", "team-base", "extras")
     assert edited.endswith(BODY)
+
+
+# Group comments ----------------------------------------------------------------------------
+
+GROUPED = """\
+---
+bundle:
+  name: grouped
+includes:
+  # Foundation behaviors
+  - bundle: foundation:behaviors/sessions
+  - bundle: foundation:behaviors/streaming-ui
+
+  # The review behavior, on its own
+  - bundle: acme:behaviors/review
+  # Acme behaviors
+  - bundle: acme:behaviors/quiet
+  - bundle: acme:behaviors/loud
+tools:
+  - module: tool-x
+---
+
+Body.
+"""
+
+
+def test_a_comment_heading_a_group_stays_while_an_entry_of_the_group_remains() -> None:
+    first_gone = remove_include(GROUPED, "foundation:behaviors/sessions")
+    assert first_gone == replace_once(GROUPED, "  - bundle: foundation:behaviors/sessions\n", "")
+    # The blank line after the group still separates it from the next one.
+    last_gone = remove_include(GROUPED, "foundation:behaviors/streaming-ui")
+    assert last_gone == replace_once(GROUPED, "  - bundle: foundation:behaviors/streaming-ui\n", "")
+    both_gone = remove_include(first_gone, "foundation:behaviors/streaming-ui")
+    assert both_gone == replace_once(
+        GROUPED,
+        "  # Foundation behaviors\n"
+        "  - bundle: foundation:behaviors/sessions\n"
+        "  - bundle: foundation:behaviors/streaming-ui\n\n",
+        "",
+    )
+    assert remove_include(GROUPED, "acme:behaviors/quiet") == replace_once(
+        GROUPED, "  - bundle: acme:behaviors/quiet\n", ""
+    )
+
+
+def test_a_comment_of_an_entry_alone_in_its_group_goes_with_it() -> None:
+    # Another comment below separates the review behavior from the entries after it.
+    edited = remove_include(GROUPED, "acme:behaviors/review")
+    assert edited == replace_once(
+        GROUPED,
+        "  # The review behavior, on its own\n  - bundle: acme:behaviors/review\n",
+        "",
+    )
+    assert validate_document(edited).summary.includes == (
+        "foundation:behaviors/sessions",
+        "foundation:behaviors/streaming-ui",
+        "acme:behaviors/quiet",
+        "acme:behaviors/loud",
+    )
+
+
+def test_add_include_writes_the_form_the_list_uses() -> None:
+    edited = add_include(GROUPED, "acme:behaviors/new")
+    assert edited == replace_once(
+        GROUPED,
+        "  - bundle: acme:behaviors/loud\n",
+        "  - bundle: acme:behaviors/loud\n  - bundle: acme:behaviors/new\n",
+    )
+    strings = "bundle:\n  name: x\nincludes:\n  - foundation\n"
+    assert add_include(strings, "extras") == strings + "  - extras\n"
+    flow = "bundle:\n  name: x\nincludes:\n  - {bundle: a}\n"
+    assert add_include(flow, "b") == flow + "  - {bundle: b}\n"
