@@ -133,6 +133,12 @@ class _Checker:
         return "bundle is required"
 
     def _meta(self, root: dict[Any, Any]) -> None:
+        if "bundle" in root:
+            self._at_key(
+                ("bundle",),
+                "an agent file names itself with meta, not bundle; bundle is ignored",
+                Severity.WARNING,
+            )
         if "meta" not in root:
             self._at_key(("meta",), self._header_required())
             return
@@ -145,12 +151,6 @@ class _Checker:
                 self._at_key(("meta",), f"meta.{key} is required", field=("meta", key))
             else:
                 self._non_empty_string(("meta", key), meta[key])
-        if "bundle" in root:
-            self._at_key(
-                ("bundle",),
-                "an agent file names itself with meta, not bundle; bundle is ignored",
-                Severity.WARNING,
-            )
 
     def _bundle(self, root: dict[Any, Any]) -> None:
         if "bundle" not in root:

@@ -768,3 +768,146 @@ def test_a_session_module_may_carry_config_alone_to_tune_an_included_one() -> No
         "bundle:\n  name: quiet\nsession:\n  context:\n    config: 4\n"
     )
     assert located(not_a_mapping) == {("session.context.config", 5, 5, ERROR)}
+
+
+# Bundle packages: kinds, names and paths -------------------------------------------------
+
+from config_service.configs.model import ConfigKind  # noqa: E402
+from config_service.configs.packages import (  # noqa: E402
+    IncomingFile,
+    PackageLimits,
+    classify,
+    normalize_path,
+    read_package,
+)
+from shared.bundle.validate import validate_agent, validate_context  # noqa: E402
+
+ROOT = IncomingFile("bundle.md", b"---\nbundle:\n  name: kit\n---\nHello.\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "kind"),
+    [
+        ("bundle.md", "---\nbundle:\n  name: k\n---\n", ConfigKind.BUNDLE),
+        ("bundle.yaml", "bundle:\n  name: k\n", ConfigKind.BUNDLE),
+        ("agents/reviewer.md", "---\nmeta: {}\n---\n", ConfigKind.AGENT),
+        ("agents/deeper/notes.md", "# notes\n", ConfigKind.CONTEXT),
+        ("agents/list.yaml", "a: 1\n", ConfigKind.CONTEXT),
+        ("behaviors/x.yaml", "not: a bundle\n", ConfigKind.BUNDLE),
+        ("providers/openai.yml", "providers: []\n", ConfigKind.BUNDLE),
+        ("behaviors/README.md", "# About behaviors\n", ConfigKind.CONTEXT),
+        ("behaviors/x.md", "---\nbundle:\n  name: x\n---\nBody.\n", ConfigKind.BUNDLE),
+        ("bundles/web.yaml", "bundle:\n  name: web\n", ConfigKind.BUNDLE),
+        ("data/settings.yaml", "key: value\n", ConfigKind.CONTEXT),
+        ("data/broken.yaml", "key: [unclosed\n", ConfigKind.CONTEXT),
+        ("docs/guide.md", "---\ntitle: Guide\n---\nText.\n", ConfigKind.CONTEXT),
+        # Markdown that declares a bundle is one, wherever it is kept.
+        ("context/style.md", "---\nbundle:\n  name: x\n---\n", ConfigKind.BUNDLE),
+        ("skills/a/SKILL.md", "# Skill\n", ConfigKind.CONTEXT),
+        ("README", "plain text\n", ConfigKind.CONTEXT),
+    ],
+)
+def test_a_package_file_kind_follows_its_path_and_content(
+    path: str, text: str, kind: ConfigKind
+) -> None:
+    assert classify(path, text, Limits()) is kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized", "problem"),
+    [
+        ("bundle.md", "bundle.md", ""),
+        ("./context//style.md", "context/style.md", ""),
+        ("context/./a.md", "context/a.md", ""),
+        ("", "", "empty"),
+        ("/abs.md", "", "absolute"),
+        ("C:/x.md", "", "absolute"),
+        ("a/../b.md", "", ".."),
+        ("a\\b.md", "", "backslash"),
+        ("a\x00b", "", "NUL"),
+        ("a b.md", "", "characters"),
+        ("./", "", "no file"),
+    ],
+)
+def test_package_paths_are_normalized_or_refused(raw: str, normalized: str, problem: str) -> None:
+    path, found = normalize_path(raw)
+    assert path == normalized
+    assert problem in found
+    assert bool(found) is bool(problem)
+
+
+def test_agent_files_need_frontmatter_with_meta() -> None:
+    valid = validate_agent(
+        "---\nmeta:\n  name: critic\n  description: Critiques.\ntools:\n  - module: t\n---\nBody\n"
+    )
+    assert valid.valid
+    assert (valid.summary.name, valid.summary.description, valid.summary.tools) == (
+        "critic",
+        "Critiques.",
+        ("t",),
+    )
+    assert valid.summary.has_instruction
+    bare = validate_agent("Just markdown.\n")
+    assert [(v.field, v.line) for v in bare.errors] == [("", 1)]
+    missing = validate_agent("---\nmeta:\n  name: ''\n---\n")
+    assert {(v.field, v.line, v.column) for v in missing.errors} == {
+        ("meta.name", 3, 3),
+        ("meta.description", 2, 1),
+    }
+    no_meta = validate_agent("---\nbundle:\n  name: x\n---\n")
+    assert {v.field for v in no_meta.errors} == {"meta"}
+    assert {v.field for v in no_meta.violations if v.severity is WARNING} == {"bundle"}
+
+
+def test_context_files_are_text_within_the_cap() -> None:
+    assert validate_context("anything: [at all\n").valid
+    assert not validate_context("x" * 11, Limits(max_bytes=10)).valid
+    [nul] = validate_context("ab\ncd\x00").errors
+    assert (nul.line, nul.column) == (2, 3)
+
+
+def test_read_package_locates_every_problem_by_file() -> None:
+    package = read_package(
+        [
+            ROOT,
+            IncomingFile("behaviors/a.yaml", b"bundle:\n  name: a\n"),
+            IncomingFile("behaviors/a.md", b"---\nbundle:\n  name: a2\n---\n"),
+            IncomingFile("agents/x.md", b"---\nmeta:\n  name: x\n---\n"),
+            IncomingFile("context/bin.dat", b"\x89PNG\r\n\x1a\n\xff"),
+            IncomingFile("context/big.md", b"x" * 101),
+            IncomingFile("behaviors/b.yaml", b"bundle:\n  name: b\nsurprise: 1\n"),
+        ],
+        PackageLimits(max_file_bytes=100),
+    )
+    assert package.namespace == "kit"
+    assert {(v.field, v.severity) for v in package.violations} == {
+        ("behaviors/a.md", ERROR),
+        ("agents/x.md: meta.description", ERROR),
+        ("context/bin.dat", ERROR),
+        ("context/big.md", ERROR),
+        ("behaviors/b.yaml: surprise", WARNING),
+    }
+    assert "like 'behaviors/a.yaml'" in next(
+        v.message for v in package.violations if v.field == "behaviors/a.md"
+    )
+    assert [f.name for f in package.files] == ["kit", "kit:behaviors/a", "kit:behaviors/b"]
+    # Errors come first, so a refusal lists them before any warning.
+    assert package.violations[-1].severity is WARNING
+
+
+def test_read_package_needs_one_named_root() -> None:
+    none = read_package(
+        [IncomingFile("behaviors/a.yaml", b"bundle:\n  name: a\n")], PackageLimits()
+    )
+    assert [(v.field, v.severity) for v in none.violations] == [("files", ERROR)]
+    assert none.namespace == ""
+    two = read_package(
+        [ROOT, IncomingFile("bundle.yaml", b"bundle:\n  name: kit\n")], PackageLimits()
+    )
+    assert [v.field for v in two.errors] == ["bundle.yaml"]
+    bad_name = read_package(
+        [IncomingFile("bundle.yaml", b"bundle:\n  name: 'has space'\n")], PackageLimits()
+    )
+    [error] = bad_name.errors
+    assert (error.field, error.line, error.column) == ("bundle.yaml: bundle.name", 2, 9)
+    assert bad_name.files == ()
