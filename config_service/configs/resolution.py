@@ -6,11 +6,12 @@ later. Names in the `tandem` namespace (shipped with SessionService) are never l
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from config_service.storage.repository import ConfigRepository
 from shared.bundle.model import Severity, Violation
+from shared.bundle.paths import Path
 from shared.bundle.references import (
     Occurrence,
     body_mentions,
@@ -34,7 +35,12 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 120 else text[:117] + "...")
 
 
-def occurrences(data: dict[str, Any], text: str, namespace: str, locate: Any) -> list[Occurrence]:
+def occurrences(
+    data: Mapping[str, Any],
+    text: str,
+    namespace: str,
+    locate: Callable[[Path], tuple[int, int]] | None,
+) -> list[Occurrence]:
     """Every reference a parsed document makes: YAML sites, then body mentions."""
     return [*document_references(data, namespace, locate), *body_mentions(text)]
 

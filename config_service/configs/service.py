@@ -177,8 +177,11 @@ class ConfigService:
         in the tenant are WARNINGs among the violations.
         """
         result = await self._check(tenant_id, yaml_content, ConfigKind.BUNDLE)
+        found = _occurrences(result, yaml_content, "")
+        if not found:
+            return result
         async with self._unit_of_work() as uow:
-            warnings = await self._reference_warnings(uow, tenant_id, result, yaml_content, "")
+            warnings = await unresolved(uow.configs, tenant_id, found)
         if not warnings:
             return result
         merged = sorted((*result.violations, *warnings), key=lambda v: (v.line, v.column))
@@ -192,23 +195,6 @@ class ConfigService:
             return await self._cpu.run(validate_context, text, limits)
         validator = validate_agent if kind is ConfigKind.AGENT else validate_document
         return await self._cpu.run(validator, text, limits, allow_literal_secrets=allow)
-
-    async def _reference_warnings(
-        self,
-        uow: ConfigUnitOfWork,
-        tenant_id: str,
-        result: ValidationResult,
-        text: str,
-        namespace: str,
-    ) -> list[Violation]:
-        bundle = result.bundle
-        if bundle is None:
-            return []
-        locate = bundle.locations.value if bundle.locations is not None else None
-        found = [("", o) for o in occurrences(bundle.data, text, namespace, locate)]
-        if not found:
-            return []
-        return await unresolved(uow.configs, tenant_id, found)
 
     async def _require_valid(
         self,
@@ -352,7 +338,8 @@ class ConfigService:
         namespace: str,
     ) -> tuple[Violation, ...]:
         """A write's findings: the document's own warnings, then references to nothing."""
-        references = await self._reference_warnings(uow, tenant_id, result, text, namespace)
+        found = _occurrences(result, text, namespace)
+        references = await unresolved(uow.configs, tenant_id, found) if found else []
         own = [v for v in result.violations if v.severity is Severity.WARNING]
         return (*own, *references)
 
@@ -747,14 +734,16 @@ class ConfigService:
                     _import_record(result),
                 )
             await self._check_import_quota(uow, tenant_id, plan)
-            await uow.configs.insert_many(tenant_id, plan.created)
+            # Deletes first: a file that moved (behaviors/x.yaml → behaviors/x.md) keeps its
+            # name, which must be free among live configs before the new one takes it.
+            await uow.configs.mark_deleted_many(tenant_id, [c.config_id for c in plan.deleted], now)
             for config in plan.updated:
                 await uow.configs.save_revision(tenant_id, config)
-            await uow.configs.mark_deleted_many(tenant_id, [c.config_id for c in plan.deleted], now)
+            await uow.configs.insert_many(tenant_id, plan.created)
             changes = [
-                *((ChangeType.CREATED, c) for c in plan.created),
-                *((ChangeType.UPDATED, c) for c in plan.updated),
                 *((ChangeType.DELETED, c) for c in plan.deleted),
+                *((ChangeType.UPDATED, c) for c in plan.updated),
+                *((ChangeType.CREATED, c) for c in plan.created),
             ]
             if changes:
                 last = await uow.changes.append_many(tenant_id, changes, now)
@@ -969,6 +958,15 @@ def _expired(cursor: int, oldest: int) -> OutOfRange:
         metadata={"oldest_sequence": str(oldest)},
         violations=[FieldViolation("after_sequence", f"must be >= {oldest - 1}")],
     )
+
+
+def _occurrences(result: ValidationResult, text: str, namespace: str) -> list[Located]:
+    """The references a validated bundle or agent document makes (none when unparsed)."""
+    bundle = result.bundle
+    if bundle is None:
+        return []
+    locate = bundle.locations.value if bundle.locations is not None else None
+    return [("", o) for o in occurrences(bundle.data, text, namespace, locate)]
 
 
 _KIND_NAMES = {

@@ -141,6 +141,21 @@ async def test_create_requires_a_name_and_valid_ids(configs: Stub) -> None:
     assert error_info(bad_id).reason == "INVALID_CONFIG_ID"
 
 
+async def test_names_are_ns_or_ns_colon_path(configs: Stub) -> None:
+    made = await create(configs, "team:notes/guide", PURE)
+    assert (made.name, made.kind, made.namespace, made.path) == (
+        "team:notes/guide",
+        config_pb2.CONFIG_KIND_BUNDLE,
+        "",
+        "",
+    )
+    for bad in ("team:../x", "team:a//b", "team:/x", "a:b:c", "/x", "team:", "te am", "x" * 129):
+        error = await rpc_error(create(configs, bad, PURE))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, bad
+        [violation] = detail(error, error_details_pb2.BadRequest).field_violations
+        assert violation.field == "config.name"
+
+
 async def test_an_invalid_document_is_refused_with_located_violations(configs: Stub) -> None:
     broken = "bundle:\n  version: 1.0.0\ntools:\n  - config: {}\n"
     error = await rpc_error(create(configs, "bad", broken))

@@ -560,3 +560,22 @@ async def test_validate_and_create_warn_about_references_to_nothing(configs: Stu
     created = await create(configs, "user", REFERRING)
     assert [(v.field, v.line) for v in created.warnings] == [(f, line) for f, line, _ in located]
     assert "acme:behaviors/missing" in created.warnings[0].message
+
+
+async def test_a_file_that_changes_its_extension_keeps_its_name(configs: Stub) -> None:
+    first = await import_package(configs, files("acme"))
+    quiet = (PACKAGES / "acme/behaviors/quiet.yaml").read_bytes()
+    moved = await import_package(
+        configs,
+        files(
+            "acme",
+            {"behaviors/quiet.yaml": None, "behaviors/quiet.md": b"---\n" + quiet + b"---\n"},
+        ),
+    )
+    assert (moved.created, moved.deleted, moved.unchanged) == (1, 1, 6)
+    before = next(c for c in first.configs if c.path == "behaviors/quiet.yaml")
+    after = next(c for c in moved.configs if c.path == "behaviors/quiet.md")
+    assert after.name == before.name == "acme:behaviors/quiet"
+    assert after.config_id != before.config_id
+    # acme:behaviors/quiet still resolves; only the design kit is missing here.
+    assert [w.field for w in moved.warnings] == ["bundle.md: includes[2].bundle"]
