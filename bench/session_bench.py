@@ -47,7 +47,7 @@ providers:
 tools:
   - module: tool-filesystem
     config:
-      allowed_paths: ["/srv/{name}"]
+      allowed_paths: ["{name}"]
 """
 
 APP = """\

@@ -41,6 +41,11 @@ class FetchedConfig:
     name: str
     revision: int
     yaml_content: str
+    # Where it came from when it is a file of an imported bundle package.
+    kind: str = "BUNDLE"
+    namespace: str = ""
+    path: str = ""
+    source_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,17 @@ class Change:
 
 
 def _fetched(config: config_pb2.Config) -> FetchedConfig:
-    return FetchedConfig(config.config_id, config.name, config.revision, config.yaml_content)
+    kind = config_pb2.ConfigKind.Name(config.kind).removeprefix("CONFIG_KIND_")
+    return FetchedConfig(
+        config.config_id,
+        config.name,
+        config.revision,
+        config.yaml_content,
+        kind="BUNDLE" if kind == "UNSPECIFIED" else kind,
+        namespace=config.namespace,
+        path=config.path,
+        source_uri=config.source_uri,
+    )
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
@@ -169,6 +184,21 @@ class ConfigClient:
                 resource_name=name,
             )
         return _fetched(page.configs[0])
+
+    async def find(
+        self, filter_text: str, time_remaining: float | None = None, limit: int = 100
+    ) -> list[FetchedConfig]:
+        """Live configs matching a ListConfigs filter, full content, at most limit."""
+        request = config_service_pb2.ListConfigsRequest(
+            filter=filter_text, page_size=limit, view=config_pb2.CONFIG_VIEW_FULL
+        )
+        try:
+            page = await self._stub.ListConfigs(
+                request, timeout=self._timeout(time_remaining), metadata=self._caller()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "configs") from exc
+        return [_fetched(config) for config in page.configs]
 
     async def watch(
         self, after_sequence: int, established: Callable[[], None]

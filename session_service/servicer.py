@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 from ruamel.yaml import YAML
 
-from session_service.prepare.model import PreparedBundle
+from session_service.prepare.model import PreparationFailed, PreparedBundle
 from session_service.sessions.model import (
     MAX_TAGS,
     Message,
@@ -22,6 +22,7 @@ from session_service.sessions.model import (
 from session_service.sessions.service import Preparer, SessionService
 from session_service.turns.model import Event, message_from_payload
 from session_service.turns.service import TurnService
+from shared._generated.tandem.config.v1 import config_pb2
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_pb2,
@@ -151,6 +152,46 @@ def prepared_pb(bundle: PreparedBundle) -> session_service_pb2.PrepareConfigResp
             for m in bundle.modules
         ],
         composed_from=bundle.composed_from,
+        valid=True,
+        warnings=[_violation(w.field, w.description, WARNING) for w in bundle.warnings],
+        default_provider=bundle.default_provider,
+        agents=[
+            session_service_pb2.PreparedAgent(
+                name=a.name, description=a.description, source=a.source
+            )
+            for a in bundle.agents
+        ],
+        context=[
+            session_service_pb2.PreparedContext(
+                name=c.name, origin=c.origin, size_bytes=len(c.text.encode())
+            )
+            for c in bundle.context
+        ],
+    )
+
+
+WARNING = config_pb2.SEVERITY_WARNING
+ERROR = config_pb2.SEVERITY_ERROR
+
+
+def _violation(
+    field: str, message: str, severity: config_pb2.Severity.ValueType
+) -> config_pb2.Violation:
+    return config_pb2.Violation(field=field, message=message, severity=severity)
+
+
+def refused_pb(
+    config_id: str, revision: int, failed: PreparationFailed
+) -> session_service_pb2.PrepareConfigResponse:
+    """A revision that cannot be prepared, reported as data: every problem, located."""
+    return session_service_pb2.PrepareConfigResponse(
+        config_id=config_id,
+        revision=revision,
+        valid=False,
+        violations=[
+            _violation(f"{v.subject}", f"{v.type}: {v.description}", ERROR)
+            for v in failed.violations
+        ],
     )
 
 
@@ -290,9 +331,14 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
                 "revision must not be negative.",
                 violations=[FieldViolation("revision", "must be >= 0")],
             )
-        prepared = await self._preparer.prepare(
-            tenant_of(context), config_id, request.revision, context.time_remaining()
-        )
+        try:
+            prepared = await self._preparer.prepare(
+                tenant_of(context), config_id, request.revision, context.time_remaining()
+            )
+        except PreparationFailed as failed:
+            # A dry run reports problems in its body: all of them, not a trailer's worth.
+            revision = int(failed.metadata.get("revision", request.revision))
+            return refused_pb(config_id, revision, failed)
         return prepared_pb(prepared)
 
     async def SendMessage(

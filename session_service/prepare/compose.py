@@ -2,8 +2,10 @@
 
 Includes are composed in the order listed and the including bundle comes last and wins;
 `session` and `spawn` are deep-merged; `providers`, `tools` and `hooks` are merged entry by
-entry, keyed by `id` or else `module`; the instruction is replaced whole; any other key is
-replaced whole by the later bundle.
+entry, keyed by `id` or else `module` (the later entry's config deep-merged over the earlier
+one's); `agents` are merged by agent name (later wins) while `agents.include` lists
+accumulate; `context.include` lists accumulate in order without duplicates; the instruction
+is replaced whole; any other key is replaced whole by the later bundle.
 """
 
 from __future__ import annotations
@@ -48,6 +50,43 @@ def merge_modules(
     return merged
 
 
+def accumulate(base: Any, override: Any) -> list[Any]:
+    """base's items then override's, in order, each once."""
+    merged: list[Any] = []
+    for item in [
+        *(base if isinstance(base, list) else []),
+        *(override if isinstance(override, list) else []),
+    ]:
+        if item not in merged:
+            merged.append(copy.deepcopy(item))
+    return merged
+
+
+def merge_agents(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Agents by name, the later definition winning whole; `include` lists accumulate."""
+    merged = {k: copy.deepcopy(v) for k, v in base.items()}
+    for name, value in override.items():
+        if name == "include":
+            merged["include"] = accumulate(merged.get("include"), value)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
+def merge_context(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`include` lists accumulate in order, each once; other keys as a deep merge."""
+    merged = deep_merge(
+        {k: v for k, v in base.items() if k != "include"},
+        {k: v for k, v in override.items() if k != "include"},
+    )
+    if "include" in base or "include" in override:
+        merged["include"] = accumulate(base.get("include"), override.get("include"))
+    return merged
+
+
+_SECTION_MERGES = {"agents": merge_agents, "context": merge_context}
+
+
 def merge_bundles(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """One composition step: override is the later (including) bundle."""
     merged = {k: copy.deepcopy(v) for k, v in base.items() if k != "includes"}
@@ -62,6 +101,12 @@ def merge_bundles(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[
             merged[key] = deep_merge(merged[key], value)
         elif key in MODULE_LISTS and isinstance(value, list) and isinstance(merged.get(key), list):
             merged[key] = merge_modules(merged[key], value)
+        elif (
+            key in _SECTION_MERGES
+            and isinstance(value, Mapping)
+            and isinstance(merged.get(key), Mapping)
+        ):
+            merged[key] = _SECTION_MERGES[key](merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged

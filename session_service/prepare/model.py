@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.errors import FailedPrecondition, FieldViolation
+
 
 @dataclass(frozen=True)
 class ResolvedModule:
@@ -18,6 +20,26 @@ class ResolvedModule:
     field: str  # where it appears in the composed document, e.g. "tools[1]"
     implementation: str  # the entry point's "package.module:object"
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedAgent:
+    """An agent the bundle offers: from an agent file, or declared inline by a bundle."""
+
+    name: str
+    description: str
+    # The agent file's config name, or the label of the bundle that declared it.
+    source: str
+    instruction: str = ""
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """A context file loaded into the system context, with why it was loaded."""
+
+    name: str
+    origin: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -42,4 +64,25 @@ class PreparedBundle:
     included_configs: frozenset[str]
     # The revision of each included config when this was prepared: name -> (id, revision).
     included_revisions: Mapping[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    # Problems that do not stop a session: keys a module does not read, no provider at all.
+    warnings: tuple[FieldViolation, ...] = ()
+    # The provider turns use (module name, and where it is in the composed document).
+    default_provider: str = ""
+    default_provider_field: str = ""
+    agents: tuple[PreparedAgent, ...] = ()
+    # In the order they appear in the system context, each once.
+    context: tuple[ContextFile, ...] = ()
+
+    @property
+    def system_instruction(self) -> str:
+        """The instruction, then every context file, each marked with its name."""
+        parts = [self.instruction] if self.instruction else []
+        parts.extend(
+            f'<context_file name="{item.name}">\n{item.text.strip()}\n</context_file>'
+            for item in self.context
+        )
+        return "\n\n".join(parts)
+
+
+class PreparationFailed(FailedPrecondition):
+    """A revision that cannot be prepared; `violations` lists every problem, located."""

@@ -59,3 +59,9 @@ class ModuleRegistry:
         if check is None or not isinstance(config, Mapping):
             return []
         return list(check(config, *scope))
+
+    @staticmethod
+    def config_keys(implementation: str) -> frozenset[str] | None:
+        """The config keys a module reads (its CONFIG_KEYS), or None when it does not say."""
+        keys = getattr(load_factory(implementation), "CONFIG_KEYS", None)
+        return frozenset(keys) if keys is not None else None

@@ -16,21 +16,43 @@ from session_service.prepare.cache import Key, PreparedCache
 from session_service.prepare.compose import MODULE_LISTS, include_ref, merge_bundles, module_key
 from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.environment import BundleEnvironment
-from session_service.prepare.model import PreparedBundle, ResolvedModule
+from session_service.prepare.model import (
+    ContextFile,
+    PreparationFailed,
+    PreparedAgent,
+    PreparedBundle,
+    ResolvedModule,
+)
 from session_service.prepare.modules import ModuleRegistry
-from session_service.prepare.shipped import shipped_bundle
+from session_service.prepare.resolve import Lookups, Resolver
 from session_service.workspace import Sandbox
 from shared.bundle.literal_secrets import is_secret_key
+from shared.bundle.references import (
+    SHIPPED_NAMESPACE,
+    Site,
+    UnresolvableReference,
+    document_references,
+    find_mentions,
+    parse_reference,
+)
 from shared.bundle.refs import EnvReference, substitute
-from shared.bundle.validate import Limits, validate_document
+from shared.bundle.validate import Limits, validate_agent, validate_document
 from shared.cpu import CpuSlots
-from shared.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+from shared.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    PreconditionViolation,
+    Unavailable,
+)
 
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
 DEFAULT_CONTEXT = "context-simple"
 # Documents parsed at once, off the event loop.
 PARSE_SLOTS = 2
+# What context files may add to a session's system context, in all.
+MAX_CONTEXT_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,14 @@ class _Composition:
     # what this bundle composes to.
     referenced: set[str] = field(default_factory=set)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    # How deep (0: the config itself) the outermost bundle declaring each module entry is.
+    depths: dict[tuple[str, str], int] = field(default_factory=dict)
+    warnings: list[FieldViolation] = field(default_factory=list)
+    lookups: Lookups = field(default_factory=Lookups)
+    # Agents by name (later wins) and context files (first load wins), in composition order.
+    agents: dict[str, PreparedAgent] = field(default_factory=dict)
+    context: dict[str, ContextFile] = field(default_factory=dict)
+    context_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,9 @@ class _Loaded:
     label: str
     data: dict[str, Any]
     instruction: str
+    # The package the document belongs to ("" for a config of its own): bare agent and
+    # context names resolve in it.
+    namespace: str = ""
 
 
 class Preparer:
@@ -94,6 +127,7 @@ class Preparer:
         reach: ModuleReach | None = None,
     ) -> None:
         self._client = client
+        self._resolver = Resolver(client)
         self._cache = cache
         self._registry = registry
         self._environment = environment
@@ -187,7 +221,7 @@ class Preparer:
     ) -> PreparedBundle:
         work = _Composition()
         label = f"config:{fetched.name}"
-        root = await self._parse(fetched.yaml_content, label, work)
+        root = await self._parse(fetched.yaml_content, label, work, fetched.namespace)
         if root is None:
             raise _failure(fetched, work.problems)
         composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
@@ -196,6 +230,13 @@ class Preparer:
         modules = self._resolve(expanded, work)
         if work.problems:
             raise _failure(fetched, work.problems)
+        provider = default_provider(expanded, work.depths)
+        if provider is None:
+            work.warnings.append(
+                FieldViolation(
+                    "providers", "no provider module: turns on this config fail until one is added"
+                )
+            )
         return PreparedBundle(
             tenant_id=tenant_id,
             config_id=fetched.config_id,
@@ -206,11 +247,18 @@ class Preparer:
             instruction=instruction,
             modules=tuple(modules),
             composed_from=tuple(work.chain),
-            included_configs=frozenset(work.referenced),
+            included_configs=frozenset(work.referenced | work.lookups.asked),
             included_revisions=dict(work.included),
+            warnings=tuple(work.warnings),
+            default_provider=provider[0] if provider else "",
+            default_provider_field=provider[1] if provider else "",
+            agents=tuple(work.agents.values()),
+            context=tuple(work.context.values()),
         )
 
-    async def _parse(self, text: str, label: str, work: _Composition) -> _Loaded | None:
+    async def _parse(
+        self, text: str, label: str, work: _Composition, namespace: str = ""
+    ) -> _Loaded | None:
         # Parsing a large document takes a while: health checks and turns must not wait.
         result = await self._cpu.run(validate_document, text, self._limits)
         if not result.valid or result.bundle is None:
@@ -223,32 +271,44 @@ class Preparer:
                     )
                 )
             return None
-        return _Loaded(label, result.bundle.data, result.bundle.instruction)
+        return _Loaded(label, result.bundle.data, result.bundle.instruction, namespace)
 
     async def _load(
-        self, ref: str, where: str, work: _Composition, time_remaining: float | None
+        self,
+        text: str,
+        namespace: str,
+        where: str,
+        work: _Composition,
+        time_remaining: float | None,
     ) -> tuple[_Loaded, str] | None:
-        """The included bundle: a tenant config by name, else a shipped bundle."""
-        work.referenced.add(ref)
+        """The included bundle a reference names: a file of the tenant's, or a shipped one."""
         try:
-            found = await self._client.get_by_name(ref, time_remaining)
-        except NotFound:
-            shipped = shipped_bundle(ref)
-            if shipped is None:
-                work.problems.append(
-                    PreconditionViolation(
-                        "INCLUDE_NOT_FOUND",
-                        where,
-                        f"{ref!r} is neither a config of this tenant nor a bundle shipped "
-                        "with SessionService",
-                    )
+            reference = parse_reference(text, Site.INCLUDE, namespace)
+        except UnresolvableReference as exc:
+            work.problems.append(PreconditionViolation("INVALID_REFERENCE", where, str(exc)))
+            return None
+        if not reference.is_source and not reference.path:
+            work.referenced.add(reference.namespace)
+        found = await self._resolver.resolve(reference, Site.INCLUDE, work.lookups, time_remaining)
+        if found is None:
+            work.problems.append(
+                PreconditionViolation(
+                    "INCLUDE_NOT_FOUND",
+                    where,
+                    f"{_shown(text)} names no bundle of this tenant (import its package with "
+                    f"ImportBundle) nor one shipped with SessionService ({SHIPPED_NAMESPACE}:…)",
                 )
-                return None
-            loaded = await self._parse(shipped, f"bundle:{ref}", work)
-            return None if loaded is None else (loaded, ref)
-        work.included[found.name] = (found.config_id, found.revision)
-        loaded = await self._parse(found.yaml_content, f"config:{found.name}", work)
-        return None if loaded is None else (loaded, found.name)
+            )
+            return None
+        if found.config is None:
+            loaded = await self._parse(found.text, f"bundle:{found.name}", work, SHIPPED_NAMESPACE)
+            return None if loaded is None else (loaded, found.name)
+        config = found.config
+        work.included[config.name] = (config.config_id, config.revision)
+        loaded = await self._parse(
+            config.yaml_content, f"config:{config.name}", work, config.namespace
+        )
+        return None if loaded is None else (loaded, config.name)
 
     async def _compose(
         self,
@@ -263,32 +323,108 @@ class Preparer:
         for index, item in enumerate(includes):
             ref = include_ref(item)
             where = f"{bundle.label}: includes[{index}]"
-            if ref in stack:
-                work.problems.append(
-                    PreconditionViolation(
-                        "INCLUDE_CYCLE", where, " -> ".join([*stack, ref]) + " is a cycle"
-                    )
-                )
-                continue
-            loaded = await self._load(ref, where, work, time_remaining)
+            loaded = await self._load(ref, bundle.namespace, where, work, time_remaining)
             if loaded is None:
                 continue
             sub, name = loaded
+            if name in stack:
+                work.problems.append(
+                    PreconditionViolation(
+                        "INCLUDE_CYCLE", where, " -> ".join([*stack, name]) + " is a cycle"
+                    )
+                )
+                continue
             sub_merged, sub_instruction = await self._compose(
                 sub, [*stack, name], work, time_remaining
             )
             merged = merge_bundles(merged, sub_merged)
             instruction = sub_instruction or instruction
         work.chain.append(bundle.label)
+        depth = len(stack) - 1
         for list_key in MODULE_LISTS:
             for entry in bundle.data.get(list_key) or []:
                 if isinstance(entry, Mapping):
-                    work.origins[(list_key, module_key(entry))] = bundle.label
+                    entry_key = (list_key, module_key(entry))
+                    work.origins[entry_key] = bundle.label
+                    work.depths[entry_key] = min(depth, work.depths.get(entry_key, depth))
         for part in ("orchestrator", "context"):
             if part in (bundle.data.get("session") or {}):
                 work.origins[("session", part)] = bundle.label
+        # After what it includes, so the including bundle's agents win and its context
+        # comes after theirs.
+        await self._agents_and_context(bundle, work, time_remaining)
         # The including bundle comes last and wins; its instruction replaces inherited ones.
         return merge_bundles(merged, bundle.data), bundle.instruction or instruction
+
+    async def _agents_and_context(
+        self, bundle: _Loaded, work: _Composition, time_remaining: float | None
+    ) -> None:
+        """Resolves the agents and context files one bundle names, and its @mentions."""
+        occurrences = [
+            o
+            for o in document_references(bundle.data, bundle.namespace)
+            if o.site is not Site.INCLUDE
+        ]
+        occurrences.extend(find_mentions(bundle.instruction))
+        agents = bundle.data.get("agents")
+        if isinstance(agents, Mapping):
+            for name, definition in agents.items():
+                if name != "include" and isinstance(definition, Mapping):
+                    work.agents[str(name)] = PreparedAgent(
+                        str(name), str(definition.get("description", "")), bundle.label
+                    )
+        for occurrence in occurrences:
+            where = f"{bundle.label}: " + (occurrence.field or f"@mention (line {occurrence.line})")
+            if occurrence.reference is None:
+                work.problems.append(
+                    PreconditionViolation("INVALID_REFERENCE", where, occurrence.problem)
+                )
+                continue
+            found = await self._resolver.resolve(
+                occurrence.reference, occurrence.site, work.lookups, time_remaining
+            )
+            if found is None or found.config is None:
+                kind = "AGENT" if occurrence.site is Site.AGENT else "CONTEXT"
+                work.problems.append(
+                    PreconditionViolation(
+                        f"{kind}_NOT_FOUND",
+                        where,
+                        f"{_shown(occurrence.text)} names no stored "
+                        f"{kind.lower()} file of this tenant",
+                    )
+                )
+                continue
+            config = found.config
+            work.included[config.name] = (config.config_id, config.revision)
+            if occurrence.site is Site.AGENT:
+                agent = _agent(config, self._limits)
+                if agent is None:
+                    work.problems.append(
+                        PreconditionViolation(
+                            "INVALID_AGENT", where, f"{config.name} is not an agent file"
+                        )
+                    )
+                else:
+                    work.agents[agent.name] = agent
+                continue
+            if config.name in work.context:
+                continue
+            work.context_bytes += len(config.yaml_content.encode())
+            if work.context_bytes > MAX_CONTEXT_BYTES:
+                work.problems.append(
+                    PreconditionViolation(
+                        "CONTEXT_TOO_LARGE",
+                        where,
+                        f"context files add up to more than {MAX_CONTEXT_BYTES} bytes",
+                    )
+                )
+                continue
+            origin = (
+                f"@mention in {bundle.label}"
+                if occurrence.site is Site.MENTION
+                else f"context.include of {bundle.label}"
+            )
+            work.context[config.name] = ContextFile(config.name, origin, config.yaml_content)
 
     def _expand(
         self, tenant_id: str, value: Any, path: str, work: _Composition, key: str = ""
@@ -346,6 +482,18 @@ class Preparer:
                     work.problems.append(
                         PreconditionViolation(violation, f"{where}.config.{key}", message)
                     )
+            known = self._registry.config_keys(implementation)
+            if known is not None and isinstance(config, Mapping):
+                for key in config:
+                    if key not in known:
+                        # Amplifier's module of this name may read it; this one does not.
+                        work.warnings.append(
+                            FieldViolation(
+                                f"{where}.config.{key}",
+                                f"{name} does not read {str(key)!r}; it has no effect "
+                                f"(it reads: {', '.join(sorted(known)) or 'nothing'})",
+                            )
+                        )
             modules.append(ResolvedModule(kind, name, source, where, implementation, config))
 
         session = document.get("session") or {}
@@ -360,11 +508,58 @@ class Preparer:
         return modules
 
 
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 120 else text[:117] + "...")
+
+
+def _agent(config: FetchedConfig, limits: Limits) -> PreparedAgent | None:
+    """An agent file's name, description and instruction (its `meta:` frontmatter)."""
+    result = validate_agent(config.yaml_content, limits)
+    if not result.valid or result.bundle is None:
+        return None
+    meta = result.bundle.data.get("meta")
+    if not isinstance(meta, Mapping):
+        return None
+    name = str(meta.get("name") or config.name.rsplit("/", 1)[-1])
+    return PreparedAgent(
+        name, str(meta.get("description") or ""), config.name, result.bundle.instruction
+    )
+
+
+def _priority(entry: Any) -> float:
+    config = entry.get("config") if isinstance(entry, Mapping) else None
+    value = config.get("priority") if isinstance(config, Mapping) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return float("inf")
+
+
+def default_provider(
+    document: Mapping[str, Any], depths: Mapping[tuple[str, str], int]
+) -> tuple[str, str] | None:
+    """(module, field) of the provider turns use, or None when there is none.
+
+    The lowest `config.priority` wins; among equals (or none), the one declared by the outer
+    bundle comes before one it included, then document order.
+    """
+    best: tuple[float, int, int] | None = None
+    chosen: tuple[str, str] | None = None
+    for index, entry in enumerate(document.get("providers") or []):
+        if isinstance(entry, str):
+            entry = {"module": entry}
+        if not isinstance(entry, Mapping):
+            continue
+        rank = (_priority(entry), depths.get(("providers", module_key(entry)), 0), index)
+        if best is None or rank < best:
+            best, chosen = rank, (str(entry.get("module", "")), f"providers[{index}]")
+    return chosen
+
+
 def _failure(fetched: FetchedConfig, problems: list[PreconditionViolation]) -> FailedPrecondition:
     kinds = {p.type for p in problems}
     reason = kinds.pop() if len(kinds) == 1 else "PREPARATION_FAILED"
     summary = "; ".join(f"{p.subject}: {p.description}" for p in problems[:5])
-    return FailedPrecondition(
+    return PreparationFailed(
         f"Config {fetched.name!r} revision {fetched.revision} cannot be prepared "
         f"({len(problems)} problem(s)): {summary}",
         reason=reason,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-NAMESPACE = "tandem"
+from shared.bundle.references import SHIPPED_NAMESPACE as NAMESPACE
+
 # The shipped bundles, by reference; each is session_service/bundles/NAME.yaml.
 SHIPPED = (f"{NAMESPACE}:dev",)
 

@@ -218,13 +218,14 @@ async def test_environment_references_reach_nothing(secured: Secured, victim: Vi
         error = await attacker.refused(attacker.create_session(config_id))
         assert error.code() is grpc.StatusCode.FAILED_PRECONDITION, config_id
         assert [t for t, _ in _violations(error)] == [expected[config_id]], config_id
-        # The dry run names the same problem.
-        error = await attacker.refused(
+        # The dry run reports the same problem as data.
+        report = await attacker.answer(
             secured.sessions.PrepareConfig(
                 session_service_pb2.PrepareConfigRequest(config_id=config_id), metadata=B
             )
         )
-        assert [t for t, _ in _violations(error)] == [expected[config_id]], config_id
+        assert not report.valid, config_id
+        assert [v.message.split(":")[0] for v in report.violations] == [expected[config_id]]
     await _assert_a_is_intact(secured, victim, attacker)
 
 

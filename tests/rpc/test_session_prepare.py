@@ -241,13 +241,20 @@ async def test_cycles_and_missing_includes_are_reported_with_their_location(
     await create_config(stack, "a", "bundle:\n  name: a\nincludes: [b]\n")
     await create_config(stack, "b", "bundle:\n  name: b\nincludes: [c, nowhere]\n")
     await create_config(stack, "c", "bundle:\n  name: c\nincludes: [a]\n")
-    error = await rpc_error(prepare(stack, "a"))
+    error = await rpc_error(
+        stack.sessions.CreateSession(session_service_pb2.CreateSessionRequest(config_id="a"))
+    )
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(error).reason == "PREPARATION_FAILED"
     violations = detail(error, error_details_pb2.PreconditionFailure).violations
     found = {(v.type, v.subject) for v in violations}
     assert ("INCLUDE_CYCLE", "config:c: includes[0]") in found
     assert ("INCLUDE_NOT_FOUND", "config:b: includes[1]") in found
+    # The dry run answers OK and lists the same problems in its body.
+    report = await prepare(stack, "a")
+    assert not report.valid
+    assert {(v.message.split(":")[0], v.field) for v in report.violations} == found
+    assert all(v.severity == config_pb2.SEVERITY_ERROR for v in report.violations)
     cycle = next(v for v in violations if v.type == "INCLUDE_CYCLE")
     assert "a -> b -> c -> a" in cycle.description
     refused = await rpc_error(
@@ -282,7 +289,9 @@ async def test_a_variable_the_operator_does_not_allow_is_reported(stack: Stack) 
         "bundle:\n  name: app\nproviders:\n  - module: provider-echo\n"
         "    config:\n      api_key: ${TANDEM_SURELY_UNSET_VARIABLE}\n",
     )
-    error = await rpc_error(prepare(stack, "app"))
+    error = await rpc_error(
+        stack.sessions.CreateSession(session_service_pb2.CreateSessionRequest(config_id="app"))
+    )
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     [violation] = detail(error, error_details_pb2.PreconditionFailure).violations
     assert violation.type == "ENV_NOT_AVAILABLE"

@@ -520,11 +520,22 @@ class PrepareConfigResponse(_message.Message):
     MODULES_FIELD_NUMBER: _builtins.int
     COMPOSED_FROM_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PROVIDER_FIELD_NUMBER: _builtins.int
+    AGENTS_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     revision: _builtins.int
     composed_yaml: _builtins.str
     """The composed document, with expanded secrets masked."""
     instruction: _builtins.str
+    valid: _builtins.bool
+    """False when a session could not be prepared from this revision; violations say why."""
+    default_provider: _builtins.str
+    """The provider module a session's turns use: the lowest config.priority, the outer bundle
+    first among equals.
+    """
     @_builtins.property
     def modules(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreparedModule]: ...
     @_builtins.property
@@ -534,6 +545,18 @@ class PrepareConfigResponse(_message.Message):
     @_builtins.property
     def warnings(self) -> _containers.RepeatedCompositeFieldContainer[_config_pb2.Violation]:
         """Problems that do not stop a session from being prepared."""
+
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[_config_pb2.Violation]:
+        """Every problem that stops preparation, located (the bundle, then the field)."""
+
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreparedAgent]:
+        """Agents the bundle offers, by name, with the file each came from."""
+
+    @_builtins.property
+    def context(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreparedContext]:
+        """Context files loaded into the system context, in the order they appear there."""
 
     def __init__(
         self,
@@ -545,11 +568,73 @@ class PrepareConfigResponse(_message.Message):
         modules: _abc.Iterable[Global___PreparedModule] | None = ...,
         composed_from: _abc.Iterable[_builtins.str] | None = ...,
         warnings: _abc.Iterable[_config_pb2.Violation] | None = ...,
+        valid: _builtins.bool = ...,
+        violations: _abc.Iterable[_config_pb2.Violation] | None = ...,
+        default_provider: _builtins.str = ...,
+        agents: _abc.Iterable[Global___PreparedAgent] | None = ...,
+        context: _abc.Iterable[Global___PreparedContext] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["composed_from", b"composed_from", "composed_yaml", b"composed_yaml", "config_id", b"config_id", "instruction", b"instruction", "modules", b"modules", "revision", b"revision", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "composed_from", b"composed_from", "composed_yaml", b"composed_yaml", "config_id", b"config_id", "context", b"context", "default_provider", b"default_provider", "instruction", b"instruction", "modules", b"modules", "revision", b"revision", "valid", b"valid", "violations", b"violations", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PrepareConfigResponse: _TypeAlias = PrepareConfigResponse  # noqa: Y015
+
+@_typing.final
+class PreparedAgent(_message.Message):
+    """An agent a prepared bundle offers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    source: _builtins.str
+    """The stored config it came from, "NS:agents/NAME", or the bundle that declared it inline."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreparedAgent: _TypeAlias = PreparedAgent  # noqa: Y015
+
+@_typing.final
+class PreparedContext(_message.Message):
+    """A context file loaded into the system context."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The reference as resolved, "NS:context/style.md"."""
+    origin: _builtins.str
+    """Why it was loaded: "context.include of acme" or "@mention in acme"."""
+    size_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "origin", b"origin", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreparedContext: _TypeAlias = PreparedContext  # noqa: Y015
