@@ -23,7 +23,8 @@ from tests.rpc.test_turns import collect, kinds, send
 from tests.support.llm_servers import LlmServer, llm_server, openai_text_reply, stream
 from tests.support.rpc import detail, error_info, rich_status
 
-PACKAGES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "packages"
+# Copies of ../shared/examples/packages, so the suite needs nothing outside the repository.
+PACKAGES = Path(__file__).resolve().parents[1] / "fixtures" / "packages"
 DESIGN_KIT_SOURCE = "git+https://example.invalid/acme/design-kit@main"
 
 

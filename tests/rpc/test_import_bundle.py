@@ -29,7 +29,8 @@ from tests.support.rpc import detail, error_info
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub
 
-PACKAGES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "packages"
+# Copies of ../shared/examples/packages, so the suite needs nothing outside the repository.
+PACKAGES = Path(__file__).resolve().parents[1] / "fixtures" / "packages"
 DESIGN_KIT_SOURCE = "git+https://example.invalid/acme/design-kit@main"
 ACME_SOURCE = "git+https://example.invalid/acme/acme@main"
 BUNDLE = config_pb2.CONFIG_KIND_BUNDLE
