@@ -88,7 +88,10 @@ class ListConfigsRequest(_message.Message):
     page_token: _builtins.str
     filter: _builtins.str
     """For example: name = "dev" AND tags.team = "core" AND bundle.name = "dev-config";
-    also namespace = "acme" and kind = "AGENT".
+    also namespace = "acme", kind = "AGENT" (BUNDLE, AGENT, CONTEXT), path = "context/*"
+    and source_uri = "git+https://host/org/repo". An exact source_uri compares as
+    references do, without `@REF`, so `source_uri = "…" AND path = "…"` finds the file a
+    `git+https://…#subdirectory=PATH` reference names.
     """
     view: _config_pb2.ConfigView.ValueType
     def __init__(
@@ -542,7 +545,10 @@ class ImportBundleRequest(_message.Message):
     request_id: _builtins.str
     """A repeat with the same id returns the first response and writes nothing."""
     validate_only: _builtins.bool
-    """Report what the import would do, and every violation, without writing."""
+    """Report what the import would do, and every violation, without writing: the response's
+    warnings then hold errors too (SEVERITY_ERROR), and the package is importable when
+    none is an error.
+    """
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BundleFile]:
         """Every file of the package; the root bundle is bundle.md or bundle.yaml."""
@@ -587,7 +593,8 @@ class ImportBundleResponse(_message.Message):
     @_builtins.property
     def warnings(self) -> _containers.RepeatedCompositeFieldContainer[_config_pb2.Violation]:
         """Problems that do not stop the import (references to nothing in the tenant, for example),
-        each with the file's path at the front of its field.
+        each with the file's path at the front of its field ("behaviors/review.yaml: tools[0]").
+        With validate_only, every finding, errors included.
         """
 
     def __init__(
