@@ -499,6 +499,9 @@ class Preparer:
         session = document.get("session") or {}
         for part, default in (("orchestrator", DEFAULT_ORCHESTRATOR), ("context", DEFAULT_CONTEXT)):
             entry = session.get(part) or default
+            if isinstance(entry, Mapping) and not entry.get("module"):
+                # A behavior may tune the loop's config without naming it (`{config: …}`).
+                entry = {**entry, "module": default}
             origin = work.origins.get(("session", part), "default")
             resolve(part, entry, f"session.{part}", origin)
         for list_key in MODULE_LISTS:

@@ -83,9 +83,9 @@ class Resolver:
     ) -> Found | None:
         key = reference.source_key
         for path in candidate_paths(reference):
-            # Narrowed on the server by path and address prefix; `@REF` and spelling are
-            # compared here, as canonical sources.
-            filter_text = f"path = {json.dumps(path)} AND source_uri = {json.dumps(key + '*')}"
+            # ConfigService compares addresses in canonical form (no `@REF`, `.git`, case of
+            # the host); the check below keeps that promise whatever the server does.
+            filter_text = f"path = {json.dumps(path)} AND source_uri = {json.dumps(key)}"
             for config in await self._client.find(filter_text, time_remaining):
                 if canonical_source(config.source_uri) == key:
                     lookups.asked.add(config.name)

@@ -169,3 +169,23 @@ async def _id_of(stack: Stack, name: str) -> str:
     )
     [config] = page.configs
     return str(config.config_id)
+
+
+async def test_a_behavior_that_only_tunes_the_loop_keeps_the_default_module(
+    stack: Stack,
+) -> None:
+    await import_examples(stack)
+    document = json.dumps({"bundle": {"name": "calm"}, "includes": ["acme:behaviors/quiet"]})
+    await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id="calm", config=config_pb2.Config(name="calm", yaml_content=document)
+        )
+    )
+    prepared = await stack.sessions.PrepareConfig(
+        session_service_pb2.PrepareConfigRequest(config_id="calm")
+    )
+    assert prepared.valid, prepared.violations
+    [loop] = [m for m in prepared.modules if m.kind == "orchestrator"]
+    assert loop.module == "loop-basic"
+    composed = YAML(typ="safe").load(prepared.composed_yaml)
+    assert composed["session"]["orchestrator"] == {"config": {"max_iterations": 4}}
