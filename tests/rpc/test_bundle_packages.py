@@ -189,3 +189,31 @@ async def test_a_behavior_that_only_tunes_the_loop_keeps_the_default_module(
     assert loop.module == "loop-basic"
     composed = YAML(typ="safe").load(prepared.composed_yaml)
     assert composed["session"]["orchestrator"] == {"config": {"max_iterations": 4}}
+
+
+async def test_keys_a_module_does_not_read_and_a_missing_provider_are_located_warnings(
+    stack: Stack,
+) -> None:
+    document = json.dumps(
+        {
+            "bundle": {"name": "quiet-typos"},
+            "includes": ["tandem:dev"],
+            "tools": [{"module": "tool-filesystem", "config": {"extended_thinking": True}}],
+        }
+    )
+    await stack.configs.CreateConfig(
+        config_service_pb2.CreateConfigRequest(
+            config_id="typos", config=config_pb2.Config(name="typos", yaml_content=document)
+        )
+    )
+    prepared = await stack.sessions.PrepareConfig(
+        session_service_pb2.PrepareConfigRequest(config_id="typos")
+    )
+    assert prepared.valid
+    assert prepared.default_provider == ""
+    warnings = {w.field: w.message for w in prepared.warnings}
+    assert "tool-filesystem does not read 'extended_thinking'" in warnings[
+        "tools[0].config.extended_thinking"
+    ]
+    assert "no provider" in warnings["providers"]
+    assert all(w.severity == config_pb2.SEVERITY_WARNING for w in prepared.warnings)
