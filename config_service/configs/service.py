@@ -43,7 +43,7 @@ from shared.bundle.validate import (
     validate_document,
 )
 from shared.cpu import CpuSlots
-from shared.db.idempotency import check_request_id
+from shared.db.idempotency import check_request_id, first_response
 from shared.db.notify import Broadcast
 from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
@@ -317,17 +317,9 @@ class ConfigService:
                 await self._check_unique(uow, tenant_id, config)
                 warnings = await self._write_warnings(uow, tenant_id, result, content, "")
             return dataclasses.replace(config, etag="", warnings=warnings)
-        # A concurrent duplicate of this request_id loses the race on the idempotency key and
-        # is retried once the winner has committed, so it finds and returns the first response.
-        for attempt in range(3):
-            try:
-                return await self._create_once(
-                    tenant_id, config, result, request_id, request_fingerprint
-                )
-            except Aborted as exc:
-                if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return await first_response(
+            lambda: self._create_once(tenant_id, config, result, request_id, request_fingerprint)
+        )
 
     async def _write_warnings(
         self,
@@ -657,15 +649,11 @@ class ConfigService:
             raise _invalid_package(package)
         if validate_only:
             return await self._dry_import(tenant_id, package, source_uri)
-        for attempt in range(3):
-            try:
-                return await self._import_once(
-                    tenant_id, package, source_uri, request_id, request_fingerprint
-                )
-            except Aborted as exc:
-                if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return await first_response(
+            lambda: self._import_once(
+                tenant_id, package, source_uri, request_id, request_fingerprint
+            )
+        )
 
     async def _dry_import(self, tenant_id: str, package: Package, source_uri: str) -> ImportResult:
         if not package.namespace:

@@ -30,11 +30,10 @@ from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
-from shared.db.idempotency import check_request_id
+from shared.db.idempotency import check_request_id, first_response
 from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
-    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -139,14 +138,9 @@ class SessionService:
             version=1,
             tags=dict(tags or {}),
         )
-        for attempt in range(3):
-            try:
-                return await self._store_new(tenant_id, session, request_id, request_fingerprint)
-            except Aborted as exc:
-                # A concurrent duplicate of this request_id won; the retry finds its session.
-                if exc.reason != "REQUEST_ID_CONFLICT" or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return await first_response(
+            lambda: self._store_new(tenant_id, session, request_id, request_fingerprint)
+        )
 
     async def _replay(
         self, uow: SessionUnitOfWork, tenant_id: str, request_id: str, fingerprint: str

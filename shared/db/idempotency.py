@@ -7,6 +7,7 @@ of the id with a different request is refused, since the client reused an id by 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -50,6 +51,7 @@ def fingerprint(payload: bytes) -> str:
 MAX_REQUEST_ID_LENGTH = 128
 
 M = TypeVar("M", bound=IdempotencyKeyColumns)
+T = TypeVar("T")
 
 
 def check_request_id(request_id: str) -> None:
@@ -116,3 +118,18 @@ class IdempotencyRepository(Generic[M]):
                 reason="REQUEST_ID_CONFLICT",
                 metadata={"request_id": request_id},
             ) from exc
+
+
+async def first_response(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """attempt(), tried again when a concurrent duplicate of its request_id won the race.
+
+    The winner has committed by then, so the retry finds and returns the first response
+    instead of writing again.
+    """
+    for number in range(tries):
+        try:
+            return await attempt()
+        except Aborted as exc:
+            if exc.reason != "REQUEST_ID_CONFLICT" or number == tries - 1:
+                raise
+    raise AssertionError("unreachable")
