@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import empty_pb2
 
-from config_service import edits
+from config_service.configs.edits import AddInclude, AddModule, RemoveInclude, RemoveModule
 from config_service.configs.model import (
     MAX_TAGS,
     ChangeType,
@@ -257,7 +257,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             tenant_of(context),
             config_id,
             request.etag,
-            lambda text: edits.add_module(text, kind, module, source, settings),
+            AddModule(kind, module, source, settings),
         )
         return config_pb(edited)
 
@@ -273,7 +273,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             tenant_of(context),
             config_id,
             request.etag,
-            lambda text: edits.remove_module(text, kind, module),
+            RemoveModule(kind, module),
         )
         return config_pb(edited)
 
@@ -306,7 +306,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             tenant_of(context),
             config_id,
             request.etag,
-            lambda text: edits.add_include(text, bundle),
+            AddInclude(bundle),
         )
         return config_pb(edited)
 
@@ -319,7 +319,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             tenant_of(context),
             config_id,
             request.etag,
-            lambda text: edits.remove_include(text, bundle),
+            RemoveInclude(bundle),
         )
         return config_pb(edited)
 

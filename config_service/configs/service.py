@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from config_service.configs.edits import Edit
 from config_service.configs.model import (
     OUTPUT_ONLY_PATHS,
     UPDATABLE_PATHS,
@@ -406,9 +407,7 @@ class ConfigService:
 
         return await self._revise(tenant_id, config_id, etag, apply, validate_only=validate_only)
 
-    async def edit(
-        self, tenant_id: str, config_id: str, etag: str, transform: Callable[[str], str]
-    ) -> Config:
+    async def edit(self, tenant_id: str, config_id: str, etag: str, change: Edit) -> Config:
         """Rewrites the document in place (add/remove a tool, provider or include)."""
 
         def apply(current: Config) -> Config:
@@ -425,7 +424,7 @@ class ConfigService:
                         )
                     ],
                 )
-            return dataclasses.replace(current, yaml_content=transform(current.yaml_content))
+            return dataclasses.replace(current, yaml_content=change.apply(current.yaml_content))
 
         return await self._revise(tenant_id, config_id, etag, apply)
 

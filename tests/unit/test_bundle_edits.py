@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config_service import edits as edits_module
-from config_service.edits import add_include, add_module, remove_include, remove_module
+from config_service.configs import edits as edits_module
+from config_service.configs.edits import add_include, add_module, remove_include, remove_module
 from shared.bundle.validate import validate_document
 from shared.errors import InvalidArgument, NotFound
 from tests.support.bundles import (

@@ -119,6 +119,57 @@ def remove_include(text: str, bundle: str) -> str:
 # The round-trip model --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AddModule:
+    """Add a module to `tools`/`providers`/`hooks`, or merge config into the one there."""
+
+    kind: str
+    module: str
+    source: str | None = None
+    config: Mapping[str, Any] | None = None
+
+    def apply(self, text: str) -> str:
+        """The edited document."""
+        return add_module(text, self.kind, self.module, self.source, self.config)
+
+
+@dataclass(frozen=True)
+class RemoveModule:
+    """Remove a module from `tools`/`providers`/`hooks`."""
+
+    kind: str
+    module: str
+
+    def apply(self, text: str) -> str:
+        """The edited document."""
+        return remove_module(text, self.kind, self.module)
+
+
+@dataclass(frozen=True)
+class AddInclude:
+    """Add a bundle to `includes`, in the form the list already uses."""
+
+    bundle: str
+
+    def apply(self, text: str) -> str:
+        """The edited document."""
+        return add_include(text, self.bundle)
+
+
+@dataclass(frozen=True)
+class RemoveInclude:
+    """Remove a bundle from `includes`, keeping comments that head other entries."""
+
+    bundle: str
+
+    def apply(self, text: str) -> str:
+        """The edited document."""
+        return remove_include(text, self.bundle)
+
+
+Edit = AddModule | RemoveModule | AddInclude | RemoveInclude
+
+
 def _check_kind(kind: str) -> None:
     if kind not in MODULE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(MODULE_KINDS)}, not {kind!r}")
