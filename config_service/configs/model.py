@@ -14,13 +14,6 @@ from shared.bundle.validate import BundleSummary, Violation
 from shared.errors import FieldViolation, InvalidArgument
 
 
-class View(Enum):
-    """How much of a config a read returns."""
-
-    BASIC = "BASIC"
-    FULL = "FULL"
-
-
 class ConfigKind(Enum):
     """What a stored document is; it decides how the document is validated."""
 

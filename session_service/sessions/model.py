@@ -124,7 +124,7 @@ class Session:
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_TAGS = 64
-MAX_CONTENT_CHARS = 1_000_000
+MAX_APPENDED_CHARS = 1_000_000
 
 
 def check_session_id(session_id: str) -> None:
@@ -159,9 +159,9 @@ def check_message(
     violations = []
     if role is None:
         violations.append(FieldViolation("message.role", "is required"))
-    if len(content) > MAX_CONTENT_CHARS:
+    if len(content) > MAX_APPENDED_CHARS:
         violations.append(
-            FieldViolation("message.content", f"longer than {MAX_CONTENT_CHARS} characters")
+            FieldViolation("message.content", f"longer than {MAX_APPENDED_CHARS} characters")
         )
     if tool_calls and role is not Role.ASSISTANT:
         violations.append(

@@ -94,7 +94,3 @@ class UnitOfWork:
         """Commits everything done in this unit."""
         await self.session.commit()
         self.committed = True
-
-    async def rollback(self) -> None:
-        """Discards everything done in this unit so far."""
-        await self.session.rollback()

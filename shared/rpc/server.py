@@ -155,10 +155,6 @@ class GrpcServer:
         await self.mark_not_serving()
         await self._server.stop(grace)
 
-    async def wait_for_termination(self) -> None:
-        """Returns when the server has stopped."""
-        await self._server.wait_for_termination()
-
 
 async def wait_for_signal() -> None:
     """Returns on the first SIGTERM or SIGINT.
