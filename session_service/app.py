@@ -16,7 +16,7 @@ from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.environment import BundleEnvironment, parse_patterns
 from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.preparer import ModuleReach, Preparer
-from session_service.prepare.watcher import ConfigWatcher
+from session_service.prepare.watcher import ConfigWatcher, WatchState
 from session_service.servicer import SERVICE_NAME, SessionServicer
 from session_service.sessions.service import SessionService
 from session_service.settings import SessionServiceSettings
@@ -85,7 +85,7 @@ async def build_with_parts(
         service_key=settings.config_service_api_key,
     )
     cache = PreparedCache(settings.prepared_cache_size)
-    watcher = ConfigWatcher(client, retry_seconds=settings.config_watch_retry_seconds)
+    watch_state = WatchState()
     keys = settings.key_store()
     workspaces = settings.workspaces()
     environment = BundleEnvironment(
@@ -99,10 +99,12 @@ async def build_with_parts(
         cache,
         modules or ModuleRegistry.from_entry_points(),
         environment,
-        watcher,
+        watch_state,
         reach=ModuleReach(workspaces.rules(), EgressPolicy(settings.egress_allow)),
     )
-    watcher.preparer = preparer
+    watcher = ConfigWatcher(
+        client, preparer, watch_state, retry_seconds=settings.config_watch_retry_seconds
+    )
     watcher.start()
 
     def unit_of_work(write: bool = False) -> SessionUnitOfWork:

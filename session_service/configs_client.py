@@ -16,6 +16,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from session_service.prepare.source import FetchedConfig
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -31,21 +32,6 @@ from shared.errors import (
     TandemError,
     Unavailable,
 )
-
-
-@dataclass(frozen=True)
-class FetchedConfig:
-    """What SessionService needs of one config revision."""
-
-    config_id: str
-    name: str
-    revision: int
-    yaml_content: str
-    # Where it came from when it is a file of an imported bundle package.
-    kind: str = "BUNDLE"
-    namespace: str = ""
-    path: str = ""
-    source_uri: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from session_service.configs_client import ConfigClient, FetchedConfig
 from session_service.prepare.cache import Key, PreparedCache
 from session_service.prepare.compose import MODULE_LISTS, include_ref, merge_bundles, module_key
 from session_service.prepare.egress import EgressPolicy
@@ -25,6 +24,7 @@ from session_service.prepare.model import (
 )
 from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.resolve import Lookups, Resolver
+from session_service.prepare.source import ConfigSource, FetchedConfig
 from session_service.workspace import Sandbox
 from shared.bundle.literal_secrets import is_secret_key
 from shared.bundle.references import (
@@ -118,7 +118,7 @@ class Preparer:
 
     def __init__(
         self,
-        client: ConfigClient,
+        client: ConfigSource,
         cache: PreparedCache,
         registry: ModuleRegistry,
         environment: BundleEnvironment,

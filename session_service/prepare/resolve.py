@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from session_service.configs_client import ConfigClient, FetchedConfig
 from session_service.prepare.shipped import shipped_bundle
+from session_service.prepare.source import ConfigSource, FetchedConfig
 from shared.bundle.references import (
     Reference,
     Site,
@@ -43,7 +43,7 @@ class Lookups:
 class Resolver:
     """Resolves references among the caller's configs."""
 
-    def __init__(self, client: ConfigClient) -> None:
+    def __init__(self, client: ConfigSource) -> None:
         self._client = client
 
     async def resolve(

@@ -18,24 +18,54 @@ from shared.errors import OutOfRange, TandemError
 _log = logging.getLogger(__name__)
 
 
+class WatchState:
+    """Whether the change stream is up: set by the watcher, read by the preparer.
+
+    Its own object, so that the preparer and the watcher are each built once, with what they
+    need, and neither is wired into the other afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.healthy = False
+        self.connected = asyncio.Event()
+
+    def up(self) -> None:
+        """The stream is established."""
+        self.healthy = True
+        self.connected.set()
+
+    def down(self) -> None:
+        """The stream is gone; cached bundles must be revalidated on use."""
+        self.healthy = False
+        self.connected.clear()
+
+
 class ConfigWatcher:
     """The cache's background subscription to WatchConfigs."""
 
     def __init__(
-        self, client: ConfigClient, preparer: Preparer | None = None, retry_seconds: float = 1.0
+        self,
+        client: ConfigClient,
+        preparer: Preparer,
+        state: WatchState,
+        retry_seconds: float = 1.0,
     ) -> None:
         self._client = client
-        self.preparer = preparer
+        self._preparer = preparer
+        self._state = state
         self._retry_seconds = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self.last_sequence = 0
-        self._healthy = False
-        self.connected = asyncio.Event()
 
     @property
     def healthy(self) -> bool:
         """True while the change stream is established."""
-        return self._healthy
+        return self._state.healthy
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the change stream is established."""
+        return self._state.connected
 
     def start(self) -> None:
         """Starts following in the background."""
@@ -48,14 +78,13 @@ class ConfigWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._healthy = False
+        self._state.down()
 
     async def _run(self) -> None:
-        assert self.preparer is not None, "wire a preparer before start()"
         while True:
             try:
                 async for change in self._client.watch(self.last_sequence, self._established):
-                    self.preparer.forget(change.config_id, change.name, created=change.created)
+                    self._preparer.forget(change.config_id, change.name, created=change.created)
                     self.last_sequence = change.sequence
             except OutOfRange:
                 _log.warning(
@@ -66,14 +95,11 @@ class ConfigWatcher:
             except TandemError as exc:
                 _log.warning("config change stream down (%s); retrying", exc)
             finally:
-                self._healthy = False
-                self.connected.clear()
+                self._state.down()
             await asyncio.sleep(self._retry_seconds)
 
     def _established(self) -> None:
-        assert self.preparer is not None
         if self.last_sequence == 0:
             # Starting from now: whatever was derived before cannot be checked against history.
-            self.preparer.forget_all()
-        self._healthy = True
-        self.connected.set()
+            self._preparer.forget_all()
+        self._state.up()

@@ -1,0 +1,45 @@
+"""Where preparation reads configs from: a port, so preparation knows no transport.
+
+SessionService's implementation is the gRPC client of ConfigService
+(`session_service/configs_client.py`), which reads with the caller's own credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class FetchedConfig:
+    """What SessionService needs of one config revision."""
+
+    config_id: str
+    name: str
+    revision: int
+    yaml_content: str
+    # Where it came from when it is a file of an imported bundle package.
+    kind: str = "BUNDLE"
+    namespace: str = ""
+    path: str = ""
+    source_uri: str = ""
+
+
+class ConfigSource(Protocol):
+    """Reads the caller's configs."""
+
+    async def get(
+        self, config_id: str, revision: int = 0, time_remaining: float | None = None
+    ) -> FetchedConfig:
+        """One revision (0: the latest); NotFound when there is none."""
+        ...
+
+    async def get_by_name(self, name: str, time_remaining: float | None = None) -> FetchedConfig:
+        """The latest revision of the live config called name; NotFound when there is none."""
+        ...
+
+    async def find(
+        self, filter_text: str, time_remaining: float | None = None, limit: int = 100
+    ) -> list[FetchedConfig]:
+        """Live configs matching a ListConfigs filter, with their content."""
+        ...
