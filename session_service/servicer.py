@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -20,7 +20,19 @@ from session_service.sessions.model import (
     Transition,
 )
 from session_service.sessions.service import Preparer, SessionService
-from session_service.turns.model import Event, message_from_payload
+from session_service.turns.model import (
+    ContentDelta,
+    Event,
+    EventBody,
+    ThinkingDelta,
+    ToolCallCompleted,
+    ToolCallStarted,
+    TurnCancelled,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    Usage,
+)
 from session_service.turns.service import TurnService
 from shared._generated.tandem.config.v1 import config_pb2
 from shared._generated.tandem.session.v1 import (
@@ -94,24 +106,81 @@ def message_pb(message: Message) -> session_pb2.Message:
     )
 
 
-# Event kinds whose payload carries a transcript message, and under which field.
-_EMBEDDED_MESSAGE = {
-    "turn_started": "user_message",
-    "turn_completed": "message",
-    "turn_cancelled": "partial_message",
+# One function per event kind, each filling the SessionEvent oneof field of its kind.
+
+
+def _turn_started(wire: events_pb2.SessionEvent, body: TurnStarted) -> None:
+    wire.turn_started.CopyFrom(
+        events_pb2.TurnStarted(
+            user_message=message_pb(body.user_message), request_id=body.request_id
+        )
+    )
+
+
+def _content_delta(wire: events_pb2.SessionEvent, body: ContentDelta) -> None:
+    wire.content_delta.CopyFrom(events_pb2.ContentDelta(text=body.text))
+
+
+def _thinking_delta(wire: events_pb2.SessionEvent, body: ThinkingDelta) -> None:
+    wire.thinking_delta.CopyFrom(events_pb2.ThinkingDelta(text=body.text))
+
+
+def _tool_call_started(wire: events_pb2.SessionEvent, body: ToolCallStarted) -> None:
+    wire.tool_call_started.CopyFrom(
+        events_pb2.ToolCallStarted(
+            tool_call_id=body.tool_call_id, name=body.name, arguments_json=body.arguments_json
+        )
+    )
+
+
+def _tool_call_completed(wire: events_pb2.SessionEvent, body: ToolCallCompleted) -> None:
+    wire.tool_call_completed.CopyFrom(
+        events_pb2.ToolCallCompleted(
+            tool_call_id=body.tool_call_id, result=body.result, is_error=body.is_error
+        )
+    )
+
+
+def _usage(wire: events_pb2.SessionEvent, body: Usage) -> None:
+    wire.usage.CopyFrom(
+        events_pb2.Usage(
+            input_tokens=body.input_tokens,
+            output_tokens=body.output_tokens,
+            provider=body.provider,
+            model=body.model,
+        )
+    )
+
+
+def _turn_completed(wire: events_pb2.SessionEvent, body: TurnCompleted) -> None:
+    wire.turn_completed.CopyFrom(
+        events_pb2.TurnCompleted(stop_reason=body.stop_reason, message=message_pb(body.message))
+    )
+
+
+def _turn_failed(wire: events_pb2.SessionEvent, body: TurnFailed) -> None:
+    wire.turn_failed.CopyFrom(events_pb2.TurnFailed(code=body.code, message=body.message))
+
+
+def _turn_cancelled(wire: events_pb2.SessionEvent, body: TurnCancelled) -> None:
+    cancelled = events_pb2.TurnCancelled(reason=body.reason)
+    if body.partial_message is not None:
+        cancelled.partial_message.CopyFrom(message_pb(body.partial_message))
+    wire.turn_cancelled.CopyFrom(cancelled)
+
+
+# Each function takes the body type it is filed under.
+EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any], None]] = {
+    TurnStarted: _turn_started,
+    ContentDelta: _content_delta,
+    ThinkingDelta: _thinking_delta,
+    ToolCallStarted: _tool_call_started,
+    ToolCallCompleted: _tool_call_completed,
+    Usage: _usage,
+    TurnCompleted: _turn_completed,
+    TurnFailed: _turn_failed,
+    TurnCancelled: _turn_cancelled,
 }
-
-
-def _event_message(kind: str, payload: Mapping[str, Any]) -> Any:
-    """The wire message of one event kind, built from its stored payload."""
-    fields = dict(payload)
-    name = _EMBEDDED_MESSAGE.get(kind)
-    if name is not None:
-        value = fields.pop(name, None)
-        if value:
-            fields[name] = message_pb(message_from_payload(value))
-    message_type = type(getattr(events_pb2.SessionEvent(), kind))
-    return message_type(**fields)
 
 
 def event_pb(event: Event) -> events_pb2.SessionEvent:
@@ -121,7 +190,7 @@ def event_pb(event: Event) -> events_pb2.SessionEvent:
         turn_id=event.turn_id,
         event_time=timestamp(event.event_time),
     )
-    getattr(wire, event.kind.value).CopyFrom(_event_message(event.kind.value, event.payload))
+    EVENT_BODY_PB[type(event.body)](wire, event.body)
     return wire
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.sessions.model import Message, Role, Session, Status, ToolCall
+from session_service.storage import event_codec
 from session_service.storage.models import (
     EventRow,
     MessageRow,
@@ -19,12 +20,13 @@ from session_service.storage.models import (
     SessionRow,
     TurnRow,
 )
-from session_service.turns.model import Event, EventKind, Turn, TurnStatus
+from session_service.turns.model import Event, EventBody, EventKind, Turn, TurnStatus
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
 
 T = TypeVar("T")
+B = TypeVar("B", bound=EventBody)
 
 # PostgreSQL refuses U+0000 in text and in JSONB, while SQLite would keep it. Rather than one
 # database failing (and a turn with it) on a binary file a tool read, both store the
@@ -62,6 +64,21 @@ def storable_message(message: Message) -> Message:
             for c in message.tool_calls
         ),
     )
+
+
+def storable_body(body: B) -> B:
+    """The event body as it will be stored: its text, and any message it carries, NUL-free."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(body):
+        value = getattr(body, field.name)
+        if isinstance(value, str):
+            if NUL in value:
+                changes[field.name] = storable(value)
+        elif isinstance(value, Message):
+            stored = storable_message(value)
+            if stored is not value:
+                changes[field.name] = stored
+    return dataclasses.replace(body, **changes) if changes else body
 
 
 def _session(row: SessionRow) -> Session:
@@ -473,7 +490,7 @@ class EventRepository:
                     "sequence": event.sequence,
                     "turn_id": event.turn_id,
                     "kind": event.kind.value,
-                    "payload": storable(dict(event.payload)),
+                    "payload": storable(event_codec.encode(event.body)),
                     "event_time": event.event_time,
                 }
                 for event in events
@@ -501,7 +518,7 @@ class EventRepository:
             .limit(limit)
         )
         return [
-            Event(sequence, turn_id, EventKind(kind), payload, event_time)
+            Event(sequence, turn_id, event_codec.decode(EventKind(kind), payload), event_time)
             for sequence, turn_id, kind, payload, event_time in rows
         ]
 

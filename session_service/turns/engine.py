@@ -28,7 +28,8 @@ from session_service.prepare.modules import load_factory
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments
-from session_service.turns.model import EventKind, TurnStatus, message_payload
+from session_service.turns import model as log  # the log's events, beside the provider's
+from session_service.turns.model import TurnStatus
 from session_service.turns.protocols import (
     ChatMessage,
     Context,
@@ -423,12 +424,11 @@ class _Turn:
             transcript.append(_chat(assistant))
             for call in calls:
                 await self._writer.add(
-                    EventKind.TOOL_CALL_STARTED,
-                    {
-                        "tool_call_id": call.tool_call_id,
-                        "name": call.name,
-                        "arguments_json": call.arguments_json,
-                    },
+                    log.ToolCallStarted(
+                        tool_call_id=call.tool_call_id,
+                        name=call.name,
+                        arguments_json=call.arguments_json,
+                    )
                 )
             for call in calls:
                 result = await self._run_tool(modules, call)
@@ -443,12 +443,11 @@ class _Turn:
                     )
                 )
                 await self._writer.add(
-                    EventKind.TOOL_CALL_COMPLETED,
-                    {
-                        "tool_call_id": call.tool_call_id,
-                        "result": result.content,
-                        "is_error": result.is_error,
-                    },
+                    log.ToolCallCompleted(
+                        tool_call_id=call.tool_call_id,
+                        result=result.content,
+                        is_error=result.is_error,
+                    )
                 )
                 transcript.append(
                     ChatMessage(
@@ -511,21 +510,20 @@ class _Turn:
                 if isinstance(event, TextDelta):
                     self._text.append(event.text)
                     if streamed and event.text:
-                        await self._writer.add(EventKind.CONTENT_DELTA, {"text": event.text})
+                        await self._writer.add(log.ContentDelta(text=event.text))
                 elif isinstance(event, ThinkingDelta):
-                    await self._writer.add(EventKind.THINKING_DELTA, {"text": event.text})
+                    await self._writer.add(log.ThinkingDelta(text=event.text))
                 elif isinstance(event, ToolCallDelta):
                     calls.append(event.call)
                 elif isinstance(event, UsageReport):
                     self._count_tokens(modules.provider.name, event, span)
                     await self._writer.add(
-                        EventKind.USAGE,
-                        {
-                            "input_tokens": event.input_tokens,
-                            "output_tokens": event.output_tokens,
-                            "provider": modules.provider.name,
-                            "model": event.model,
-                        },
+                        log.Usage(
+                            input_tokens=event.input_tokens,
+                            output_tokens=event.output_tokens,
+                            provider=modules.provider.name,
+                            model=event.model,
+                        )
                     )
                 elif isinstance(event, Finish):
                     stop_reason = event.stop_reason
@@ -535,7 +533,7 @@ class _Turn:
             if aclose is not None:
                 await aclose()
         if not streamed and self._text:
-            await self._writer.add(EventKind.CONTENT_DELTA, {"text": "".join(self._text)})
+            await self._writer.add(log.ContentDelta(text="".join(self._text)))
         span.set_attribute("gen_ai.response.finish_reasons", [stop_reason or "tool_calls"])
         return calls, stop_reason
 
@@ -610,8 +608,7 @@ class _Turn:
     async def _end_completed(self, stop_reason: str, text: str) -> None:
         message = self._assistant(text)
         await self._writer.add(
-            EventKind.TURN_COMPLETED,
-            {"stop_reason": stop_reason or "end_turn", "message": message_payload(message)},
+            log.TurnCompleted(stop_reason=stop_reason or "end_turn", message=message)
         )
         await self._writer.flush(end=TurnStatus.COMPLETED)
         self.status = "COMPLETED"
@@ -620,7 +617,7 @@ class _Turn:
     async def _end_failed(self, code: str, detail: str) -> None:
         if self._text:
             self._assistant("".join(self._text))
-        await self._writer.add(EventKind.TURN_FAILED, {"code": code, "message": detail})
+        await self._writer.add(log.TurnFailed(code=code, message=detail))
         await self._writer.flush(end=TurnStatus.FAILED)
         self.status, self.failure = "FAILED", code
         await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "FAILED"})
@@ -628,12 +625,6 @@ class _Turn:
     async def _end_cancelled(self) -> None:
         # The partial reply is kept: it is what the user saw.
         partial = self._assistant("".join(self._text)) if self._text else None
-        await self._writer.add(
-            EventKind.TURN_CANCELLED,
-            {
-                "reason": "cancelled",
-                "partial_message": message_payload(partial) if partial else None,
-            },
-        )
+        await self._writer.add(log.TurnCancelled(reason="cancelled", partial_message=partial))
         await self._writer.flush(end=TurnStatus.CANCELLED)
         await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "CANCELLED"})

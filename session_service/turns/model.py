@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import ClassVar, TypeAlias
 
-from session_service.sessions.model import Message, Role, ToolCall
+from session_service.sessions.model import Message
 
 
 class EventKind(Enum):
-    """What one event of the log says; the wire's SessionEvent oneof, by field name."""
+    """What one event of the log says; its value is what the log's kind column holds."""
 
     TURN_STARTED = "turn_started"
     CONTENT_DELTA = "content_delta"
@@ -31,19 +30,120 @@ TERMINAL_KINDS = frozenset(
 
 
 @dataclass(frozen=True)
+class TurnStarted:
+    """First event of every turn: the user message it answers, and the request that sent it."""
+
+    kind: ClassVar[EventKind] = EventKind.TURN_STARTED
+    user_message: Message
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ContentDelta:
+    """A piece of the assistant's reply."""
+
+    kind: ClassVar[EventKind] = EventKind.CONTENT_DELTA
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of the model's reasoning, as the provider streamed it."""
+
+    kind: ClassVar[EventKind] = EventKind.THINKING_DELTA
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    """A tool call the model asked for, before it runs."""
+
+    kind: ClassVar[EventKind] = EventKind.TOOL_CALL_STARTED
+    tool_call_id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class ToolCallCompleted:
+    """What a tool call returned."""
+
+    kind: ClassVar[EventKind] = EventKind.TOOL_CALL_COMPLETED
+    tool_call_id: str
+    result: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one model call used, as the provider module (and model) reported them."""
+
+    kind: ClassVar[EventKind] = EventKind.USAGE
+    input_tokens: int
+    output_tokens: int
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True)
+class TurnCompleted:
+    """Final event of a turn that ended normally, with the final assistant message."""
+
+    kind: ClassVar[EventKind] = EventKind.TURN_COMPLETED
+    stop_reason: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class TurnFailed:
+    """Final event of a turn that failed: a canonical code name and what happened."""
+
+    kind: ClassVar[EventKind] = EventKind.TURN_FAILED
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TurnCancelled:
+    """Final event of a turn stopped by CancelTurn, with the partial reply that was kept."""
+
+    kind: ClassVar[EventKind] = EventKind.TURN_CANCELLED
+    reason: str
+    partial_message: Message | None
+
+
+# What one event says: exactly one of these.
+EventBody: TypeAlias = (
+    TurnStarted
+    | ContentDelta
+    | ThinkingDelta
+    | ToolCallStarted
+    | ToolCallCompleted
+    | Usage
+    | TurnCompleted
+    | TurnFailed
+    | TurnCancelled
+)
+
+
+@dataclass(frozen=True)
 class Event:
-    """One logged event. payload holds the fields of that kind's wire message."""
+    """One logged event: its place in the session's log and what it says."""
 
     sequence: int
     turn_id: str
-    kind: EventKind
-    payload: Mapping[str, Any]
+    body: EventBody
     event_time: datetime
+
+    @property
+    def kind(self) -> EventKind:
+        """What kind of event this is."""
+        return self.body.kind
 
     @property
     def terminal(self) -> bool:
         """True for the one event that ends a turn."""
-        return self.kind in TERMINAL_KINDS
+        return self.body.kind in TERMINAL_KINDS
 
 
 class TurnStatus(Enum):
@@ -70,34 +170,3 @@ class Turn:
     lease_expires: datetime
     create_time: datetime
     end_time: datetime | None = None
-
-
-def message_payload(message: Message) -> dict[str, Any]:
-    """A transcript message as stored inside an event's payload."""
-    return {
-        "message_id": message.message_id,
-        "role": message.role.value,
-        "content": message.content,
-        "tool_calls": [
-            {"tool_call_id": c.tool_call_id, "name": c.name, "arguments_json": c.arguments_json}
-            for c in message.tool_calls
-        ],
-        "tool_call_id": message.tool_call_id,
-        "sequence": message.sequence,
-        "create_time": message.create_time.isoformat(),
-        "turn_id": message.turn_id,
-    }
-
-
-def message_from_payload(data: Mapping[str, Any]) -> Message:
-    """The transcript message an event's payload carries."""
-    return Message(
-        message_id=str(data["message_id"]),
-        role=Role(data["role"]),
-        content=str(data["content"]),
-        sequence=int(data["sequence"]),
-        create_time=datetime.fromisoformat(str(data["create_time"])),
-        tool_calls=tuple(ToolCall(**call) for call in data.get("tool_calls") or ()),
-        tool_call_id=str(data.get("tool_call_id", "")),
-        turn_id=str(data.get("turn_id", "")),
-    )

@@ -16,7 +16,7 @@ from datetime import datetime
 from session_service.sessions.model import Session
 from session_service.storage.repository import announce
 from session_service.storage.uow import SessionUnitOfWork
-from session_service.turns.model import Event, EventKind, TurnStatus
+from session_service.turns.model import Event, TurnFailed, TurnStatus
 from session_service.turns.signals import (
     EVENTS_CHANNEL,
     NO_ORIGIN,
@@ -72,11 +72,10 @@ async def fail_abandoned(
     event = Event(
         sequence,
         turn_id,
-        EventKind.TURN_FAILED,
-        {
-            "code": ABANDONED,
-            "message": "The replica running this turn stopped before it ended.",
-        },
+        TurnFailed(
+            code=ABANDONED,
+            message="The replica running this turn stopped before it ended.",
+        ),
         now,
     )
     await uow.events.append(tenant_id, session.session_id, [event])

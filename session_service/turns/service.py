@@ -21,11 +21,11 @@ from typing import Any
 
 from session_service.sessions.model import Message, Role, Session, Status
 from session_service.sessions.service import session_not_found
-from session_service.storage.repository import announce, storable
+from session_service.storage.repository import announce, storable_body
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.engine import TurnJob, TurnRunner
 from session_service.turns.hub import SessionFeed
-from session_service.turns.model import Event, EventKind, Turn, TurnStatus, message_payload
+from session_service.turns.model import Event, Turn, TurnStarted, TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.turns.signals import (
     CANCEL_CHANNEL,
@@ -219,7 +219,8 @@ class TurnService:
         """The turn a retry re-attaches to, if the retry carries the same message."""
         async with self._unit_of_work() as uow:
             started = await uow.events.after(tenant_id, session_id, earlier.first_sequence - 1, 1)
-        sent = started[0].payload.get("user_message", {}).get("content") if started else None
+        first = started[0].body if started else None
+        sent = first.user_message.content if isinstance(first, TurnStarted) else None
         if sent is not None and sent != content:
             # A reused key with another message is a client bug; running the first turn's
             # stream for it would answer a question that was not asked.
@@ -296,8 +297,7 @@ class TurnService:
             started = Event(
                 sequence,
                 turn_id,
-                EventKind.TURN_STARTED,
-                storable({"user_message": message_payload(user), "request_id": request_id}),
+                storable_body(TurnStarted(user_message=user, request_id=request_id)),
                 now,
             )
             await uow.events.append(tenant_id, session_id, [started])

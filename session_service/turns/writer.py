@@ -26,15 +26,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from session_service.sessions.model import Message
-from session_service.storage.repository import announce, storable, storable_message
+from session_service.storage.repository import announce, storable_body, storable_message
 from session_service.storage.uow import SessionUnitOfWork
-from session_service.turns.model import TERMINAL_KINDS, Event, EventKind, TurnStatus
+from session_service.turns.model import TERMINAL_KINDS, Event, EventBody, EventKind, TurnStatus
 from session_service.turns.signals import EVENTS_CHANNEL, TurnSignals, events_payload, log_key
 from shared.db.faults import is_transient
 from shared.db.types import utcnow
@@ -164,14 +163,15 @@ class EventWriter:
         """The transcript position the next message will take."""
         return self.message_count + len(self._messages) + 1
 
-    async def add(self, kind: EventKind, payload: Mapping[str, Any]) -> None:
+    async def add(self, body: EventBody) -> None:
         """Queues an event; anything but a delta is flushed at once, with what came before."""
         if self.lost:
             raise TurnLost(f"turn {self._turn_id} was failed elsewhere")
         self.last_sequence += 1
         self._pending.append(
-            Event(self.last_sequence, self._turn_id, kind, storable(dict(payload)), utcnow())
+            Event(self.last_sequence, self._turn_id, storable_body(body), utcnow())
         )
+        kind = body.kind
         if kind in TERMINAL_KINDS:
             return  # written by the caller's flush(end=...), in the transaction that ends the turn
         if kind not in DELTA_KINDS or len(self._pending) >= self._options.flush_events:

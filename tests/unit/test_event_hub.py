@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.storage.repository import storable, storable_message
 from session_service.turns.hub import EventHub, SessionFeed
-from session_service.turns.model import Event, EventKind
+from session_service.turns.model import (
+    ContentDelta,
+    Event,
+    EventBody,
+    TurnFailed,
+    TurnStarted,
+)
 from session_service.turns.signals import (
     Committed,
     TurnSignals,
@@ -19,15 +25,23 @@ from session_service.turns.signals import (
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def event(sequence: int, kind: EventKind = EventKind.CONTENT_DELTA, turn: str = "t1") -> Event:
-    return Event(sequence, turn, kind, {"text": f"e{sequence}"}, NOW)
+def event(sequence: int, body: EventBody | None = None, turn: str = "t1") -> Event:
+    return Event(sequence, turn, body or ContentDelta(f"e{sequence}"), NOW)
+
+
+def started(turn: str = "t1") -> TurnStarted:
+    """The TurnStarted of a turn."""
+    return TurnStarted(Message("m-" + turn, Role.USER, "hi", 1, NOW, turn_id=turn), "")
+
+
+FAILED = TurnFailed("TURN_ABANDONED", "The replica running this turn stopped before it ended.")
 
 
 def loaded_feed(capacity: int = 2048) -> SessionFeed:
     """A feed after its first full read: the log up to 3, turn t1 running."""
     feed = SessionFeed("tenant/session", capacity)
     mark = feed.refresh_mark()
-    feed.load(0, [event(1, EventKind.TURN_STARTED), event(2), event(3)])
+    feed.load(0, [event(1, started()), event(2), event(3)])
     feed.refreshed(mark)
     return feed
 
@@ -71,10 +85,10 @@ def test_the_log_says_which_turn_runs() -> None:
     assert feed.lease_expires == lease
     feed.renewed("other", lease + timedelta(seconds=5))
     assert feed.lease_expires == lease
-    feed.extend([event(5, EventKind.TURN_FAILED)])
+    feed.extend([event(5, FAILED)])
     assert feed.active_turn_id == ""
     assert lease_of(feed) is None
-    feed.extend([event(6, EventKind.TURN_STARTED, turn="t2")])
+    feed.extend([event(6, started("t2"), turn="t2")])
     assert feed.active_turn_id == "t2"
 
 
@@ -97,7 +111,7 @@ async def test_followers_wait_for_a_change_or_their_time() -> None:
     attached.load(0, [])
     waiting = asyncio.create_task(attached.wait(5))
     await asyncio.sleep(0)
-    hub.publish("tenant/session", [event(1, EventKind.TURN_STARTED)])
+    hub.publish("tenant/session", [event(1, started())])
     assert await waiting
     assert attached.last_sequence == 1
 
