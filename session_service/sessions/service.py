@@ -57,7 +57,7 @@ CREATE_METHOD = "CreateSession"
 MAX_ERROR_MESSAGE = 4096
 
 
-class Preparer(Protocol):
+class PreparesBundles(Protocol):
     """Turns (config, revision) into a prepared bundle, from cache or from ConfigService."""
 
     async def prepare(
@@ -80,7 +80,7 @@ class SessionService:
     def __init__(
         self,
         unit_of_work: Callable[..., SessionUnitOfWork],
-        preparer: Preparer,
+        preparer: PreparesBundles,
         policies: PolicyLookup = unlimited,
         workspaces: Workspaces | None = None,
     ) -> None:
