@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from config_service.storage.repository import ConfigRepository
+from config_service.configs.ports import ConfigRepo
 from shared.bundle.model import Severity, Violation
 from shared.bundle.paths import Path
 from shared.bundle.references import (
@@ -46,7 +46,7 @@ def occurrences(
 
 
 async def unresolved(
-    configs: ConfigRepository,
+    configs: ConfigRepo,
     tenant_id: str,
     found: Sequence[Located],
     *,

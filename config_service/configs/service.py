@@ -31,8 +31,8 @@ from config_service.configs.packages import (
     PackageLimits,
     read_package,
 )
+from config_service.configs.ports import ConfigUoW, ConfigUoWFactory
 from config_service.configs.resolution import Located, occurrences, unresolved
-from config_service.storage.uow import ConfigUnitOfWork
 from shared.bundle.references import canonical_source, split_name
 from shared.bundle.validate import (
     Limits,
@@ -46,7 +46,6 @@ from shared.bundle.validate import (
 from shared.cpu import CpuSlots
 from shared.db.idempotency import check_request_id, first_response
 from shared.db.notify import Broadcast
-from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     Aborted,
@@ -160,7 +159,7 @@ class ConfigService:
 
     def __init__(
         self,
-        unit_of_work: Callable[..., ConfigUnitOfWork],
+        unit_of_work: ConfigUoWFactory,
         changes: Broadcast,
         options: ConfigServiceOptions | None = None,
     ) -> None:
@@ -324,7 +323,7 @@ class ConfigService:
 
     async def _write_warnings(
         self,
-        uow: ConfigUnitOfWork,
+        uow: ConfigUoW,
         tenant_id: str,
         result: ValidationResult,
         text: str,
@@ -551,7 +550,7 @@ class ConfigService:
         return list(dict.fromkeys(paths))
 
     async def _check_unique(
-        self, uow: ConfigUnitOfWork, tenant_id: str, config: Config, new: bool = True
+        self, uow: ConfigUoW, tenant_id: str, config: Config, new: bool = True
     ) -> None:
         if new and await uow.configs.get(tenant_id, config.config_id) is not None:
             raise AlreadyExists(
@@ -582,16 +581,16 @@ class ConfigService:
                 metadata={"name": config.name, "config_id": owner},
             )
 
-    async def _check_quota(self, uow: ConfigUnitOfWork, tenant_id: str) -> None:
+    async def _check_quota(self, uow: ConfigUoW, tenant_id: str) -> None:
         limit = self._options.policies(tenant_id).quotas.configs
         if limit <= 0:
             return
         # Under the tenant's lock, so concurrent creates on any replica cannot all squeeze in.
-        await lock_tenant(uow.session, "configs", tenant_id)
+        await uow.configs.lock_tenant(tenant_id, "configs")
         used = await uow.configs.count_live(tenant_id, [])
         check_count(tenant_id, "configs", used, limit, "delete configs it no longer needs.")
 
-    async def _prune(self, uow: ConfigUnitOfWork, sequence: int) -> None:
+    async def _prune(self, uow: ConfigUoW, sequence: int) -> None:
         # Pruning on every write would double its cost; every 64th keeps the log near its bound.
         keep = self._options.change_retention
         if sequence % min(64, keep) == 0:
@@ -697,7 +696,7 @@ class ConfigService:
                 if replay is not None:
                     return replay
             # Imports of one namespace run one at a time on every replica.
-            await lock_tenant(uow.session, f"bundle:{package.namespace}", tenant_id)
+            await uow.configs.lock_tenant(tenant_id, f"bundle:{package.namespace}")
             plan = await self._plan_import(uow, tenant_id, package, source_uri, now)
             warnings = (
                 *package.warnings,
@@ -742,7 +741,7 @@ class ConfigService:
 
     async def _plan_import(
         self,
-        uow: ConfigUnitOfWork,
+        uow: ConfigUoW,
         tenant_id: str,
         package: Package,
         source_uri: str,
@@ -810,7 +809,7 @@ class ConfigService:
         return plan
 
     async def _package_warnings(
-        self, uow: ConfigUnitOfWork, tenant_id: str, package: Package, source_uri: str
+        self, uow: ConfigUoW, tenant_id: str, package: Package, source_uri: str
     ) -> list[Violation]:
         """References to nothing in the tenant as it will be after the import."""
         found: list[Located] = [(f.path, o) for f in package.files for o in f.references]
@@ -827,7 +826,7 @@ class ConfigService:
         )
 
     async def _replay_import(
-        self, uow: ConfigUnitOfWork, tenant_id: str, request_id: str, request_fingerprint: str
+        self, uow: ConfigUoW, tenant_id: str, request_id: str, request_fingerprint: str
     ) -> ImportResult | None:
         earlier = await uow.idempotency.find(
             tenant_id, IMPORT_METHOD, request_id, request_fingerprint
@@ -847,12 +846,12 @@ class ConfigService:
             deleted=first["counts"][3],
         )
 
-    async def _check_import_quota(self, uow: ConfigUnitOfWork, tenant_id: str, plan: _Plan) -> None:
+    async def _check_import_quota(self, uow: ConfigUoW, tenant_id: str, plan: _Plan) -> None:
         limit = self._options.policies(tenant_id).quotas.configs
         growth = len(plan.created) - len(plan.deleted)
         if limit <= 0 or growth <= 0:
             return
-        await lock_tenant(uow.session, "configs", tenant_id)
+        await uow.configs.lock_tenant(tenant_id, "configs")
         used = await uow.configs.count_live(tenant_id, [])
         if used + growth <= limit:
             return
@@ -868,7 +867,7 @@ class ConfigService:
             ],
         )
 
-    async def _prune_after(self, uow: ConfigUnitOfWork, first: int, last: int) -> None:
+    async def _prune_after(self, uow: ConfigUoW, first: int, last: int) -> None:
         # As _prune, for a batch of sequences (first, last]: prune if it crossed a multiple.
         step = min(64, self._options.change_retention)
         if last // step > first // step:

@@ -15,6 +15,7 @@ from config_service.configs.model import ChangeType, Config, ConfigChange, Confi
 from config_service.storage.models import ConfigChangeRow, ConfigRevisionRow, ConfigRow
 from shared.bundle.references import canonical_source
 from shared.bundle.validate import BundleSummary
+from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 
@@ -79,6 +80,10 @@ class ConfigRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+
+    async def lock_tenant(self, tenant_id: str, scope: str) -> None:
+        """Waits for, then holds until the transaction ends, the (scope, tenant) lock."""
+        await lock_tenant(self._session, scope, tenant_id)
 
     async def get(
         self, tenant_id: str, config_id: str, *, for_update: bool = False

@@ -11,7 +11,11 @@ from shared.db.uow import UnitOfWork
 
 
 class ConfigUnitOfWork(UnitOfWork):
-    """One ConfigService transaction and the repositories that work inside it."""
+    """One ConfigService transaction and the repositories that work inside it.
+
+    It implements `config_service.configs.ports.ConfigUoW`, the only type use cases see;
+    the session stays in storage (repositories take tenant locks and announce changes).
+    """
 
     idempotency: IdempotencyRepository[IdempotencyKey]
     configs: ConfigRepository
