@@ -28,7 +28,7 @@ from shared.db.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
-from shared.tenancy import tenant_of
+from shared.tenancy import caller_tenant
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
@@ -156,7 +156,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         unkeyed.CopyFrom(request)
         unkeyed.request_id = ""
         created = await self._service.create(
-            tenant_of(context),
+            caller_tenant(),
             _fields(request.config),
             config_id=request.config_id or request.config.config_id,
             request_id=request.request_id,
@@ -169,13 +169,13 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.GetConfigRequest, context: Context
     ) -> config_pb2.Config:
         config_id = required(request.config_id, "config_id")
-        return config_pb(await self._service.get(tenant_of(context), config_id, request.revision))
+        return config_pb(await self._service.get(caller_tenant(), config_id, request.revision))
 
     async def ListConfigs(
         self, request: config_service_pb2.ListConfigsRequest, context: Context
     ) -> config_service_pb2.ListConfigsResponse:
         page = await self._service.list_configs(
-            tenant_of(context), request.filter, request.page_size, request.page_token
+            caller_tenant(), request.filter, request.page_size, request.page_token
         )
         full = _full(request.view, default_full=False)
         return config_service_pb2.ListConfigsResponse(
@@ -191,7 +191,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         check_count(request.update_mask.paths, "update_mask.paths", MAX_UPDATE_PATHS, "paths")
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else None
         updated = await self._service.update(
-            tenant_of(context),
+            caller_tenant(),
             config_id,
             _fields(request.config),
             paths,
@@ -204,13 +204,13 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.DeleteConfigRequest, context: Context
     ) -> empty_pb2.Empty:
         config_id = required(request.config_id, "config_id")
-        await self._service.delete(tenant_of(context), config_id, request.etag)
+        await self._service.delete(caller_tenant(), config_id, request.etag)
         return empty_pb2.Empty()
 
     async def ValidateConfig(
         self, request: config_service_pb2.ValidateConfigRequest, context: Context
     ) -> config_service_pb2.ValidateConfigResponse:
-        result = await self._service.validate(tenant_of(context), request.yaml_content)
+        result = await self._service.validate(caller_tenant(), request.yaml_content)
         return config_service_pb2.ValidateConfigResponse(
             valid=result.valid,
             violations=[violation_pb(v) for v in result.violations],
@@ -222,7 +222,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     ) -> config_service_pb2.ListConfigRevisionsResponse:
         config_id = required(request.config_id, "config_id")
         page = await self._service.list_revisions(
-            tenant_of(context), config_id, request.page_size, request.page_token
+            caller_tenant(), config_id, request.page_size, request.page_token
         )
         full = _full(request.view, default_full=False)
         return config_service_pb2.ListConfigRevisionsResponse(
@@ -236,7 +236,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.Config:
         config_id = required(request.config_id, "config_id")
         restored = await self._service.rollback(
-            tenant_of(context), config_id, request.revision, request.etag
+            caller_tenant(), config_id, request.revision, request.etag
         )
         return config_pb(restored)
 
@@ -254,7 +254,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
             settings = struct_to_python(request.config)
         source = request.source or None
         edited = await self._service.edit(
-            tenant_of(context),
+            caller_tenant(),
             config_id,
             request.etag,
             AddModule(kind, module, source, settings),
@@ -270,7 +270,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         config_id = required(request.config_id, "config_id")
         module = required(request.module, "module")
         edited = await self._service.edit(
-            tenant_of(context),
+            caller_tenant(),
             config_id,
             request.etag,
             RemoveModule(kind, module),
@@ -303,7 +303,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         config_id = required(request.config_id, "config_id")
         bundle = required(request.bundle, "bundle")
         edited = await self._service.edit(
-            tenant_of(context),
+            caller_tenant(),
             config_id,
             request.etag,
             AddInclude(bundle),
@@ -316,7 +316,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         config_id = required(request.config_id, "config_id")
         bundle = required(request.bundle, "bundle")
         edited = await self._service.edit(
-            tenant_of(context),
+            caller_tenant(),
             config_id,
             request.etag,
             RemoveInclude(bundle),
@@ -330,7 +330,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         unkeyed.CopyFrom(request)
         unkeyed.request_id = ""
         result = await self._service.import_bundle(
-            tenant_of(context),
+            caller_tenant(),
             [IncomingFile(f.path, f.content) for f in request.files],
             source_uri=request.source_uri,
             request_id=request.request_id,
@@ -343,7 +343,7 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.WatchConfigsRequest, context: Context
     ) -> AsyncIterator[config_pb2.ConfigChange]:
         # A service identity (SessionService's cache) follows every tenant's changes.
-        tenant = None if current().service else tenant_of(context)
+        tenant = None if current().service else caller_tenant()
         cursor = await self._service.open_watch(tenant, request.after_sequence)
         # Headers now, so a client knows the stream is established before any change arrives.
         await context.send_initial_metadata(())

@@ -46,7 +46,7 @@ from shared.errors import FieldViolation, InvalidArgument
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
-from shared.tenancy import tenant_of
+from shared.tenancy import caller_tenant
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
@@ -282,7 +282,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         unkeyed.request_id = ""
         check_count(request.tags, "tags", MAX_TAGS, "tags")
         created = await self._service.create(
-            tenant_of(context),
+            caller_tenant(),
             request.config_id,
             config_revision=request.config_revision,
             session_id=request.session_id,
@@ -298,13 +298,13 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: session_service_pb2.GetSessionRequest, context: Context
     ) -> session_pb2.Session:
         session_id = required(request.session_id, "session_id")
-        return session_pb(await self._service.get(tenant_of(context), session_id))
+        return session_pb(await self._service.get(caller_tenant(), session_id))
 
     async def ListSessions(
         self, request: session_service_pb2.ListSessionsRequest, context: Context
     ) -> session_service_pb2.ListSessionsResponse:
         page = await self._service.list_sessions(
-            tenant_of(context), request.filter, request.page_size, request.page_token
+            caller_tenant(), request.filter, request.page_size, request.page_token
         )
         return session_service_pb2.ListSessionsResponse(
             sessions=[session_pb(s) for s in page.items],
@@ -316,7 +316,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: session_service_pb2.DeleteSessionRequest, context: Context
     ) -> empty_pb2.Empty:
         session_id = required(request.session_id, "session_id")
-        await self._service.delete(tenant_of(context), session_id)
+        await self._service.delete(caller_tenant(), session_id)
         return empty_pb2.Empty()
 
     async def _transition(
@@ -328,7 +328,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         upgrade_config: bool = False,
     ) -> session_pb2.Session:
         updated = await self._service.transition(
-            tenant_of(context),
+            caller_tenant(),
             required(session_id, "session_id"),
             transition,
             error_message=error_message,
@@ -373,7 +373,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         message = request.message
         check_count(message.tool_calls, "message.tool_calls", MAX_TOOL_CALLS, "tool calls")
         appended = await self._service.append_message(
-            tenant_of(context),
+            caller_tenant(),
             session_id,
             _ROLE_FROM_WIRE.get(message.role),
             message.content,
@@ -387,7 +387,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> session_service_pb2.ListMessagesResponse:
         session_id = required(request.session_id, "session_id")
         page = await self._service.list_messages(
-            tenant_of(context), session_id, request.page_size, request.page_token
+            caller_tenant(), session_id, request.page_size, request.page_token
         )
         return session_service_pb2.ListMessagesResponse(
             messages=[message_pb(m) for m in page.items], next_page_token=page.next_page_token
@@ -404,7 +404,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             )
         try:
             prepared = await self._preparer.prepare(
-                tenant_of(context), config_id, request.revision, context.time_remaining()
+                caller_tenant(), config_id, request.revision, context.time_remaining()
             )
         except PreparationFailed as failed:
             # A dry run reports problems in its body: all of them, not a trailer's worth.
@@ -416,7 +416,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: session_service_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
         session_id = required(request.session_id, "session_id")
-        tenant = tenant_of(context)
+        tenant = caller_tenant()
         turn_context = None
         if request.HasField("context"):
             check_struct(request.context, "context", TURN_CONTEXT_LIMITS)
@@ -438,7 +438,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> AsyncIterator[events_pb2.SessionEvent]:
         session_id = required(request.session_id, "session_id")
         async for event in self._turns.events(
-            tenant_of(context), session_id, request.after_sequence, follow=request.follow
+            caller_tenant(), session_id, request.after_sequence, follow=request.follow
         ):
             yield event_pb(event)
 
@@ -446,5 +446,5 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: session_service_pb2.CancelTurnRequest, context: Context
     ) -> session_service_pb2.CancelTurnResponse:
         session_id = required(request.session_id, "session_id")
-        turn_id = await self._turns.cancel(tenant_of(context), session_id, request.turn_id)
+        turn_id = await self._turns.cancel(caller_tenant(), session_id, request.turn_id)
         return session_service_pb2.CancelTurnResponse(turn_id=turn_id)

@@ -7,15 +7,11 @@ tenant.
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from shared.auth.identity import DEFAULT_TENANT, current
 
-__all__ = ["DEFAULT_TENANT", "tenant_of"]
+__all__ = ["DEFAULT_TENANT", "caller_tenant"]
 
 
-def tenant_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The tenant the current RPC acts for."""
+def caller_tenant() -> str:
+    """The tenant the current RPC acts for, as authentication established it."""
     return current().tenant_id
