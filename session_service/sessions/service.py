@@ -6,10 +6,11 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import (
     OPEN_STATUSES,
@@ -26,12 +27,10 @@ from session_service.sessions.model import (
     session_from_json,
     session_to_json,
 )
-from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
 from shared.db.idempotency import check_request_id, first_response
-from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     FailedPrecondition,
@@ -79,7 +78,7 @@ class SessionService:
 
     def __init__(
         self,
-        unit_of_work: Callable[..., SessionUnitOfWork],
+        unit_of_work: SessionUoWFactory,
         preparer: PreparesBundles,
         policies: PolicyLookup = unlimited,
         workspaces: Workspaces | None = None,
@@ -143,7 +142,7 @@ class SessionService:
         )
 
     async def _replay(
-        self, uow: SessionUnitOfWork, tenant_id: str, request_id: str, fingerprint: str
+        self, uow: SessionUoW, tenant_id: str, request_id: str, fingerprint: str
     ) -> Session | None:
         earlier = await uow.idempotency.find(tenant_id, CREATE_METHOD, request_id, fingerprint)
         if earlier is None:
@@ -158,7 +157,7 @@ class SessionService:
         async with self._unit_of_work(write=True) as uow:
             if limit:
                 # First in the transaction, so concurrent creates on any replica count in turn.
-                await lock_tenant(uow.session, "sessions", tenant_id)
+                await uow.sessions.lock_tenant(tenant_id, "sessions")
             if request_id:
                 replay = await self._replay(uow, tenant_id, request_id, fingerprint)
                 if replay is not None:

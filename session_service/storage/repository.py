@@ -21,6 +21,8 @@ from session_service.storage.models import (
     TurnRow,
 )
 from session_service.turns.model import Event, EventBody, EventKind, Turn, TurnStatus
+from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
+from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
@@ -116,6 +118,10 @@ class SessionRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+
+    async def lock_tenant(self, tenant_id: str, scope: str) -> None:
+        """Waits for, then holds until the transaction ends, the (scope, tenant) lock."""
+        await lock_tenant(self._session, scope, tenant_id)
 
     async def get(
         self, tenant_id: str, session_id: str, *, for_update: bool = False
@@ -385,6 +391,11 @@ class TurnRepository:
             row.lease_expires = lease_expires
         await self._session.flush()
 
+    async def request_cancel(self, tenant_id: str, session_id: str, turn_id: str) -> None:
+        """Flags the turn to stop and, at commit, tells every replica (it may run on any)."""
+        await self.update(tenant_id, session_id, turn_id, cancel_requested=True)
+        await announce(self._session, CANCEL_CHANNEL, turn_id)
+
     async def renew(
         self, tenant_id: str, session_id: str, turn_id: str, lease_expires: datetime
     ) -> bool:
@@ -477,8 +488,16 @@ class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def append(self, tenant_id: str, session_id: str, events: Sequence[Event]) -> None:
-        """Adds events at their sequences (the caller owns the session's running turn)."""
+    async def append(
+        self, tenant_id: str, session_id: str, events: Sequence[Event], origin: str
+    ) -> None:
+        """Adds events at their sequences (the caller owns the session's running turn).
+
+        At commit, followers on other replicas learn that the log reached the last of them;
+        origin names the replica that hands them to its own followers from memory.
+        """
+        if not events:
+            return
         # A bulk insert of plain rows: the log is the hot path, and ORM objects cost more
         # per row than the database does.
         await self._session.execute(
@@ -495,6 +514,11 @@ class EventRepository:
                 }
                 for event in events
             ],
+        )
+        await announce(
+            self._session,
+            EVENTS_CHANNEL,
+            events_payload(log_key(tenant_id, session_id), events[-1].sequence, origin),
         )
 
     async def after(

@@ -23,10 +23,10 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from session_service.modules.loops import DEFAULT_MAX_ITERATIONS, LoopSettings
+from session_service.ports import SessionUoWFactory
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import load_factory
 from session_service.sessions.model import Message, Role, ToolCall
-from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments
 from session_service.turns import model as log  # the log's events, beside the provider's
 from session_service.turns.model import TurnStatus
@@ -154,7 +154,7 @@ class TurnRunner:
 
     def __init__(
         self,
-        unit_of_work: Callable[..., SessionUnitOfWork],
+        unit_of_work: SessionUoWFactory,
         prepare: Callable[[str, str, int], Any],
         signals: TurnSignals,
         options: WriterOptions | None = None,
@@ -290,7 +290,7 @@ class _Turn:
         self,
         job: TurnJob,
         writer: EventWriter,
-        unit_of_work: Callable[..., SessionUnitOfWork],
+        unit_of_work: SessionUoWFactory,
         prepare: Callable[[str, str, int], Any],
         stopping: Callable[[], bool],
         instruments: TurnInstruments,

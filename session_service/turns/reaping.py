@@ -13,16 +13,10 @@ import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
+from session_service.ports import SessionUoW
 from session_service.sessions.model import Session
-from session_service.storage.repository import announce
-from session_service.storage.uow import SessionUnitOfWork
 from session_service.turns.model import Event, TurnFailed, TurnStatus
-from session_service.turns.signals import (
-    EVENTS_CHANNEL,
-    NO_ORIGIN,
-    events_payload,
-    log_key,
-)
+from session_service.turns.signals import NO_ORIGIN
 from shared.db.types import utcnow
 
 ABANDONED = "TURN_ABANDONED"
@@ -33,7 +27,7 @@ def _nowhere(_turn_id: str) -> bool:
 
 
 async def lease_expired(
-    uow: SessionUnitOfWork, tenant_id: str, session: Session, now: datetime | None = None
+    uow: SessionUoW, tenant_id: str, session: Session, now: datetime | None = None
 ) -> bool:
     """Whether the session's active turn has outlived its lease (a read; nothing changes)."""
     if not session.active_turn_id:
@@ -47,7 +41,7 @@ async def lease_expired(
 
 
 async def fail_abandoned(
-    uow: SessionUnitOfWork,
+    uow: SessionUoW,
     tenant_id: str,
     session: Session,
     *,
@@ -78,7 +72,7 @@ async def fail_abandoned(
         ),
         now,
     )
-    await uow.events.append(tenant_id, session.session_id, [event])
+    await uow.events.append(tenant_id, session.session_id, [event], origin)
     await uow.turns.update(
         tenant_id,
         session.session_id,
@@ -95,9 +89,4 @@ async def fail_abandoned(
         update_time=now,
     )
     await uow.sessions.save(tenant_id, reaped)
-    await announce(
-        uow.session,
-        EVENTS_CHANNEL,
-        events_payload(log_key(tenant_id, session.session_id), sequence, origin),
-    )
     return reaped, event

@@ -14,30 +14,23 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.sessions.model import Message, Role, Session, Status
 from session_service.sessions.service import session_not_found
-from session_service.storage.repository import announce, storable_body
-from session_service.storage.uow import SessionUnitOfWork
-from session_service.turns.engine import TurnJob, TurnRunner
+from session_service.storage.repository import storable_body
+from session_service.turns.engine import TurnJob
 from session_service.turns.hub import SessionFeed
 from session_service.turns.model import Event, Turn, TurnStarted, TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
-from session_service.turns.signals import (
-    CANCEL_CHANNEL,
-    EVENTS_CHANNEL,
-    TurnSignals,
-    events_payload,
-    log_key,
-)
+from session_service.turns.signals import TurnSignals, log_key
 from session_service.turns.writer import bounded
 from shared.db.faults import is_transient
 from shared.db.idempotency import check_request_id
-from shared.db.tenant_lock import lock_tenant
 from shared.db.types import utcnow
 from shared.errors import (
     AlreadyExists,
@@ -112,7 +105,7 @@ def _turn_in_progress(session: Session) -> FailedPrecondition:
 
 
 async def _check_turn_limits(
-    uow: SessionUnitOfWork, tenant_id: str, quotas: Quotas, now: datetime
+    uow: SessionUoW, tenant_id: str, quotas: Quotas, now: datetime
 ) -> None:
     """The tenant's concurrent-turn quota, then its SendMessage rate; under its lock."""
     if quotas.concurrent_turns:
@@ -150,13 +143,26 @@ def _not_active(session: Session) -> FailedPrecondition:
     )
 
 
+class RunsTurns(Protocol):
+    """Runs accepted turns in the background (`engine.TurnRunner`)."""
+
+    def start(self, job: TurnJob) -> None:
+        """Runs job in the background; it outlives the RPC that started it."""
+
+    def runs(self, turn_id: str) -> bool:
+        """Whether the turn runs in this process."""
+
+    def cancel_local(self, turn_id: str) -> bool:
+        """Cancels the turn if it runs here; True when it did."""
+
+
 class TurnService:
     """Starts, follows and cancels turns."""
 
     def __init__(
         self,
-        unit_of_work: Callable[..., SessionUnitOfWork],
-        runner: TurnRunner,
+        unit_of_work: SessionUoWFactory,
+        runner: RunsTurns,
         signals: TurnSignals,
         options: TurnOptions | None = None,
     ) -> None:
@@ -251,7 +257,7 @@ class TurnService:
             if quotas.concurrent_turns or quotas.send_messages_per_minute:
                 # Taken before the session's row lock, always in that order, so two accepts
                 # cannot wait on each other.
-                await lock_tenant(uow.session, "turns", tenant_id)
+                await uow.sessions.lock_tenant(tenant_id, "turns")
             session = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if session is None:
                 raise session_not_found(session_id)
@@ -300,7 +306,7 @@ class TurnService:
                 storable_body(TurnStarted(user_message=user, request_id=request_id)),
                 now,
             )
-            await uow.events.append(tenant_id, session_id, [started])
+            await uow.events.append(tenant_id, session_id, [started], self._signals.origin)
             await uow.sessions.save(
                 tenant_id,
                 dataclasses.replace(
@@ -311,11 +317,6 @@ class TurnService:
                     version=session.version + 1,
                     update_time=now,
                 ),
-            )
-            await announce(
-                uow.session,
-                EVENTS_CHANNEL,
-                events_payload(log_key(tenant_id, session_id), sequence, self._signals.origin),
             )
             await uow.commit()
         job = TurnJob(
@@ -554,8 +555,7 @@ class TurnService:
                 )
             else:
                 turn_id = session.active_turn_id
-            await uow.turns.update(tenant_id, session_id, turn_id, cancel_requested=True)
-            await announce(uow.session, CANCEL_CHANNEL, turn_id)
+            await uow.turns.request_cancel(tenant_id, session_id, turn_id)
             await uow.commit()
         if reaped is not None:
             self._publish(tenant_id, session_id, reaped)
@@ -589,7 +589,7 @@ class TurnService:
         self._signals.hub.publish(log_key(tenant_id, session_id), [event])
 
     async def _reap_abandoned(
-        self, uow: SessionUnitOfWork, tenant_id: str, session: Session, *, force: bool = False
+        self, uow: SessionUoW, tenant_id: str, session: Session, *, force: bool = False
     ) -> tuple[Session, Event | None]:
         """Ends a turn whose lease ran out (or, with force, any running turn) with TurnFailed.
 

@@ -30,11 +30,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.sessions.model import Message
-from session_service.storage.repository import announce, storable_body, storable_message
-from session_service.storage.uow import SessionUnitOfWork
+from session_service.storage.repository import storable_body, storable_message
 from session_service.turns.model import TERMINAL_KINDS, Event, EventBody, EventKind, TurnStatus
-from session_service.turns.signals import EVENTS_CHANNEL, TurnSignals, events_payload, log_key
+from session_service.turns.signals import TurnSignals, log_key
 from shared.db.faults import is_transient
 from shared.db.types import utcnow
 
@@ -109,7 +109,7 @@ class EventWriter:
 
     def __init__(
         self,
-        unit_of_work: Callable[..., SessionUnitOfWork],
+        unit_of_work: SessionUoWFactory,
         signals: TurnSignals,
         tenant_id: str,
         session_id: str,
@@ -300,7 +300,9 @@ class EventWriter:
             for message in messages:
                 await uow.messages.append(self._tenant_id, self._session_id, message)
             if events:
-                await uow.events.append(self._tenant_id, self._session_id, events)
+                await uow.events.append(
+                    self._tenant_id, self._session_id, events, self._signals.origin
+                )
             last = events[-1].sequence if events else current.last_sequence
             await uow.sessions.save(
                 self._tenant_id,
@@ -322,17 +324,11 @@ class EventWriter:
                 end_time=now if end is not None else None,
                 lease_expires=lease,
             )
-            if events:
-                await announce(
-                    uow.session,
-                    EVENTS_CHANNEL,
-                    events_payload(self._key, last, self._signals.origin),
-                )
             await uow.commit()
         return lease
 
     async def _already_written(
-        self, uow: SessionUnitOfWork, events: Sequence[Event], messages: Sequence[Message]
+        self, uow: SessionUoW, events: Sequence[Event], messages: Sequence[Message]
     ) -> bool:
         """Whether an earlier attempt of this batch committed though its caller saw an error."""
         if events:

@@ -1,0 +1,218 @@
+"""What SessionService's use cases need from storage: repository Protocols and a unit of work.
+
+The use cases (`sessions/service.py`, `turns/`) depend on these Protocols only.
+`session_service/storage` implements them over SQLAlchemy; `tests/unit` implements them in
+memory. Repositories never commit: the unit of work does, once. Leaving its `async with`
+block without committing discards every write, and every announcement with it.
+
+Repositories own what the database does beside storing rows: the per-tenant lock that
+orders quota checks (`SessionRepo.lock_tenant`), and the announcements other replicas
+follow (`EventRepo.append` and `TurnRepo.request_cancel` announce themselves at commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from session_service.sessions.model import Message, Session
+from session_service.turns.model import Event, Turn, TurnStatus
+from shared.db.idempotency import StoredResponse
+from shared.listing import Condition
+from shared.quotas import Bucket
+
+
+class SessionRepo(Protocol):
+    """A tenant's sessions."""
+
+    async def lock_tenant(self, tenant_id: str, scope: str) -> None:
+        """Waits for, then holds until the unit of work ends, the (scope, tenant) lock."""
+
+    async def get(
+        self, tenant_id: str, session_id: str, *, for_update: bool = False
+    ) -> Session | None:
+        """A session; for_update locks it until the unit ends."""
+
+    async def insert(self, tenant_id: str, session: Session) -> None:
+        """Stores a new session (AlreadyExists SESSION_ALREADY_EXISTS on a taken id)."""
+
+    async def save(self, tenant_id: str, session: Session) -> None:
+        """Writes the session's mutable state."""
+
+    async def delete(self, tenant_id: str, session_id: str) -> None:
+        """Removes a session, its transcript, its turns and its event log."""
+
+    async def page(
+        self,
+        tenant_id: str,
+        conditions: Sequence[Condition],
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[Session]:
+        """Sessions matching conditions, oldest first, after the (create_time, id) position."""
+
+    async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
+        """How many sessions match conditions."""
+
+
+class MessageRepo(Protocol):
+    """Transcripts."""
+
+    async def append(self, tenant_id: str, session_id: str, message: Message) -> None:
+        """Adds message at its sequence (the caller holds the session's row lock)."""
+
+    async def page(
+        self, tenant_id: str, session_id: str, after_sequence: int, limit: int
+    ) -> list[Message]:
+        """Messages after after_sequence, oldest first."""
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
+        """The message at sequence, if there is one."""
+
+
+class TurnRepo(Protocol):
+    """Turns of sessions."""
+
+    async def get(self, tenant_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """One turn."""
+
+    async def by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
+        """The turn a request_id started, if any."""
+
+    async def insert(self, tenant_id: str, turn: Turn) -> None:
+        """Records a new turn; one with a taken request_id is AlreadyExists."""
+
+    async def update(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        *,
+        status: TurnStatus | None = None,
+        last_sequence: int | None = None,
+        cancel_requested: bool | None = None,
+        end_time: datetime | None = None,
+        lease_expires: datetime | None = None,
+    ) -> None:
+        """Changes the given fields of a turn."""
+
+    async def request_cancel(self, tenant_id: str, session_id: str, turn_id: str) -> None:
+        """Flags the turn to stop and, at commit, tells every replica (it may run on any)."""
+
+    async def renew(
+        self, tenant_id: str, session_id: str, turn_id: str, lease_expires: datetime
+    ) -> bool:
+        """Extends a running turn's lease; False when the turn is no longer running."""
+
+    async def of_sessions(self, tenant_id: str, turns: Mapping[str, str]) -> dict[str, Turn]:
+        """The named turn of each session (session id -> turn id), by session id."""
+
+    async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
+        """Whether someone asked to cancel the turn (read fresh)."""
+
+    async def count_running(self, tenant_id: str, now: datetime) -> int:
+        """The tenant's turns running now (not those whose lease ran out)."""
+
+    async def running(self) -> list[tuple[str, Turn]]:
+        """Every turn still marked RUNNING, with its tenant."""
+
+
+class EventRepo(Protocol):
+    """Sessions' event logs."""
+
+    async def append(
+        self, tenant_id: str, session_id: str, events: Sequence[Event], origin: str
+    ) -> None:
+        """Adds events at their sequences (the caller owns the session's running turn).
+
+        At commit, followers on other replicas learn that the log reached the last of
+        them; origin names the replica that hands them to its own followers from memory.
+        """
+
+    async def after(
+        self, tenant_id: str, session_id: str, after_sequence: int, limit: int
+    ) -> list[Event]:
+        """Events after after_sequence, oldest first."""
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Event | None:
+        """The event at sequence, if there is one."""
+
+
+class RateRepo(Protocol):
+    """Tenants' token buckets; callers hold the tenant's lock while they read and write."""
+
+    async def get(self, tenant_id: str, name: str) -> Bucket | None:
+        """The bucket's last state, if it was ever used."""
+
+    async def put(self, tenant_id: str, name: str, bucket: Bucket) -> None:
+        """Stores the bucket's new state."""
+
+
+class IdempotencyRepo(Protocol):
+    """First responses of requests that carry a request_id."""
+
+    async def find(
+        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
+    ) -> StoredResponse | None:
+        """The earlier identical request's response; InvalidArgument for a reused id."""
+
+    async def record(
+        self,
+        tenant_id: str,
+        method: str,
+        request_id: str,
+        request_fingerprint: str,
+        response: bytes,
+    ) -> None:
+        """Stores the first response; Aborted (REQUEST_ID_CONFLICT) when one exists."""
+
+
+class SessionUoW(Protocol):
+    """One SessionService transaction and the repositories that work inside it."""
+
+    @property
+    def sessions(self) -> SessionRepo:
+        """Sessions."""
+
+    @property
+    def messages(self) -> MessageRepo:
+        """Transcripts."""
+
+    @property
+    def turns(self) -> TurnRepo:
+        """Turns."""
+
+    @property
+    def events(self) -> EventRepo:
+        """Event logs."""
+
+    @property
+    def rates(self) -> RateRepo:
+        """Rate buckets."""
+
+    @property
+    def idempotency(self) -> IdempotencyRepo:
+        """Stored first responses."""
+
+    async def commit(self) -> None:
+        """Commits everything done in this unit."""
+
+    async def __aenter__(self) -> Self:
+        """Begins the transaction."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Ends it; without a commit, every write is discarded."""
+
+
+class SessionUoWFactory(Protocol):
+    """Opens a unit of work; one that will write says so up front."""
+
+    def __call__(self, write: bool = False) -> SessionUoW:
+        """A new, not yet entered unit of work."""

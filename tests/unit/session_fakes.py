@@ -1,0 +1,513 @@
+"""An in-memory SessionService unit of work, for unit tests of the use cases without I/O.
+
+It keeps the rules the SQL storage keeps and the use cases rely on: a session id is unique
+per tenant; a transcript message, an event and a turn are unique at their key; a turn's
+request_id is unique per session (AlreadyExists TURN_REQUEST_ID_TAKEN, as the database's
+unique index makes it); a request_id holds one fingerprint; deleting a session deletes its
+transcript, turns and log; and nothing written, nor announced, is visible to others until
+`commit()`. Writers run one at a time, as on SQLite; a read unit may not write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from session_service.ports import (
+    EventRepo,
+    IdempotencyRepo,
+    MessageRepo,
+    RateRepo,
+    SessionRepo,
+    TurnRepo,
+)
+from session_service.sessions.model import Message, Session
+from session_service.storage.repository import storable, storable_body, storable_message
+from session_service.turns.model import Event, Turn, TurnStatus
+from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
+from shared.db.idempotency import StoredResponse
+from shared.errors import Aborted, AlreadyExists, InvalidArgument
+from shared.listing import Condition
+from shared.quotas import Bucket
+
+
+class DuplicateKey(Exception):
+    """A write the database's primary key refuses (an IntegrityError there)."""
+
+
+@dataclasses.dataclass
+class State:
+    """Everything stored, as one committed snapshot."""
+
+    sessions: dict[tuple[str, str], Session] = dataclasses.field(default_factory=dict)
+    messages: dict[tuple[str, str, int], Message] = dataclasses.field(default_factory=dict)
+    turns: dict[tuple[str, str, str], Turn] = dataclasses.field(default_factory=dict)
+    events: dict[tuple[str, str, int], Event] = dataclasses.field(default_factory=dict)
+    rates: dict[tuple[str, str], Bucket] = dataclasses.field(default_factory=dict)
+    # (tenant, method, request_id) -> (fingerprint, response)
+    keys: dict[tuple[str, str, str], tuple[str, bytes]] = dataclasses.field(default_factory=dict)
+
+    def copy(self) -> State:
+        """A working copy; values are frozen, so copying the containers is enough."""
+        return State(
+            dict(self.sessions),
+            dict(self.messages),
+            dict(self.turns),
+            dict(self.events),
+            dict(self.rates),
+            dict(self.keys),
+        )
+
+
+class FakeSessionDatabase:
+    """The committed state, shared by every unit of work opened on it."""
+
+    def __init__(self) -> None:
+        self.state = State()
+        self.commits = 0
+        # (tenant, scope) for every tenant lock taken, in order.
+        self.locks: list[tuple[str, str]] = []
+        # (channel, payload) of every announcement committed, in order (the NOTIFYs).
+        self.announced: list[tuple[str, str]] = []
+        self.write_lock = asyncio.Lock()
+
+    def unit_of_work(self, write: bool = False) -> FakeSessionUnitOfWork:
+        """A SessionUoWFactory over this database."""
+        return FakeSessionUnitOfWork(self, write=write)
+
+    def events(self, tenant_id: str, session_id: str) -> list[Event]:
+        """The committed log of a session, in order."""
+        found = [
+            e
+            for (tenant, sid, _), e in self.state.events.items()
+            if (tenant, sid) == (tenant_id, session_id)
+        ]
+        return sorted(found, key=lambda e: e.sequence)
+
+    def turn(self, tenant_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """A committed turn."""
+        return self.state.turns.get((tenant_id, session_id, turn_id))
+
+
+def _like(value: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in value.split("*")), re.DOTALL)
+
+
+def _matches(session: Session, condition: Condition) -> bool:
+    value = condition.value
+    column: str | None
+    if condition.field == "config_id":
+        column = session.config_id
+    elif condition.field == "status":
+        column = session.status.value
+        value = value.upper().removeprefix("SESSION_STATUS_")
+    else:
+        column = session.tags.get(condition.field.removeprefix("tags."))
+    if column is None:
+        return condition.op == "!="
+    equal = _like(value).fullmatch(column) is not None if condition.is_pattern else column == value
+    return equal if condition.op == "=" else not equal
+
+
+class FakeSessionRepo:
+    """Sessions in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    @property
+    def _state(self) -> State:
+        return self._unit.work
+
+    async def lock_tenant(self, tenant_id: str, scope: str) -> None:
+        self._unit.database.locks.append((tenant_id, scope))
+
+    async def get(
+        self, tenant_id: str, session_id: str, *, for_update: bool = False
+    ) -> Session | None:
+        return self._state.sessions.get((tenant_id, session_id))
+
+    async def insert(self, tenant_id: str, session: Session) -> None:
+        self._unit.writing()
+        key = (tenant_id, session.session_id)
+        if key in self._state.sessions:
+            raise AlreadyExists(
+                f"Session {session.session_id!r} exists already.",
+                reason="SESSION_ALREADY_EXISTS",
+                resource_type="Session",
+                resource_name=session.session_id,
+            )
+        self._state.sessions[key] = self._stored(session)
+
+    async def save(self, tenant_id: str, session: Session) -> None:
+        self._unit.writing()
+        key = (tenant_id, session.session_id)
+        current = self._state.sessions.get(key)
+        assert current is not None, "save needs an existing session"
+        self._state.sessions[key] = dataclasses.replace(
+            self._stored(session), create_time=current.create_time, config_id=current.config_id
+        )
+
+    @staticmethod
+    def _stored(session: Session) -> Session:
+        return dataclasses.replace(
+            session,
+            tags=storable(dict(session.tags)),
+            error_message=storable(session.error_message),
+        )
+
+    async def delete(self, tenant_id: str, session_id: str) -> None:
+        self._unit.writing()
+        state = self._state
+        owner = (tenant_id, session_id)
+        state.messages = {k: v for k, v in state.messages.items() if k[:2] != owner}
+        state.turns = {k: v for k, v in state.turns.items() if k[:2] != owner}
+        state.events = {k: v for k, v in state.events.items() if k[:2] != owner}
+        state.sessions.pop(owner, None)
+
+    def _matching(self, tenant_id: str, conditions: Sequence[Condition]) -> list[Session]:
+        found = [
+            s
+            for (tenant, _), s in self._state.sessions.items()
+            if tenant == tenant_id and all(_matches(s, c) for c in conditions)
+        ]
+        return sorted(found, key=lambda s: (s.create_time, s.session_id))
+
+    async def page(
+        self,
+        tenant_id: str,
+        conditions: Sequence[Condition],
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[Session]:
+        found = self._matching(tenant_id, conditions)
+        if after is not None:
+            position = (datetime.fromisoformat(after[0]), after[1])
+            found = [s for s in found if (s.create_time, s.session_id) > position]
+        return found[:limit]
+
+    async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
+        return len(self._matching(tenant_id, conditions))
+
+
+class FakeMessageRepo:
+    """Transcripts in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def append(self, tenant_id: str, session_id: str, message: Message) -> None:
+        self._unit.writing()
+        key = (tenant_id, session_id, message.sequence)
+        if key in self._unit.work.messages:
+            raise DuplicateKey(f"message {key} exists already")
+        self._unit.work.messages[key] = storable_message(message)
+
+    async def page(
+        self, tenant_id: str, session_id: str, after_sequence: int, limit: int
+    ) -> list[Message]:
+        found = [
+            m
+            for (tenant, sid, sequence), m in self._unit.work.messages.items()
+            if (tenant, sid) == (tenant_id, session_id) and sequence > after_sequence
+        ]
+        return sorted(found, key=lambda m: m.sequence)[:limit]
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
+        return self._unit.work.messages.get((tenant_id, session_id, sequence))
+
+
+class FakeTurnRepo:
+    """Turns in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    @property
+    def _turns(self) -> dict[tuple[str, str, str], Turn]:
+        return self._unit.work.turns
+
+    async def get(self, tenant_id: str, session_id: str, turn_id: str) -> Turn | None:
+        return self._turns.get((tenant_id, session_id, turn_id))
+
+    async def by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
+        return next(
+            (
+                t
+                for (tenant, sid, _), t in self._turns.items()
+                if (tenant, sid) == (tenant_id, session_id)
+                and request_id
+                and t.request_id == request_id
+            ),
+            None,
+        )
+
+    async def insert(self, tenant_id: str, turn: Turn) -> None:
+        self._unit.writing()
+        key = (tenant_id, turn.session_id, turn.turn_id)
+        if key in self._turns:
+            raise DuplicateKey(f"turn {key} exists already")
+        if turn.request_id and await self.by_request(tenant_id, turn.session_id, turn.request_id):
+            raise AlreadyExists(
+                f"A turn with request_id {turn.request_id!r} exists already.",
+                reason="TURN_REQUEST_ID_TAKEN",
+            )
+        self._turns[key] = turn
+
+    async def update(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        *,
+        status: TurnStatus | None = None,
+        last_sequence: int | None = None,
+        cancel_requested: bool | None = None,
+        end_time: datetime | None = None,
+        lease_expires: datetime | None = None,
+    ) -> None:
+        self._unit.writing()
+        key = (tenant_id, session_id, turn_id)
+        turn = self._turns.get(key)
+        if turn is None:
+            return
+        self._turns[key] = dataclasses.replace(
+            turn,
+            status=turn.status if status is None else status,
+            last_sequence=turn.last_sequence if last_sequence is None else last_sequence,
+            cancel_requested=(
+                turn.cancel_requested if cancel_requested is None else cancel_requested
+            ),
+            end_time=turn.end_time if end_time is None else end_time,
+            lease_expires=turn.lease_expires if lease_expires is None else lease_expires,
+        )
+
+    async def request_cancel(self, tenant_id: str, session_id: str, turn_id: str) -> None:
+        await self.update(tenant_id, session_id, turn_id, cancel_requested=True)
+        self._unit.announce(CANCEL_CHANNEL, turn_id)
+
+    async def renew(
+        self, tenant_id: str, session_id: str, turn_id: str, lease_expires: datetime
+    ) -> bool:
+        self._unit.writing()
+        key = (tenant_id, session_id, turn_id)
+        turn = self._turns.get(key)
+        if turn is None or turn.status is not TurnStatus.RUNNING:
+            return False
+        self._turns[key] = dataclasses.replace(turn, lease_expires=lease_expires)
+        return True
+
+    async def of_sessions(self, tenant_id: str, turns: Mapping[str, str]) -> dict[str, Turn]:
+        found: dict[str, Turn] = {}
+        for session_id, turn_id in turns.items():
+            turn = self._turns.get((tenant_id, session_id, turn_id))
+            if turn is not None:
+                found[session_id] = turn
+        return found
+
+    async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
+        turn = self._turns.get((tenant_id, session_id, turn_id))
+        return turn is not None and turn.cancel_requested
+
+    async def count_running(self, tenant_id: str, now: datetime) -> int:
+        return sum(
+            1
+            for (tenant, _, _), t in self._turns.items()
+            if tenant == tenant_id and t.status is TurnStatus.RUNNING and t.lease_expires > now
+        )
+
+    async def running(self) -> list[tuple[str, Turn]]:
+        return [
+            (tenant, t)
+            for (tenant, _, _), t in self._turns.items()
+            if t.status is TurnStatus.RUNNING
+        ]
+
+
+class FakeEventRepo:
+    """Event logs in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def append(
+        self, tenant_id: str, session_id: str, events: Sequence[Event], origin: str
+    ) -> None:
+        self._unit.writing()
+        if not events:
+            return
+        log = self._unit.work.events
+        for event in events:
+            key = (tenant_id, session_id, event.sequence)
+            if key in log:
+                raise DuplicateKey(f"event {key} exists already")
+            log[key] = dataclasses.replace(event, body=storable_body(event.body))
+        self._unit.announce(
+            EVENTS_CHANNEL,
+            events_payload(log_key(tenant_id, session_id), events[-1].sequence, origin),
+        )
+
+    async def after(
+        self, tenant_id: str, session_id: str, after_sequence: int, limit: int
+    ) -> list[Event]:
+        found = [
+            e
+            for (tenant, sid, sequence), e in self._unit.work.events.items()
+            if (tenant, sid) == (tenant_id, session_id) and sequence > after_sequence
+        ]
+        return sorted(found, key=lambda e: e.sequence)[:limit]
+
+    async def at(self, tenant_id: str, session_id: str, sequence: int) -> Event | None:
+        return self._unit.work.events.get((tenant_id, session_id, sequence))
+
+
+class FakeRateRepo:
+    """Token buckets in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def get(self, tenant_id: str, name: str) -> Bucket | None:
+        return self._unit.work.rates.get((tenant_id, name))
+
+    async def put(self, tenant_id: str, name: str, bucket: Bucket) -> None:
+        self._unit.writing()
+        self._unit.work.rates[(tenant_id, name)] = bucket
+
+
+class FakeIdempotency:
+    """First responses in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def find(
+        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
+    ) -> StoredResponse | None:
+        found = self._unit.work.keys.get((tenant_id, method, request_id))
+        if found is None:
+            return None
+        if found[0] != request_fingerprint:
+            raise InvalidArgument(
+                "request_id was already used for a different request.",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": request_id},
+            )
+        return StoredResponse(found[1])
+
+    async def record(
+        self,
+        tenant_id: str,
+        method: str,
+        request_id: str,
+        request_fingerprint: str,
+        response: bytes,
+    ) -> None:
+        self._unit.writing()
+        key = (tenant_id, method, request_id)
+        if key in self._unit.work.keys:
+            raise Aborted(
+                "A concurrent request with the same request_id is in progress; retry.",
+                reason="REQUEST_ID_CONFLICT",
+                metadata={"request_id": request_id},
+            )
+        self._unit.work.keys[key] = (request_fingerprint, response)
+
+
+class FakeSessionUnitOfWork:
+    """One transaction over a working copy of the database's state."""
+
+    def __init__(self, database: FakeSessionDatabase, *, write: bool = False) -> None:
+        self.database = database
+        self._write = write
+        self._work: State | None = None
+        self.committed = False
+        # What this unit's writes announce at commit, as (channel, payload).
+        self.pending: list[tuple[str, str]] = []
+
+    @property
+    def work(self) -> State:
+        """The working copy; only valid inside `async with`."""
+        if self._work is None:
+            raise RuntimeError("unit of work used outside its `async with` block")
+        return self._work
+
+    def writing(self) -> None:
+        """Refuses writes in a unit that did not say it would write."""
+        _ = self.work
+        if not self._write:
+            raise AssertionError("a write in a unit of work opened with write=False")
+
+    def announce(self, channel: str, payload: str) -> None:
+        """Queues a NOTIFY, sent only if the unit commits."""
+        self.writing()
+        self.pending.append((channel, payload))
+
+    @property
+    def sessions(self) -> SessionRepo:
+        """Sessions."""
+        _ = self.work
+        return FakeSessionRepo(self)
+
+    @property
+    def messages(self) -> MessageRepo:
+        """Transcripts."""
+        _ = self.work
+        return FakeMessageRepo(self)
+
+    @property
+    def turns(self) -> TurnRepo:
+        """Turns."""
+        _ = self.work
+        return FakeTurnRepo(self)
+
+    @property
+    def events(self) -> EventRepo:
+        """Event logs."""
+        _ = self.work
+        return FakeEventRepo(self)
+
+    @property
+    def rates(self) -> RateRepo:
+        """Rate buckets."""
+        _ = self.work
+        return FakeRateRepo(self)
+
+    @property
+    def idempotency(self) -> IdempotencyRepo:
+        """Stored first responses."""
+        _ = self.work
+        return FakeIdempotency(self)
+
+    async def commit(self) -> None:
+        """Makes the working copy the database's state and sends its announcements."""
+        self.database.state = self.work
+        self.database.commits += 1
+        self.database.announced.extend(self.pending)
+        self.pending = []
+        self.committed = True
+        self._work = self.work.copy()
+
+    async def __aenter__(self) -> Self:
+        if self._write:
+            await self.database.write_lock.acquire()
+        self.committed = False
+        self.pending = []
+        self._work = self.database.state.copy()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._work = None
+        self.pending = []
+        if self._write:
+            self.database.write_lock.release()
