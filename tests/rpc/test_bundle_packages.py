@@ -212,8 +212,9 @@ async def test_keys_a_module_does_not_read_and_a_missing_provider_are_located_wa
     assert prepared.valid
     assert prepared.default_provider == ""
     warnings = {w.field: w.message for w in prepared.warnings}
-    assert "tool-filesystem does not read 'extended_thinking'" in warnings[
-        "tools[0].config.extended_thinking"
-    ]
+    assert (
+        "tool-filesystem does not read 'extended_thinking'"
+        in warnings["tools[0].config.extended_thinking"]
+    )
     assert "no provider" in warnings["providers"]
     assert all(w.severity == config_pb2.SEVERITY_WARNING for w in prepared.warnings)
