@@ -28,6 +28,7 @@ import anthropic
 import httpx2
 from anthropic import types as api
 
+from session_service.modules.provider_errors import redact, status_error
 from session_service.modules.settings import PROVIDER_KEYS, ProviderConfig
 from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
@@ -85,12 +86,12 @@ class AnthropicProvider:
             )
         except anthropic.CredentialsError as exc:
             raise ProviderError(
-                "PROVIDER_AUTH", _redact(f"No usable Anthropic credentials: {exc}", api_key)
+                "PROVIDER_AUTH", redact(f"No usable Anthropic credentials: {exc}", api_key)
             ) from None
         except (anthropic.AnthropicError, ValueError) as exc:
             raise ProviderError(
                 "PROVIDER_CONFIG",
-                _redact(f"Invalid Anthropic provider config: {exc}", api_key),
+                redact(f"Invalid Anthropic provider config: {exc}", api_key),
             ) from None
         # Whatever the SDK settled on, so it can be kept out of error messages.
         self._secret = self._client.api_key or self._client.auth_token or ""
@@ -157,7 +158,7 @@ class AnthropicProvider:
                 ) from None
             raise ProviderError(
                 "PROVIDER_CONFIG",
-                _redact(
+                redact(
                     f"Could not build the request to the model API at {self._where}: {exc}",
                     self._secret,
                 ),
@@ -366,14 +367,14 @@ def _provider_error(
         # An `error` event inside a stream that had started with 200 OK.
         text = f"The model API at {where} reported an error during the stream: {_detail(exc)}"
     elif isinstance(exc, anthropic.APIStatusError):
-        code, retryable = _status_code(exc.status_code)
+        code, retryable = status_error(exc.status_code)
         text = f"The model API at {where} answered HTTP {exc.status_code}: {_detail(exc)}"
     elif isinstance(exc, anthropic.CredentialsError):
         code = "PROVIDER_AUTH"
         text = f"No credentials for the model API at {where}: {exc}"
     else:
         text = f"The call to the model API at {where} failed: {exc}"
-    return ProviderError(code, _redact(text, secret), retryable=retryable)
+    return ProviderError(code, redact(text, secret), retryable=retryable)
 
 
 def _detail(exc: anthropic.APIStatusError) -> str:
@@ -388,20 +389,3 @@ def _detail(exc: anthropic.APIStatusError) -> str:
     if isinstance(exc.body, str) and exc.body:
         return exc.body[:500]
     return "no details"
-
-
-def _status_code(status: int) -> tuple[str, bool]:
-    if status == 429:
-        return "PROVIDER_RATE_LIMITED", True
-    if status in (401, 403):
-        return "PROVIDER_AUTH", False
-    # 529 is the API's "overloaded"; it is covered by >= 500.
-    if status == 408 or status >= 500:
-        return "PROVIDER_UNAVAILABLE", True
-    if 400 <= status < 500:
-        return "PROVIDER_BAD_REQUEST", False
-    return "PROVIDER_ERROR", False
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "[redacted]") if secret else text

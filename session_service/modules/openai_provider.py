@@ -33,6 +33,7 @@ from openai.types.chat import (
 )
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
+from session_service.modules.provider_errors import redact, status_error
 from session_service.modules.settings import PROVIDER_KEYS, ProviderConfig
 from session_service.prepare.egress import EgressPolicy
 from session_service.turns.protocols import (
@@ -86,7 +87,7 @@ class OpenAIProvider:
             )
         except openai.OpenAIError as exc:
             raise ProviderError(
-                "PROVIDER_CONFIG", _redact(f"Invalid OpenAI provider config: {exc}", api_key)
+                "PROVIDER_CONFIG", redact(f"Invalid OpenAI provider config: {exc}", api_key)
             ) from None
         url = self._client.base_url
         # Scheme, host and port only: a base_url may carry credentials in its userinfo.
@@ -277,7 +278,7 @@ def _provider_error(
             else f"Could not reach the model API at {where}."
         )
     elif isinstance(exc, openai.APIStatusError):
-        code, retryable = _status_code(exc.status_code)
+        code, retryable = status_error(exc.status_code)
         detail = _api_message(exc.body) or "no details"
         text = f"The model API at {where} answered HTTP {exc.status_code}: {detail}"
     elif isinstance(exc, openai.APIError):
@@ -285,19 +286,7 @@ def _provider_error(
         text = f"The model API at {where} reported an error during the stream: {detail}"
     else:
         text = f"The call to the model API at {where} failed: {exc}"
-    return ProviderError(code, _redact(text, secret), retryable=retryable)
-
-
-def _status_code(status: int) -> tuple[str, bool]:
-    if status == 429:
-        return "PROVIDER_RATE_LIMITED", True
-    if status in (401, 403):
-        return "PROVIDER_AUTH", False
-    if status == 408 or status >= 500:
-        return "PROVIDER_UNAVAILABLE", True
-    if 400 <= status < 500:
-        return "PROVIDER_BAD_REQUEST", False
-    return "PROVIDER_ERROR", False
+    return ProviderError(code, redact(text, secret), retryable=retryable)
 
 
 def _api_message(body: object) -> str:
@@ -312,7 +301,3 @@ def _api_message(body: object) -> str:
     if isinstance(body, str):
         return body[:500]
     return ""
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
