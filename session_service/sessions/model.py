@@ -224,3 +224,31 @@ def session_from_json(data: Mapping[str, Any]) -> Session:
         last_sequence=int(data["last_sequence"]),
         active_turn_id=data["active_turn_id"],
     )
+
+
+def turn_in_progress(session: Session, action: str = "") -> FailedPrecondition:
+    """TURN_IN_PROGRESS for what cannot happen while the session's turn runs.
+
+    Without action, the thing refused is another turn; the metadata names the running turn
+    either way, so a client can follow or cancel it.
+    """
+    if action:
+        message = (
+            f"Cannot {action} session {session.session_id!r} while turn "
+            f"{session.active_turn_id!r} runs; cancel it or wait for it to end."
+        )
+    else:
+        message = (
+            f"Session {session.session_id!r} is running turn {session.active_turn_id!r}; one "
+            "turn runs at a time. Follow it with StreamEvents, or cancel it with CancelTurn."
+        )
+    return FailedPrecondition(
+        message,
+        reason="TURN_IN_PROGRESS",
+        metadata={"turn_id": session.active_turn_id, "session_id": session.session_id},
+        violations=[
+            PreconditionViolation(
+                "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
+            )
+        ],
+    )

@@ -26,6 +26,7 @@ from session_service.sessions.model import (
     next_status,
     session_from_json,
     session_to_json,
+    turn_in_progress,
 )
 from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
@@ -378,17 +379,7 @@ def _session_position(after: Sequence[Any]) -> tuple[str, str] | None:
 
 def _refuse_during_turn(session: Session, action: str) -> None:
     if session.active_turn_id:
-        raise FailedPrecondition(
-            f"Cannot {action} session {session.session_id!r} while turn "
-            f"{session.active_turn_id!r} runs; cancel it or wait for it to end.",
-            reason="TURN_IN_PROGRESS",
-            metadata={"turn_id": session.active_turn_id},
-            violations=[
-                PreconditionViolation(
-                    "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
-                )
-            ],
-        )
+        raise turn_in_progress(session, action)
 
 
 def _status_value(value: str) -> Status:

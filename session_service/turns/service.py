@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
-from session_service.sessions.model import Message, Role, Session, Status
+from session_service.sessions.model import Message, Role, Session, Status, turn_in_progress
 from session_service.sessions.service import session_not_found
 from session_service.storage.repository import storable_body
 from session_service.turns.engine import TurnJob
@@ -87,21 +87,6 @@ class Accepted:
 
     turn_id: str
     after_sequence: int  # stream this turn's events after this sequence
-    replayed: bool
-
-
-def _turn_in_progress(session: Session) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"Session {session.session_id!r} is running turn {session.active_turn_id!r}; one turn "
-        "runs at a time. Follow it with StreamEvents, or cancel it with CancelTurn.",
-        reason="TURN_IN_PROGRESS",
-        metadata={"turn_id": session.active_turn_id, "session_id": session.session_id},
-        violations=[
-            PreconditionViolation(
-                "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
-            )
-        ],
-    )
 
 
 async def _check_turn_limits(
@@ -217,7 +202,7 @@ class TurnService:
             return await self._replay(tenant_id, session_id, earlier, content)
         self._signals.hub.publish(log_key(tenant_id, session_id), job.events, job.lease_expires)
         self._runner.start(job.job)
-        return Accepted(job.job.turn_id, job.job.last_sequence - 1, replayed=False)
+        return Accepted(job.job.turn_id, job.job.last_sequence - 1)
 
     async def _replay(
         self, tenant_id: str, session_id: str, earlier: Turn, content: str
@@ -237,7 +222,7 @@ class TurnService:
                 metadata={"turn_id": earlier.turn_id},
                 violations=[FieldViolation("request_id", "already used with different content")],
             )
-        return Accepted(earlier.turn_id, earlier.first_sequence - 1, replayed=True)
+        return Accepted(earlier.turn_id, earlier.first_sequence - 1)
 
     async def _by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
         async with self._unit_of_work() as uow:
@@ -270,7 +255,7 @@ class TurnService:
                 raise _not_active(session)
             session, reaped = await self._reap_abandoned(uow, tenant_id, session)
             if session.active_turn_id:
-                raise _turn_in_progress(session)
+                raise turn_in_progress(session)
             now = utcnow()
             lease = now + timedelta(seconds=self._options.lease_seconds)
             await _check_turn_limits(uow, tenant_id, quotas, now)
