@@ -135,7 +135,7 @@ async def build_with_parts(
         # Other replicas' events and cancel requests arrive as NOTIFYs.
         for notify_channel, handler in (
             (EVENTS_CHANNEL, signals.on_events_payload),
-            (CANCEL_CHANNEL, signals.on_cancel_payload),
+            (CANCEL_CHANNEL, runner.on_cancel_payload),
         ):
             listener = PostgresListener(settings.database, notify_channel, handler)
             await listener.start()

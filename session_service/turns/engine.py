@@ -174,7 +174,6 @@ class TurnRunner:
         self.flushes = 0
         # Set when this replica stops: cancelled turns then fail instead of counting as cancelled.
         self.stopping = False
-        signals.cancel_local = self.cancel_local
 
     @property
     def active(self) -> int:
@@ -198,6 +197,11 @@ class TurnRunner:
         """Whether the turn runs in this process."""
         task = self._tasks.get(turn_id)
         return task is not None and not task.done()
+
+    def on_cancel_payload(self, payload: str | None) -> None:
+        """A NOTIFY on the cancel channel (its payload a turn id): cancel it if it runs here."""
+        if payload:
+            self.cancel_local(payload)
 
     def cancel_local(self, turn_id: str) -> bool:
         """Cancels the turn if it runs here; True when it did."""

@@ -10,7 +10,6 @@ NOTIFYs: its hub got those events from memory (and may get the NOTIFY first).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from session_service.turns.hub import EventHub
@@ -54,14 +53,12 @@ def parse_events_payload(payload: str) -> Committed:
 
 
 class TurnSignals:
-    """This replica's event hub and its cancel entry point."""
+    """This replica's event hub and the tag of its NOTIFYs."""
 
     def __init__(self) -> None:
         self.hub = EventHub()
         # Tags this replica's NOTIFYs, so that it can ignore them.
         self.origin = uuid.uuid4().hex[:16]
-        # Set by the runner: cancels a turn if it runs in this process.
-        self.cancel_local: Callable[[str], bool] = lambda _turn_id: False
 
     def on_events_payload(self, payload: str | None) -> None:
         """A NOTIFY (or a reconnect, None: anything may have been missed) on the events channel."""
@@ -71,8 +68,3 @@ class TurnSignals:
         said = parse_events_payload(payload)
         if said.origin != self.origin:
             self.hub.committed(said.key, said.sequence)
-
-    def on_cancel_payload(self, payload: str | None) -> None:
-        """A NOTIFY on the cancel channel: the payload is a turn id."""
-        if payload:
-            self.cancel_local(payload)
