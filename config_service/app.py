@@ -18,9 +18,10 @@ from config_service.storage.uow import ConfigUnitOfWork
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.auth.interceptor import authentication
+from shared.broadcast import Broadcast
 from shared.bundle.validate import Limits
 from shared.db.engine import create_engine, dispose_engine
-from shared.db.notify import Broadcast, PostgresListener
+from shared.db.notify import PostgresListener
 from shared.db.uow import session_factory
 from shared.rpc.server import GrpcServer, ServiceBinding
 from shared.telemetry.setup import Telemetry

@@ -24,7 +24,7 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
-from shared.db.idempotency import fingerprint
+from shared.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required

@@ -19,7 +19,7 @@ from typing import Protocol, Self
 
 from session_service.sessions.model import Message, Session
 from session_service.turns.model import Event, Turn, TurnStatus
-from shared.db.idempotency import StoredResponse
+from shared.idempotency import StoredResponse
 from shared.listing import Condition
 from shared.quotas import Bucket
 

@@ -41,8 +41,8 @@ from shared._generated.tandem.session.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
 )
-from shared.db.idempotency import fingerprint
 from shared.errors import FieldViolation, InvalidArgument
+from shared.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from config_service.configs.model import ChangeType, Config, ConfigChange
-from shared.db.idempotency import StoredResponse
+from shared.idempotency import StoredResponse
 from shared.listing import Condition
 
 

@@ -33,6 +33,7 @@ from config_service.configs.packages import (
 )
 from config_service.configs.ports import ConfigUoW, ConfigUoWFactory
 from config_service.configs.resolution import Located, occurrences, unresolved
+from shared.broadcast import Broadcast
 from shared.bundle.references import canonical_source, split_name
 from shared.bundle.validate import (
     Limits,
@@ -43,10 +44,8 @@ from shared.bundle.validate import (
     validate_context,
     validate_document,
 )
+from shared.clock import utcnow
 from shared.cpu import CpuSlots
-from shared.db.idempotency import check_request_id, first_response
-from shared.db.notify import Broadcast
-from shared.db.types import utcnow
 from shared.errors import (
     Aborted,
     AlreadyExists,
@@ -60,6 +59,7 @@ from shared.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from shared.idempotency import check_request_id, first_response
 from shared.listing import (
     Condition,
     Page,

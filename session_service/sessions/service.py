@@ -31,8 +31,7 @@ from session_service.sessions.model import (
 from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
-from shared.db.idempotency import check_request_id, first_response
-from shared.db.types import utcnow
+from shared.clock import utcnow
 from shared.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -40,6 +39,7 @@ from shared.errors import (
     NotFound,
     PreconditionViolation,
 )
+from shared.idempotency import check_request_id, first_response
 from shared.listing import (
     Page,
     decode_page_token,

@@ -57,8 +57,8 @@ from session_service.turns.writer import (
     WriterOptions,
 )
 from session_service.workspace import Sandbox, Workspaces
+from shared.clock import utcnow
 from shared.db.faults import is_transient
-from shared.db.types import utcnow
 from shared.errors import TandemError
 
 _log = logging.getLogger(__name__)

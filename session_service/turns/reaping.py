@@ -17,7 +17,7 @@ from session_service.ports import SessionUoW
 from session_service.sessions.model import Session
 from session_service.turns.model import Event, TurnFailed, TurnStatus
 from session_service.turns.signals import NO_ORIGIN
-from shared.db.types import utcnow
+from shared.clock import utcnow
 
 ABANDONED = "TURN_ABANDONED"
 

@@ -29,9 +29,8 @@ from session_service.turns.model import Event, Turn, TurnStarted, TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.turns.signals import TurnSignals, log_key
 from session_service.turns.writer import bounded
+from shared.clock import utcnow
 from shared.db.faults import is_transient
-from shared.db.idempotency import check_request_id
-from shared.db.types import utcnow
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,6 +41,7 @@ from shared.errors import (
     PreconditionViolation,
     Unavailable,
 )
+from shared.idempotency import check_request_id
 from shared.quotas import PolicyLookup, Quotas, check_count, rate_limited, take_token, unlimited
 
 _log = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from session_service.sessions.model import Message
 from session_service.storage.repository import storable_body, storable_message
 from session_service.turns.model import TERMINAL_KINDS, Event, EventBody, EventKind, TurnStatus
 from session_service.turns.signals import TurnSignals, log_key
+from shared.clock import utcnow
 from shared.db.faults import is_transient
-from shared.db.types import utcnow
 
 _log = logging.getLogger(__name__)
 

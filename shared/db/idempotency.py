@@ -6,9 +6,6 @@ of the id with a different request is refused, since the client reused an id by 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -17,8 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.types import UTCDateTime, utcnow
+from shared.clock import utcnow
+from shared.db.types import UTCDateTime
 from shared.errors import Aborted, InvalidArgument
+from shared.idempotency import StoredResponse
 
 
 class IdempotencyKeyColumns:
@@ -36,31 +35,7 @@ class IdempotencyKeyColumns:
         def __init__(self, **kwargs: Any) -> None: ...
 
 
-@dataclass(frozen=True)
-class StoredResponse:
-    """A first response, as serialized bytes."""
-
-    response: bytes
-
-
-def fingerprint(payload: bytes) -> str:
-    """A stable digest of a request, to tell a true repeat from a reused id."""
-    return hashlib.sha256(payload).hexdigest()
-
-
-MAX_REQUEST_ID_LENGTH = 128
-
 M = TypeVar("M", bound=IdempotencyKeyColumns)
-T = TypeVar("T")
-
-
-def check_request_id(request_id: str) -> None:
-    """Refuses request ids the table cannot hold."""
-    if len(request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidArgument(
-            f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters.",
-            reason="REQUEST_ID_TOO_LONG",
-        )
 
 
 class IdempotencyRepository(Generic[M]):
@@ -118,18 +93,3 @@ class IdempotencyRepository(Generic[M]):
                 reason="REQUEST_ID_CONFLICT",
                 metadata={"request_id": request_id},
             ) from exc
-
-
-async def first_response(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
-    """attempt(), tried again when a concurrent duplicate of its request_id won the race.
-
-    The winner has committed by then, so the retry finds and returns the first response
-    instead of writing again.
-    """
-    for number in range(tries):
-        try:
-            return await attempt()
-        except Aborted as exc:
-            if exc.reason != "REQUEST_ID_CONFLICT" or number == tries - 1:
-                raise
-    raise AssertionError("unreachable")

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config_service.storage import migrate
 from config_service.storage.uow import ConfigUnitOfWork
 from shared.db.engine import create_engine
-from shared.db.idempotency import fingerprint
 from shared.db.uow import session_factory
 from shared.errors import Aborted, InvalidArgument
+from shared.idempotency import fingerprint
 
 
 @pytest.fixture

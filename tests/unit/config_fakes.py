@@ -20,8 +20,8 @@ from typing import Self
 from config_service.configs.model import ChangeType, Config, ConfigChange
 from config_service.configs.ports import ChangeLogRepo, ConfigRepo, IdempotencyRepo
 from shared.bundle.references import canonical_source
-from shared.db.idempotency import StoredResponse
 from shared.errors import Aborted, AlreadyExists, InvalidArgument
+from shared.idempotency import StoredResponse
 from shared.listing import Condition
 
 

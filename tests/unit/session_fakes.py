@@ -30,8 +30,8 @@ from session_service.sessions.model import Message, Session
 from session_service.storage.repository import storable, storable_body, storable_message
 from session_service.turns.model import Event, Turn, TurnStatus
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
-from shared.db.idempotency import StoredResponse
 from shared.errors import Aborted, AlreadyExists, InvalidArgument
+from shared.idempotency import StoredResponse
 from shared.listing import Condition
 from shared.quotas import Bucket
 

@@ -12,7 +12,7 @@ from config_service.configs.edits import AddModule
 from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields
 from config_service.configs.packages import IncomingFile
 from config_service.configs.service import ConfigService, ConfigServiceOptions
-from shared.db.notify import Broadcast
+from shared.broadcast import Broadcast
 from shared.errors import (
     Aborted,
     AlreadyExists,

@@ -25,7 +25,7 @@ from session_service.turns.signals import (
     events_payload,
     log_key,
 )
-from shared.db.types import utcnow
+from shared.clock import utcnow
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
