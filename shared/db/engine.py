@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -33,6 +34,7 @@ def sync_url(url: str | URL) -> URL:
 
 
 WRITE_OPTION = "tandem_write"
+_WAL_ATTEMPTS = 10
 CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -40,14 +42,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Take over transaction control from the driver so `_sqlite_begin` decides how to BEGIN.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # First, so that every statement after it (switching to WAL included, which takes a lock
+    # while another connection may be opening the same new file) waits instead of failing.
+    cursor.execute("PRAGMA busy_timeout=5000")
     # WAL lets readers proceed during a write; busy_timeout makes writers queue instead of failing.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor)
     # In WAL mode NORMAL still survives a crash of the process; only an OS crash or power
     # loss may drop the last commits. Syncing every commit would cap the event log's rate.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Puts the file in WAL mode (it stays so); a no-op for a file that already is.
+
+    Switching needs the file to itself. Two services opening one new file at once (tests do)
+    can find it busy even past busy_timeout, so the switch is tried a few times.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            # Once per new file, while it is being created: short enough to block nothing.
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _sqlite_begin(connection: Any) -> None:
