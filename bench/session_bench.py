@@ -82,6 +82,8 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
                 session_service_listen="127.0.0.1:0",
                 config_service_target=configs.server.address,
                 prepared_cache_size=cold + 16,
+                # The benchmark's bundles reference this one variable, as an operator allows.
+                bundle_env_allow="BENCH_SECRET",
             )
         )
         await sessions.start()
