@@ -32,7 +32,7 @@ from session_service.turns import model as log  # the log's events, beside the p
 from session_service.turns.model import TurnStatus
 from session_service.turns.protocols import (
     ChatMessage,
-    Context,
+    ContextModule,
     Finish,
     Hook,
     Provider,
@@ -86,7 +86,7 @@ class TurnJob:
 @dataclass
 class _Modules:
     provider: Provider
-    context: Context
+    context: ContextModule
     loop: LoopSettings
     tools: dict[str, Tool]
     specs: list[ToolSpec]
@@ -106,7 +106,7 @@ def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
     # The default provider: the lowest priority, the outer bundle first (see preparation).
     chosen = [m for m in by_kind["provider"] if m.field == bundle.default_provider_field]
     provider: Provider = _load((chosen or by_kind["provider"])[0])
-    context: Context = _load(by_kind["context"][0])
+    context: ContextModule = _load(by_kind["context"][0])
     orchestrator = _load(by_kind["orchestrator"][0])
     settings: LoopSettings = orchestrator.settings
     if settings.max_iterations is None:

@@ -138,7 +138,7 @@ class TurnContext:
     turn_context: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Context(Protocol):
+class ContextModule(Protocol):
     """Builds the system prompt and message list for a model call."""
 
     def build(self, context: TurnContext) -> tuple[str, Sequence[ChatMessage]]: ...
