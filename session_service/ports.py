@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from session_service.sessions.model import Message, Session
 from session_service.turns.model import Event, Turn, TurnStatus
-from shared.idempotency import StoredResponse
+from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
+from shared.transaction import Transaction
 
 
 class SessionRepo(Protocol):
@@ -150,26 +150,7 @@ class RateRepo(Protocol):
         """Stores the bucket's new state."""
 
 
-class IdempotencyRepo(Protocol):
-    """First responses of requests that carry a request_id."""
-
-    async def find(
-        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
-    ) -> StoredResponse | None:
-        """The earlier identical request's response; InvalidArgument for a reused id."""
-
-    async def record(
-        self,
-        tenant_id: str,
-        method: str,
-        request_id: str,
-        request_fingerprint: str,
-        response: bytes,
-    ) -> None:
-        """Stores the first response; Aborted (REQUEST_ID_CONFLICT) when one exists."""
-
-
-class SessionUoW(Protocol):
+class SessionUoW(Transaction, Protocol):
     """One SessionService transaction and the repositories that work inside it."""
 
     @property
@@ -195,20 +176,6 @@ class SessionUoW(Protocol):
     @property
     def idempotency(self) -> IdempotencyRepo:
         """Stored first responses."""
-
-    async def commit(self) -> None:
-        """Commits everything done in this unit."""
-
-    async def __aenter__(self) -> Self:
-        """Begins the transaction."""
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Ends it; without a commit, every write is discarded."""
 
 
 class SessionUoWFactory(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from shared.errors import Aborted, InvalidArgument
 
@@ -24,6 +24,25 @@ class StoredResponse:
     """A first response, as serialized bytes."""
 
     response: bytes
+
+
+class IdempotencyRepo(Protocol):
+    """Where a service stores the first responses of requests that carry a request_id."""
+
+    async def find(
+        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
+    ) -> StoredResponse | None:
+        """The earlier identical request's response; InvalidArgument for a reused id."""
+
+    async def record(
+        self,
+        tenant_id: str,
+        method: str,
+        request_id: str,
+        request_fingerprint: str,
+        response: bytes,
+    ) -> None:
+        """Stores the first response; Aborted (REQUEST_ID_CONFLICT) when one exists."""
 
 
 def fingerprint(payload: bytes) -> str:

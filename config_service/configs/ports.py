@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from config_service.configs.model import ChangeType, Config, ConfigChange
-from shared.idempotency import StoredResponse
+from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
+from shared.transaction import Transaction
 
 
 class ConfigRepo(Protocol):
@@ -124,26 +124,7 @@ class ChangeLogRepo(Protocol):
         """The tenant's changes after sequence, oldest first (None: every tenant's)."""
 
 
-class IdempotencyRepo(Protocol):
-    """First responses of requests that carry a request_id."""
-
-    async def find(
-        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
-    ) -> StoredResponse | None:
-        """The earlier identical request's response; InvalidArgument for a reused id."""
-
-    async def record(
-        self,
-        tenant_id: str,
-        method: str,
-        request_id: str,
-        request_fingerprint: str,
-        response: bytes,
-    ) -> None:
-        """Stores the first response; Aborted (REQUEST_ID_CONFLICT) when one exists."""
-
-
-class ConfigUoW(Protocol):
+class ConfigUoW(Transaction, Protocol):
     """One ConfigService transaction and the repositories that work inside it."""
 
     @property
@@ -157,20 +138,6 @@ class ConfigUoW(Protocol):
     @property
     def idempotency(self) -> IdempotencyRepo:
         """Stored first responses."""
-
-    async def commit(self) -> None:
-        """Commits everything done in this unit."""
-
-    async def __aenter__(self) -> Self:
-        """Begins the transaction."""
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Ends it; without a commit, every write is discarded."""
 
 
 class ConfigUoWFactory(Protocol):

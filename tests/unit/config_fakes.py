@@ -9,20 +9,17 @@ a time, as on SQLite; a read unit may not write.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from config_service.configs.model import ChangeType, Config, ConfigChange
-from config_service.configs.ports import ChangeLogRepo, ConfigRepo, IdempotencyRepo
+from config_service.configs.ports import ChangeLogRepo, ConfigRepo
 from shared.bundle.references import canonical_source
-from shared.errors import Aborted, AlreadyExists, InvalidArgument
-from shared.idempotency import StoredResponse
+from shared.errors import AlreadyExists
+from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
+from tests.unit.fake_storage import FakeDatabase, FakeIdempotency, FakeUnit, Keys, holds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,23 +44,18 @@ class State:
     configs: dict[tuple[str, str], Config] = dataclasses.field(default_factory=dict)
     revisions: dict[tuple[str, str, int], Config] = dataclasses.field(default_factory=dict)
     changes: list[StoredChange] = dataclasses.field(default_factory=list)
-    # (tenant, method, request_id) -> (fingerprint, response)
-    keys: dict[tuple[str, str, str], tuple[str, bytes]] = dataclasses.field(default_factory=dict)
+    keys: Keys = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         """A working copy; values are frozen, so copying the containers is enough."""
         return State(dict(self.configs), dict(self.revisions), list(self.changes), dict(self.keys))
 
 
-class FakeConfigDatabase:
+class FakeConfigDatabase(FakeDatabase[State]):
     """The committed state, shared by every unit of work opened on it."""
 
     def __init__(self) -> None:
-        self.state = State()
-        self.commits = 0
-        # (tenant, scope) for every tenant lock taken, in order.
-        self.locks: list[tuple[str, str]] = []
-        self.write_lock = asyncio.Lock()
+        super().__init__(State())
 
     def unit_of_work(self, write: bool = False) -> FakeConfigUnitOfWork:
         """A ConfigUoWFactory over this database."""
@@ -82,10 +74,6 @@ def _taken(config: Config) -> AlreadyExists:
         resource_type="Config",
         resource_name=config.config_id,
     )
-
-
-def _like(value: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in value.split("*")), re.DOTALL)
 
 
 def _column(config: Config, field: str) -> str | None:
@@ -110,10 +98,7 @@ def _matches(config: Config, condition: Condition) -> bool:
     if condition.field == "source_uri" and not condition.is_pattern:
         column = canonical_source(config.source_uri)
         value = canonical_source(value)
-    if column is None:
-        return condition.op == "!="
-    equal = _like(value).fullmatch(column) is not None if condition.is_pattern else column == value
-    return equal if condition.op == "=" else not equal
+    return holds(column, value, condition)
 
 
 class FakeConfigRepo:
@@ -356,68 +341,16 @@ class FakeChangeLog:
         ]
 
 
-class FakeIdempotency:
-    """First responses in a unit's working copy."""
-
-    def __init__(self, unit: FakeConfigUnitOfWork) -> None:
-        self._unit = unit
-
-    async def find(
-        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
-    ) -> StoredResponse | None:
-        found = self._unit.work.keys.get((tenant_id, method, request_id))
-        if found is None:
-            return None
-        if found[0] != request_fingerprint:
-            raise InvalidArgument(
-                "request_id was already used for a different request.",
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": request_id},
-            )
-        return StoredResponse(found[1])
-
-    async def record(
-        self,
-        tenant_id: str,
-        method: str,
-        request_id: str,
-        request_fingerprint: str,
-        response: bytes,
-    ) -> None:
-        self._unit.writing()
-        key = (tenant_id, method, request_id)
-        if key in self._unit.work.keys:
-            raise Aborted(
-                "A concurrent request with the same request_id is in progress; retry.",
-                reason="REQUEST_ID_CONFLICT",
-                metadata={"request_id": request_id},
-            )
-        self._unit.work.keys[key] = (request_fingerprint, response)
-
-
-class FakeConfigUnitOfWork:
-    """One transaction over a working copy of the database's state."""
+class FakeConfigUnitOfWork(FakeUnit[State]):
+    """One ConfigService transaction over a working copy of the database's state."""
 
     def __init__(self, database: FakeConfigDatabase, *, write: bool = False) -> None:
-        self.database = database
-        self._write = write
-        self._work: State | None = None
-        self.committed = False
+        super().__init__(database, write=write)
         # Global sequences this unit's appends announce at commit (the NOTIFY payloads).
         self.announced: list[int] = []
 
-    @property
-    def work(self) -> State:
-        """The working copy; only valid inside `async with`."""
-        if self._work is None:
-            raise RuntimeError("unit of work used outside its `async with` block")
-        return self._work
-
-    def writing(self) -> None:
-        """Refuses writes in a unit that did not say it would write."""
-        _ = self.work
-        if not self._write:
-            raise AssertionError("a write in a unit of work opened with write=False")
+    def _opened(self) -> None:
+        self.announced = []
 
     @property
     def configs(self) -> ConfigRepo:
@@ -436,28 +369,3 @@ class FakeConfigUnitOfWork:
         """Stored first responses."""
         _ = self.work
         return FakeIdempotency(self)
-
-    async def commit(self) -> None:
-        """Makes the working copy the database's state."""
-        self.database.state = self.work
-        self.database.commits += 1
-        self.committed = True
-        self._work = self.work.copy()
-
-    async def __aenter__(self) -> Self:
-        if self._write:
-            await self.database.write_lock.acquire()
-        self.committed = False
-        self.announced = []
-        self._work = self.database.state.copy()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._work = None
-        if self._write:
-            self.database.write_lock.release()

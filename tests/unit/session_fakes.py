@@ -10,17 +10,12 @@ transcript, turns and log; and nothing written, nor announced, is visible to oth
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from session_service.ports import (
     EventRepo,
-    IdempotencyRepo,
     MessageRepo,
     RateRepo,
     SessionRepo,
@@ -30,10 +25,11 @@ from session_service.sessions.model import Message, Session
 from session_service.storage.repository import storable, storable_body, storable_message
 from session_service.turns.model import Event, Turn, TurnStatus
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
-from shared.errors import Aborted, AlreadyExists, InvalidArgument
-from shared.idempotency import StoredResponse
+from shared.errors import AlreadyExists
+from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
+from tests.unit.fake_storage import FakeDatabase, FakeIdempotency, FakeUnit, Keys, holds
 
 
 class DuplicateKey(Exception):
@@ -49,8 +45,7 @@ class State:
     turns: dict[tuple[str, str, str], Turn] = dataclasses.field(default_factory=dict)
     events: dict[tuple[str, str, int], Event] = dataclasses.field(default_factory=dict)
     rates: dict[tuple[str, str], Bucket] = dataclasses.field(default_factory=dict)
-    # (tenant, method, request_id) -> (fingerprint, response)
-    keys: dict[tuple[str, str, str], tuple[str, bytes]] = dataclasses.field(default_factory=dict)
+    keys: Keys = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         """A working copy; values are frozen, so copying the containers is enough."""
@@ -64,17 +59,13 @@ class State:
         )
 
 
-class FakeSessionDatabase:
+class FakeSessionDatabase(FakeDatabase[State]):
     """The committed state, shared by every unit of work opened on it."""
 
     def __init__(self) -> None:
-        self.state = State()
-        self.commits = 0
-        # (tenant, scope) for every tenant lock taken, in order.
-        self.locks: list[tuple[str, str]] = []
+        super().__init__(State())
         # (channel, payload) of every announcement committed, in order (the NOTIFYs).
         self.announced: list[tuple[str, str]] = []
-        self.write_lock = asyncio.Lock()
 
     def unit_of_work(self, write: bool = False) -> FakeSessionUnitOfWork:
         """A SessionUoWFactory over this database."""
@@ -94,10 +85,6 @@ class FakeSessionDatabase:
         return self.state.turns.get((tenant_id, session_id, turn_id))
 
 
-def _like(value: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in value.split("*")), re.DOTALL)
-
-
 def _matches(session: Session, condition: Condition) -> bool:
     value = condition.value
     column: str | None
@@ -108,10 +95,7 @@ def _matches(session: Session, condition: Condition) -> bool:
         value = value.upper().removeprefix("SESSION_STATUS_")
     else:
         column = session.tags.get(condition.field.removeprefix("tags."))
-    if column is None:
-        return condition.op == "!="
-    equal = _like(value).fullmatch(column) is not None if condition.is_pattern else column == value
-    return equal if condition.op == "=" else not equal
+    return holds(column, value, condition)
 
 
 class FakeSessionRepo:
@@ -380,73 +364,30 @@ class FakeRateRepo:
         self._unit.work.rates[(tenant_id, name)] = bucket
 
 
-class FakeIdempotency:
-    """First responses in a unit's working copy."""
+class FakeSessionUnitOfWork(FakeUnit[State]):
+    """One SessionService transaction over a working copy of the database's state."""
 
-    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
-        self._unit = unit
-
-    async def find(
-        self, tenant_id: str, method: str, request_id: str, request_fingerprint: str
-    ) -> StoredResponse | None:
-        found = self._unit.work.keys.get((tenant_id, method, request_id))
-        if found is None:
-            return None
-        if found[0] != request_fingerprint:
-            raise InvalidArgument(
-                "request_id was already used for a different request.",
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": request_id},
-            )
-        return StoredResponse(found[1])
-
-    async def record(
-        self,
-        tenant_id: str,
-        method: str,
-        request_id: str,
-        request_fingerprint: str,
-        response: bytes,
-    ) -> None:
-        self._unit.writing()
-        key = (tenant_id, method, request_id)
-        if key in self._unit.work.keys:
-            raise Aborted(
-                "A concurrent request with the same request_id is in progress; retry.",
-                reason="REQUEST_ID_CONFLICT",
-                metadata={"request_id": request_id},
-            )
-        self._unit.work.keys[key] = (request_fingerprint, response)
-
-
-class FakeSessionUnitOfWork:
-    """One transaction over a working copy of the database's state."""
+    database: FakeSessionDatabase
 
     def __init__(self, database: FakeSessionDatabase, *, write: bool = False) -> None:
-        self.database = database
-        self._write = write
-        self._work: State | None = None
-        self.committed = False
+        super().__init__(database, write=write)
         # What this unit's writes announce at commit, as (channel, payload).
         self.pending: list[tuple[str, str]] = []
-
-    @property
-    def work(self) -> State:
-        """The working copy; only valid inside `async with`."""
-        if self._work is None:
-            raise RuntimeError("unit of work used outside its `async with` block")
-        return self._work
-
-    def writing(self) -> None:
-        """Refuses writes in a unit that did not say it would write."""
-        _ = self.work
-        if not self._write:
-            raise AssertionError("a write in a unit of work opened with write=False")
 
     def announce(self, channel: str, payload: str) -> None:
         """Queues a NOTIFY, sent only if the unit commits."""
         self.writing()
         self.pending.append((channel, payload))
+
+    def _opened(self) -> None:
+        self.pending = []
+
+    def _committed(self) -> None:
+        self.database.announced.extend(self.pending)
+        self.pending = []
+
+    def _closed(self) -> None:
+        self.pending = []
 
     @property
     def sessions(self) -> SessionRepo:
@@ -483,31 +424,3 @@ class FakeSessionUnitOfWork:
         """Stored first responses."""
         _ = self.work
         return FakeIdempotency(self)
-
-    async def commit(self) -> None:
-        """Makes the working copy the database's state and sends its announcements."""
-        self.database.state = self.work
-        self.database.commits += 1
-        self.database.announced.extend(self.pending)
-        self.pending = []
-        self.committed = True
-        self._work = self.work.copy()
-
-    async def __aenter__(self) -> Self:
-        if self._write:
-            await self.database.write_lock.acquire()
-        self.committed = False
-        self.pending = []
-        self._work = self.database.state.copy()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._work = None
-        self.pending = []
-        if self._write:
-            self.database.write_lock.release()
