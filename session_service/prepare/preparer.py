@@ -89,9 +89,6 @@ class _Composition:
     problems: list[PreconditionViolation] = field(default_factory=list)
     chain: list[str] = field(default_factory=list)
     included: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (id, rev)
-    # Every name looked up, found or not: a config created later under one of them changes
-    # what this bundle composes to.
-    referenced: set[str] = field(default_factory=set)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
     # How deep (0: the config itself) the outermost bundle declaring each module entry is.
     depths: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -247,7 +244,9 @@ class Preparer:
             instruction=instruction,
             modules=tuple(modules),
             composed_from=tuple(work.chain),
-            included_configs=frozenset(work.referenced | work.lookups.asked),
+            # Every name looked up, found or not: a config created later under one of them
+            # changes what this bundle composes to.
+            included_configs=frozenset(work.lookups.asked),
             included_revisions=dict(work.included),
             warnings=tuple(work.warnings),
             default_provider=provider[0] if provider else "",
@@ -287,8 +286,6 @@ class Preparer:
         except UnresolvableReference as exc:
             work.problems.append(PreconditionViolation("INVALID_REFERENCE", where, str(exc)))
             return None
-        if not reference.is_source and not reference.path:
-            work.referenced.add(reference.namespace)
         found = await self._resolver.resolve(reference, Site.INCLUDE, work.lookups, time_remaining)
         if found is None:
             work.problems.append(
