@@ -151,28 +151,24 @@ class ConfigClient:
 
     async def get_by_name(self, name: str, time_remaining: float | None = None) -> FetchedConfig:
         """The latest revision of the live config called name."""
-        request = config_service_pb2.ListConfigsRequest(
-            filter=f"name = {json.dumps(name)}",
-            page_size=1,
-            view=config_pb2.CONFIG_VIEW_FULL,
+        found = await self.find(
+            f"name = {json.dumps(name)}", time_remaining, limit=1, what=f"config named {name!r}"
         )
-        try:
-            page = await self._stub.ListConfigs(
-                request, timeout=self._timeout(time_remaining), metadata=self._caller()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, f"config named {name!r}") from exc
-        if not page.configs:
+        if not found:
             raise NotFound(
                 f"No config named {name!r}.",
                 reason="CONFIG_NOT_FOUND",
                 resource_type="Config",
                 resource_name=name,
             )
-        return _fetched(page.configs[0])
+        return found[0]
 
     async def find(
-        self, filter_text: str, time_remaining: float | None = None, limit: int = 100
+        self,
+        filter_text: str,
+        time_remaining: float | None = None,
+        limit: int = 100,
+        what: str = "configs",
     ) -> list[FetchedConfig]:
         """Live configs matching a ListConfigs filter, full content, at most limit."""
         request = config_service_pb2.ListConfigsRequest(
@@ -183,7 +179,7 @@ class ConfigClient:
                 request, timeout=self._timeout(time_remaining), metadata=self._caller()
             )
         except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "configs") from exc
+            raise translate(exc, what) from exc
         return [_fetched(config) for config in page.configs]
 
     async def watch(

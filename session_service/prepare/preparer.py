@@ -394,7 +394,7 @@ class Preparer:
             config = found.config
             work.included[config.name] = (config.config_id, config.revision)
             if occurrence.site is Site.AGENT:
-                agent = _agent(config, self._limits)
+                agent = await self._cpu.run(_agent, config, self._limits)
                 if agent is None:
                     work.problems.append(
                         PreconditionViolation(
