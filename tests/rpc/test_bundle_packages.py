@@ -19,6 +19,7 @@ from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.conftest import TEST_BUNDLE_ENV_ALLOW, Stack
 from tests.rpc.test_config_crud import rpc_error
+from tests.rpc.test_session_prepare import create_config
 from tests.rpc.test_turns import collect, kinds, send
 from tests.support.llm_servers import LlmServer, llm_server, openai_text_reply, stream
 from tests.support.rpc import detail, error_info, rich_status
@@ -113,12 +114,7 @@ async def test_a_turn_on_the_package_reaches_the_model_by_default_model(
             }
         ],
     }
-    await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id="team",
-            config=config_pb2.Config(name="team", yaml_content=json.dumps(document)),
-        )
-    )
+    await create_config(stack, "team", json.dumps(document))
     server.script(stream(openai_text_reply(["Reviewed."])))
     session = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id="team", start=True)
@@ -140,11 +136,7 @@ async def test_missing_references_are_located_errors_that_fit_a_default_client(
     long = "x" * 100
     includes = [{"bundle": f"nowhere-{i}:behaviors/{long}-{i}"} for i in range(50)]
     document = json.dumps({"bundle": {"name": "many"}, "includes": includes})
-    await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id="many", config=config_pb2.Config(name="many", yaml_content=document)
-        )
-    )
+    await create_config(stack, "many", document)
     error = await rpc_error(
         stack.sessions.CreateSession(session_service_pb2.CreateSessionRequest(config_id="many"))
     )
@@ -176,11 +168,7 @@ async def test_a_behavior_that_only_tunes_the_loop_keeps_the_default_module(
 ) -> None:
     await import_examples(stack)
     document = json.dumps({"bundle": {"name": "calm"}, "includes": ["acme:behaviors/quiet"]})
-    await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id="calm", config=config_pb2.Config(name="calm", yaml_content=document)
-        )
-    )
+    await create_config(stack, "calm", document)
     prepared = await stack.sessions.PrepareConfig(
         session_service_pb2.PrepareConfigRequest(config_id="calm")
     )
@@ -201,11 +189,7 @@ async def test_keys_a_module_does_not_read_and_a_missing_provider_are_located_wa
             "tools": [{"module": "tool-filesystem", "config": {"extended_thinking": True}}],
         }
     )
-    await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id="typos", config=config_pb2.Config(name="typos", yaml_content=document)
-        )
-    )
+    await create_config(stack, "typos", document)
     prepared = await stack.sessions.PrepareConfig(
         session_service_pb2.PrepareConfigRequest(config_id="typos")
     )

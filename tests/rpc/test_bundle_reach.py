@@ -16,10 +16,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.conftest import TEST_BUNDLE_ENV_ALLOW, Stack
 from tests.rpc.test_config_crud import rpc_error
+from tests.rpc.test_session_prepare import create_config
 from tests.rpc.test_turns import active_session, bundle, collect, kinds, send, text_of
 from tests.support.llm_servers import llm_server, openai_text_reply, stream
 from tests.support.rpc import detail, error_info, rich_status, seed_workspace
@@ -276,17 +276,8 @@ async def test_the_default_endpoints_are_allowed(public_egress_only: None, stack
         )
         prepared = await stack.sessions.PrepareConfig(
             session_service_pb2.PrepareConfigRequest(
-                config_id=(await _config(stack, f"p-{module}", document))
+                config_id=(await create_config(stack, f"p-{module}", document)).config_id
             )
         )
         # Prepared: problems would have been FAILED_PRECONDITION.
         assert [m.module for m in prepared.modules if m.kind == "provider"] == [module]
-
-
-async def _config(stack: Stack, name: str, document: str) -> str:
-    created = await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id=name, config=config_pb2.Config(name=name, yaml_content=document)
-        )
-    )
-    return str(created.config_id)
