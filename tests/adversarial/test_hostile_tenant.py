@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
-from tests.support.rpc import error_info, rich_status
+from tests.support.rpc import detail, error_info, rich_status
 from tests.support.secured import Secured, auth, secret, secured_stack
 
 OPERATOR_KEY = "sk-operator-openai-key-0123456789"
@@ -181,14 +181,8 @@ async def _assert_a_is_intact(secured: Secured, victim: Victim, attacker: Attack
 
 
 def _violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    status = rich_status(error)
-    found: list[tuple[str, str]] = []
-    for packed in status.details:
-        if packed.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
-            failure = error_details_pb2.PreconditionFailure()
-            packed.Unpack(failure)
-            found.extend((v.type, v.subject) for v in failure.violations)
-    return found
+    failure = detail(error, error_details_pb2.PreconditionFailure)
+    return [(v.type, v.subject) for v in failure.violations]
 
 
 async def test_environment_references_reach_nothing(secured: Secured, victim: Victim) -> None:
@@ -422,13 +416,7 @@ def _new_config(config_id: str, **fields: Any) -> config_service_pb2.CreateConfi
 
 
 def _bad_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    found: list[str] = []
-    for packed in rich_status(error).details:
-        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            packed.Unpack(bad)
-            found.extend(v.field for v in bad.field_violations)
-    return found
+    return [v.field for v in detail(error, error_details_pb2.BadRequest).field_violations]
 
 
 async def test_nul_bytes_are_invalid_arguments_that_name_the_field(
