@@ -96,9 +96,7 @@ class OpenAIProvider:
     @staticmethod
     def check_config(config: Mapping[str, Any], egress: EgressPolicy) -> list[tuple[str, str]]:
         """The endpoint must be one the operator allows (checked when the bundle is prepared)."""
-        url = config.get("base_url") or DEFAULT_BASE_URL
-        found = egress.problem("base_url", url) if isinstance(url, str) else None
-        return [found] if found else []
+        return egress.base_url_problems(config, DEFAULT_BASE_URL)
 
     async def aclose(self) -> None:
         """Closes the SDK client and its pooled connections."""

@@ -13,7 +13,9 @@ credential to a host of its own. `TANDEM_EGRESS_ALLOW` names the hosts allowed:
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_EGRESS_ALLOW = "api.openai.com,api.anthropic.com"
@@ -69,3 +71,11 @@ class EgressPolicy:
             "connects to a host the operator does not allow (TANDEM_EGRESS_ALLOW); only "
             "http(s) endpoints on the allowed hosts may be used",
         )
+
+    def base_url_problems(
+        self, config: Mapping[str, Any], default_url: str
+    ) -> list[tuple[str, str]]:
+        """A provider's check: its `base_url`, or the module's default endpoint, allowed."""
+        url = config.get("base_url") or default_url
+        found = self.problem("base_url", url) if isinstance(url, str) else None
+        return [found] if found else []
