@@ -14,21 +14,12 @@ Config keys (see CONFIG_KEYS), the same for both:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_MAX_ITERATIONS = 10
+from session_service.turns.protocols import LoopSettings
+
 DEFAULT_TOOL_TIMEOUT_SECONDS = 30.0
 LOOP_KEYS = frozenset({"max_iterations", "tool_timeout_seconds"})
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """What the engine needs of an orchestrator."""
-
-    max_iterations: int | None
-    tool_timeout_seconds: float
-    stream_deltas: bool
 
 
 def _settings(config: Mapping[str, Any], stream_deltas: bool) -> LoopSettings:

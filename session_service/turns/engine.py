@@ -22,7 +22,6 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from session_service.modules.loops import DEFAULT_MAX_ITERATIONS, LoopSettings
 from session_service.ports import SessionUoWFactory
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import load_factory
@@ -31,10 +30,13 @@ from session_service.telemetry import TurnInstruments
 from session_service.turns import model as log  # the log's events, beside the provider's
 from session_service.turns.model import TurnStatus
 from session_service.turns.protocols import (
+    DEFAULT_MAX_ITERATIONS,
     ChatMessage,
     ContextModule,
     Finish,
     Hook,
+    LoopSettings,
+    Orchestrator,
     Provider,
     ProviderError,
     ProviderRequest,
@@ -107,7 +109,7 @@ def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
     chosen = [m for m in by_kind["provider"] if m.field == bundle.default_provider_field]
     provider: Provider = _load((chosen or by_kind["provider"])[0])
     context: ContextModule = _load(by_kind["context"][0])
-    orchestrator = _load(by_kind["orchestrator"][0])
+    orchestrator: Orchestrator = _load(by_kind["orchestrator"][0])
     settings: LoopSettings = orchestrator.settings
     if settings.max_iterations is None:
         session = bundle.document.get("session") or {}

@@ -1,4 +1,4 @@
-"""The contracts that provider, tool, context and hook modules implement.
+"""The contracts that provider, tool, context, orchestrator and hook modules implement.
 
 A module class is constructed from its bundle entry's `config` mapping (with `${VAR}`
 references already expanded) when a turn needs it. Nothing here knows about gRPC.
@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 ChatRole = Literal["user", "assistant", "tool"]
+
+# Model calls a turn may make when neither its orchestrator nor the bundle's
+# `session.max_iterations` says: a turn always has a bound.
+DEFAULT_MAX_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,22 @@ class ContextModule(Protocol):
     """Builds the system prompt and message list for a model call."""
 
     def build(self, context: TurnContext) -> tuple[str, Sequence[ChatMessage]]: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the engine needs of an orchestrator; max_iterations None defers to the bundle."""
+
+    max_iterations: int | None
+    tool_timeout_seconds: float
+    stream_deltas: bool
+
+
+class Orchestrator(Protocol):
+    """Decides how a turn loops: how many model calls, how long a tool may run, and whether
+    the reply streams fragment by fragment."""
+
+    settings: LoopSettings
 
 
 class Hook(Protocol):
