@@ -14,6 +14,7 @@ from config_service.configs.model import (
     ConfigChange,
     ConfigFields,
     ConfigKind,
+    Watcher,
 )
 from config_service.configs.packages import IncomingFile
 from config_service.configs.service import ConfigService, ImportResult
@@ -24,7 +25,6 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
-from shared.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
@@ -152,15 +152,11 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def CreateConfig(
         self, request: config_service_pb2.CreateConfigRequest, context: Context
     ) -> config_pb2.Config:
-        unkeyed = config_service_pb2.CreateConfigRequest()
-        unkeyed.CopyFrom(request)
-        unkeyed.request_id = ""
         created = await self._service.create(
             caller_tenant(),
             _fields(request.config),
             config_id=request.config_id or request.config.config_id,
             request_id=request.request_id,
-            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
             validate_only=request.validate_only,
         )
         return config_pb(created)
@@ -326,15 +322,11 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def ImportBundle(
         self, request: config_service_pb2.ImportBundleRequest, context: Context
     ) -> config_service_pb2.ImportBundleResponse:
-        unkeyed = config_service_pb2.ImportBundleRequest()
-        unkeyed.CopyFrom(request)
-        unkeyed.request_id = ""
         result = await self._service.import_bundle(
             caller_tenant(),
             [IncomingFile(f.path, f.content) for f in request.files],
             source_uri=request.source_uri,
             request_id=request.request_id,
-            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
             validate_only=request.validate_only,
         )
         return import_pb(result)
@@ -342,10 +334,11 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
     async def WatchConfigs(
         self, request: config_service_pb2.WatchConfigsRequest, context: Context
     ) -> AsyncIterator[config_pb2.ConfigChange]:
-        # A service identity (SessionService's cache) follows every tenant's changes.
-        tenant = None if current().service else caller_tenant()
-        cursor = await self._service.open_watch(tenant, request.after_sequence)
+        caller = current()
+        watch = await self._service.open_watch(
+            Watcher(caller.tenant_id, service=caller.service), request.after_sequence
+        )
         # Headers now, so a client knows the stream is established before any change arrives.
         await context.send_initial_metadata(())
-        async for change in self._service.follow(tenant, cursor):
+        async for change in self._service.follow(watch):
             yield change_pb(change)

@@ -78,6 +78,21 @@ class ConfigFields:
     tags: Mapping[str, str] | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class Watcher:
+    """Who opens a watch of the change stream: the caller's tenant, and whether it is a
+    service identity rather than a tenant's user."""
+
+    tenant_id: str
+    service: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """Whose changes it may follow: a service identity (SessionService invalidating its
+        caches) every tenant's (None), any other caller only its own tenant's."""
+        return None if self.service else self.tenant_id
+
+
 UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags")
 OUTPUT_ONLY_PATHS = (
     "config_id",

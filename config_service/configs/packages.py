@@ -23,6 +23,8 @@ How a file's kind is decided (DESIGN §3 "Bundle packages"):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from shared.bundle.references import (
     stored_name,
 )
 from shared.bundle.validate import validate_agent, validate_context, validate_document
+from shared.idempotency import fingerprint
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -68,6 +71,17 @@ class IncomingFile:
 
     path: str
     content: bytes
+
+
+def package_fingerprint(files: Sequence[IncomingFile], source_uri: str) -> str:
+    """What identifies an import request: its files (paths and contents, in the order sent,
+    which is the order of the result) and its source_uri. A repeat of a request_id with any
+    of them different is a reused id, not a retry."""
+    canonical = {
+        "files": [[item.path, hashlib.sha256(item.content).hexdigest()] for item in files],
+        "source_uri": source_uri,
+    }
+    return fingerprint(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True)

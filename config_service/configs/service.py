@@ -19,6 +19,7 @@ from config_service.configs.model import (
     ConfigChange,
     ConfigFields,
     ConfigKind,
+    Watcher,
     check_config_id,
     check_fields,
     make_etag,
@@ -29,6 +30,7 @@ from config_service.configs.packages import (
     Package,
     PackageFile,
     PackageLimits,
+    package_fingerprint,
     read_package,
 )
 from config_service.configs.ports import ConfigUoW, ConfigUoWFactory
@@ -59,7 +61,7 @@ from shared.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from shared.idempotency import check_request_id, first_response
+from shared.idempotency import check_request_id, fingerprint, first_response
 from shared.listing import (
     Condition,
     Page,
@@ -116,6 +118,15 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    """An open watch of the change stream: whose changes it follows (None: every tenant's,
+    in the global sequence) and the sequence it follows them after."""
+
+    tenant_id: str | None
+    cursor: int
 
 
 @dataclasses.dataclass
@@ -281,10 +292,14 @@ class ConfigService:
         *,
         config_id: str = "",
         request_id: str = "",
-        request_fingerprint: str = "",
         validate_only: bool = False,
     ) -> Config:
-        """Creates a config at revision 1."""
+        """Creates a config at revision 1.
+
+        A repeat of `request_id` with the same config_id and fields returns the first
+        response and writes nothing; with anything different it is refused
+        (REQUEST_ID_REUSED).
+        """
         if request_id:
             check_request_id(request_id)
         if config_id:
@@ -317,6 +332,7 @@ class ConfigService:
                 await self._check_unique(uow, tenant_id, config)
                 warnings = await self._write_warnings(uow, tenant_id, result, content, "")
             return dataclasses.replace(config, etag="", warnings=warnings)
+        request_fingerprint = _create_fingerprint(config_id, fields) if request_id else ""
         return await first_response(
             lambda: self._create_once(tenant_id, config, result, request_id, request_fingerprint)
         )
@@ -605,7 +621,6 @@ class ConfigService:
         *,
         source_uri: str = "",
         request_id: str = "",
-        request_fingerprint: str = "",
         validate_only: bool = False,
     ) -> ImportResult:
         """Stores a bundle package under its namespace, all or nothing.
@@ -614,8 +629,9 @@ class ConfigService:
         deletes (softly: revisions stay readable) those that are gone; each write is a change
         on the watch stream. One invalid file refuses the whole package (INVALID_ARGUMENT,
         located by file path); validate_only instead returns every finding in `warnings`,
-        errors included, and writes nothing. A repeat of `request_id` returns the first
-        result and writes nothing.
+        errors included, and writes nothing. A repeat of `request_id` with the same files and
+        source_uri returns the first result and writes nothing; with anything different it is
+        refused (REQUEST_ID_REUSED).
 
         A config created on its own with the namespace as its name is adopted as the
         package's root bundle (its id and revisions stay); any other live config holding a
@@ -630,7 +646,9 @@ class ConfigService:
                 reason="FIELD_TOO_LARGE",
                 violations=[FieldViolation("source_uri", f"longer than {MAX_SOURCE_URI_LENGTH}")],
             )
+        request_fingerprint = ""
         if request_id and not validate_only:
+            request_fingerprint = package_fingerprint(files, source_uri)
             # A retry costs a lookup, not a second validation of the whole package.
             async with self._unit_of_work() as uow:
                 replay = await self._replay_import(uow, tenant_id, request_id, request_fingerprint)
@@ -875,11 +893,13 @@ class ConfigService:
 
     # Watch ------------------------------------------------------------------------------
 
-    async def open_watch(self, tenant_id: str | None, after_sequence: int) -> int:
-        """Checks where a watch would start and returns its cursor (0 means from now on).
+    async def open_watch(self, watcher: Watcher, after_sequence: int) -> Watch:
+        """Checks where a watch would start and opens it (after_sequence 0 means from now on).
 
-        A tenant's watch counts in its own sequence; None (a service identity) in the global one.
+        The watcher's scope decides whose changes it follows: a tenant's caller its own, in
+        the tenant's sequence; a service identity every tenant's, in the global sequence.
         """
+        tenant_id = watcher.scope
         if after_sequence < 0:
             raise InvalidArgument(
                 "after_sequence must not be negative.",
@@ -897,13 +917,15 @@ class ConfigService:
         cursor = latest if after_sequence == 0 else after_sequence
         if oldest and cursor < oldest - 1:
             raise _expired(cursor, oldest)
-        return cursor
+        return Watch(tenant_id, cursor)
 
-    async def follow(self, tenant_id: str | None, cursor: int) -> AsyncIterator[ConfigChange]:
-        """The tenant's changes after cursor, then new ones as they commit, until drained.
+    async def follow(self, watch: Watch) -> AsyncIterator[ConfigChange]:
+        """The watched changes after its cursor, then new ones as they commit, until drained.
 
-        tenant_id None follows every tenant (a service identity invalidating its caches).
+        A watch of tenant_id None follows every tenant (a service identity invalidating its
+        caches); open_watch decides that.
         """
+        tenant_id, cursor = watch.tenant_id, watch.cursor
         while True:
             if self._changes.closed:
                 raise Unavailable(
@@ -934,6 +956,19 @@ class ConfigService:
     def drain(self) -> None:
         """Ends every watch stream so its client resumes on another replica."""
         self._changes.close()
+
+
+def _create_fingerprint(config_id: str, fields: ConfigFields) -> str:
+    """What identifies a create request: the id asked for and the fields as they will be
+    stored. A repeat of a request_id with any of them different is a reused id."""
+    canonical = {
+        "config_id": config_id,
+        "name": fields.name or "",
+        "description": fields.description or "",
+        "yaml_content": fields.yaml_content or "",
+        "tags": dict(fields.tags or {}),
+    }
+    return fingerprint(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _expired(cursor: int, oldest: int) -> OutOfRange:

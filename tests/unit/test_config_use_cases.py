@@ -9,9 +9,9 @@ from typing import cast
 import pytest
 
 from config_service.configs.edits import AddModule
-from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields
+from config_service.configs.model import ChangeType, Config, ConfigChange, ConfigFields, Watcher
 from config_service.configs.packages import IncomingFile
-from config_service.configs.service import ConfigService, ConfigServiceOptions
+from config_service.configs.service import ConfigService, ConfigServiceOptions, Watch
 from shared.broadcast import Broadcast
 from shared.errors import (
     Aborted,
@@ -57,12 +57,17 @@ async def create(service: ConfigService, name: str, tenant: str = "t1", **tags: 
 async def changes(
     service: ConfigService, tenant: str | None, count: int
 ) -> list[tuple[int, ChangeType, str, int]]:
-    found: list[tuple[int, ChangeType, str, int]] = []
+    found = await followed(service, Watch(tenant, 0), count)
+    return [(c.sequence, c.type, c.config_id, c.revision) for c in found]
+
+
+async def followed(service: ConfigService, watch: Watch, count: int) -> list[ConfigChange]:
+    found: list[ConfigChange] = []
     # follow is an async generator: closed here, since the test stops reading it.
-    stream = cast(AsyncGenerator[ConfigChange, None], service.follow(tenant, 0))
+    stream = cast(AsyncGenerator[ConfigChange, None], service.follow(watch))
     try:
         async for change in stream:
-            found.append((change.sequence, change.type, change.config_id, change.revision))
+            found.append(change)
             if len(found) == count:
                 break
     finally:
@@ -110,10 +115,13 @@ async def test_idempotent_create_replays_the_first_response_and_writes_nothing(
     service: ConfigService, database: FakeConfigDatabase
 ) -> None:
     fields = ConfigFields(name="dev", yaml_content=DOC)
-    first = await service.create("t1", fields, request_id="r1", request_fingerprint="f1")
+    first = await service.create("t1", fields, request_id="r1")
     commits, state = database.commits, database.state
 
-    again = await service.create("t1", fields, request_id="r1", request_fingerprint="f1")
+    # The same request again: equal values, not the same objects.
+    again = await service.create(
+        "t1", ConfigFields(name="dev", yaml_content=DOC, tags={}), request_id="r1"
+    )
 
     assert (again.config_id, again.revision, again.etag) == (
         first.config_id,
@@ -123,14 +131,33 @@ async def test_idempotent_create_replays_the_first_response_and_writes_nothing(
     assert again.warnings == first.warnings
     assert (database.commits, database.state) == (commits, state)
     with pytest.raises(InvalidArgument) as reused:
-        await service.create(
-            "t1",
-            ConfigFields(name="other", yaml_content=DOC),
-            request_id="r1",
-            request_fingerprint="f2",
-        )
+        await service.create("t1", ConfigFields(name="other", yaml_content=DOC), request_id="r1")
     assert reused.value.reason == "REQUEST_ID_REUSED"
     assert database.commits == commits
+
+
+@pytest.mark.parametrize(
+    ("config_id", "fields"),
+    [
+        ("", ConfigFields(name="dev", yaml_content=doc("other"))),
+        ("", ConfigFields(name="dev", yaml_content=DOC, description="changed")),
+        ("", ConfigFields(name="dev", yaml_content=DOC, tags={"team": "core"})),
+        ("chosen-id", ConfigFields(name="dev", yaml_content=DOC)),
+    ],
+)
+async def test_create_tells_a_reused_request_id_by_any_field_of_the_request(
+    service: ConfigService, database: FakeConfigDatabase, config_id: str, fields: ConfigFields
+) -> None:
+    await service.create("t1", ConfigFields(name="dev", yaml_content=DOC), request_id="r1")
+    commits = database.commits
+
+    with pytest.raises(InvalidArgument) as reused:
+        await service.create("t1", fields, config_id=config_id, request_id="r1")
+
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert database.commits == commits
+    # Another tenant's request_ids are its own.
+    assert (await service.create("t2", fields, config_id=config_id, request_id="r1")).revision == 1
 
 
 async def test_create_under_a_quota_takes_the_tenant_lock(database: FakeConfigDatabase) -> None:
@@ -267,8 +294,32 @@ async def test_writes_append_changes_in_per_tenant_sequences(service: ConfigServ
         (3, ChangeType.UPDATED),
         (4, ChangeType.DELETED),
     ]
-    assert await service.open_watch("t1", 0) == 3
-    assert await service.open_watch("t2", 0) == 1
+    assert await service.open_watch(Watcher("t1"), 0) == Watch("t1", 3)
+    assert await service.open_watch(Watcher("t2"), 0) == Watch("t2", 1)
+
+
+async def test_a_service_watches_every_tenant_and_any_other_caller_its_own(
+    service: ConfigService,
+) -> None:
+    mine = await create(service, "dev")
+    theirs = await create(service, "dev", tenant="t2")
+
+    # A tenant's caller: its own tenant's changes, in its own sequence.
+    own = await service.open_watch(Watcher("t1"), 0)
+    assert own == Watch("t1", 1)
+    assert await service.open_watch(Watcher("t2"), 1) == Watch("t2", 1)
+    # A service identity, whatever tenant it was issued for: every tenant, in the global one.
+    every = await service.open_watch(Watcher("t1", service=True), 0)
+    assert every == Watch(None, 2)
+    assert await service.open_watch(Watcher("t2", service=True), 1) == Watch(None, 1)
+
+    await service.delete("t2", theirs.config_id, "")
+    await service.delete("t1", mine.config_id, "")
+    assert [c.config_id for c in await followed(service, own, 1)] == [mine.config_id]
+    assert [c.config_id for c in await followed(service, every, 2)] == [
+        theirs.config_id,
+        mine.config_id,
+    ]
 
 
 async def test_a_write_that_changes_nothing_appends_nothing(service: ConfigService) -> None:
@@ -277,7 +328,7 @@ async def test_a_write_that_changes_nothing_appends_nothing(service: ConfigServi
     same = await service.update("t1", created.config_id, ConfigFields(name="dev"), ["name"])
 
     assert same.revision == 1
-    assert await service.open_watch("t1", 0) == 1
+    assert (await service.open_watch(Watcher("t1"), 0)).cursor == 1
 
 
 # ImportBundle ----------------------------------------------------------------------------
@@ -332,18 +383,14 @@ async def test_import_then_reimport_counts_changes(
     )
     assert (same.created, same.updated, same.unchanged, same.deleted) == (0, 0, 3, 0)
 
-    changed = await service.import_bundle(
-        "t1",
-        package(
-            **{
-                "bundle.md": ROOT,
-                "behaviors__quiet.yaml": QUIET.replace("1.0.0", "1.1.0"),
-                "context__b.md": "B",
-            }
-        ),
-        request_id="r1",
-        request_fingerprint="f1",
+    revised = package(
+        **{
+            "bundle.md": ROOT,
+            "behaviors__quiet.yaml": QUIET.replace("1.0.0", "1.1.0"),
+            "context__b.md": "B",
+        }
     )
+    changed = await service.import_bundle("t1", revised, request_id="r1")
     assert (changed.created, changed.updated, changed.unchanged, changed.deleted) == (1, 1, 1, 1)
     quiet = next(c for c in changed.configs if c.path == "behaviors/quiet.yaml")
     assert quiet.revision == 2
@@ -353,9 +400,7 @@ async def test_import_then_reimport_counts_changes(
         )
 
     commits = database.commits
-    replay = await service.import_bundle(
-        "t1", package(**{"bundle.md": ROOT}), request_id="r1", request_fingerprint="f1"
-    )
+    replay = await service.import_bundle("t1", list(revised), request_id="r1")
     assert (replay.created, replay.updated, replay.unchanged, replay.deleted) == (1, 1, 1, 1)
     assert [c.config_id for c in replay.configs] == [c.config_id for c in changed.configs]
     assert database.commits == commits
@@ -368,6 +413,44 @@ async def test_import_then_reimport_counts_changes(
         ChangeType.UPDATED,
         ChangeType.CREATED,
     ]
+
+
+@pytest.mark.parametrize(
+    ("files", "source_uri"),
+    [
+        (package(**{"bundle.md": ROOT}), ""),
+        (package(**{"bundle.md": ROOT, "context__a.md": "changed"}), ""),
+        (package(**{"bundle.md": ROOT, "context__b.md": "A"}), ""),
+        (package(**{"context__a.md": "A", "bundle.md": ROOT}), ""),
+        (package(**{"bundle.md": ROOT, "context__a.md": "A"}), "git+https://example.com/acme"),
+    ],
+)
+async def test_import_tells_a_reused_request_id_by_its_files_and_source(
+    service: ConfigService,
+    database: FakeConfigDatabase,
+    files: list[IncomingFile],
+    source_uri: str,
+) -> None:
+    sent = package(**{"bundle.md": ROOT, "context__a.md": "A"})
+    first = await service.import_bundle("t1", sent, request_id="r1")
+    commits = database.commits
+
+    # The same files and source again, as new values: the first result, nothing written.
+    again = await service.import_bundle(
+        "t1", [IncomingFile(f.path, bytes(f.content)) for f in sent], request_id="r1"
+    )
+    assert again == first
+    with pytest.raises(InvalidArgument) as reused:
+        await service.import_bundle("t1", files, source_uri=source_uri, request_id="r1")
+
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert database.commits == commits
+    # validate_only neither replays nor records.
+    dry = await service.import_bundle(
+        "t1", files, source_uri=source_uri, request_id="r1", validate_only=True
+    )
+    assert dry.namespace == "acme"
+    assert database.commits == commits
 
 
 async def test_import_refuses_a_name_held_outside_the_package(service: ConfigService) -> None:
