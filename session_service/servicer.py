@@ -41,8 +41,6 @@ from shared._generated.tandem.session.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
 )
-from shared.errors import FieldViolation, InvalidArgument
-from shared.idempotency import fingerprint
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
@@ -277,9 +275,6 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request: session_service_pb2.CreateSessionRequest, context: Context
     ) -> session_pb2.Session:
-        unkeyed = session_service_pb2.CreateSessionRequest()
-        unkeyed.CopyFrom(request)
-        unkeyed.request_id = ""
         check_count(request.tags, "tags", MAX_TAGS, "tags")
         created = await self._service.create(
             caller_tenant(),
@@ -288,7 +283,6 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             session_id=request.session_id,
             tags=dict(request.tags),
             request_id=request.request_id,
-            request_fingerprint=fingerprint(unkeyed.SerializeToString(deterministic=True)),
             start=request.start,
             time_remaining=context.time_remaining(),
         )
@@ -396,20 +390,14 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def PrepareConfig(
         self, request: session_service_pb2.PrepareConfigRequest, context: Context
     ) -> session_service_pb2.PrepareConfigResponse:
-        config_id = required(request.config_id, "config_id")
-        if request.revision < 0:
-            raise InvalidArgument(
-                "revision must not be negative.",
-                violations=[FieldViolation("revision", "must be >= 0")],
-            )
         try:
-            prepared = await self._preparer.prepare(
-                caller_tenant(), config_id, request.revision, context.time_remaining()
+            prepared = await self._service.prepare_config(
+                caller_tenant(), request.config_id, request.revision, context.time_remaining()
             )
         except PreparationFailed as failed:
             # A dry run reports problems in its body: all of them, not a trailer's worth.
             revision = int(failed.metadata.get("revision", request.revision))
-            return refused_pb(config_id, revision, failed)
+            return refused_pb(request.config_id, revision, failed)
         return prepared_pb(prepared)
 
     async def SendMessage(

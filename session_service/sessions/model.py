@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
 
@@ -52,6 +53,7 @@ TRANSITIONS: Mapping[Transition, tuple[frozenset[Status], Status]] = {
 }
 
 OPEN_STATUSES = frozenset({Status.CREATED, Status.ACTIVE})
+ENDING_TRANSITIONS = frozenset({Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE})
 
 
 def next_status(session_id: str, current: Status, transition: Transition) -> Status:
@@ -119,6 +121,82 @@ class Session:
     def etag(self) -> str:
         """Changes with every write of the session."""
         return f"{self.session_id}:{self.version}"
+
+    def _written(self, now: datetime, **changes: Any) -> Session:
+        # Every write of a session is a new version at a new update time.
+        return dataclasses.replace(self, version=self.version + 1, update_time=now, **changes)
+
+    def refuse_during_turn(self, action: str) -> None:
+        """TURN_IN_PROGRESS if a turn runs: action cannot happen under it."""
+        if self.active_turn_id:
+            raise turn_in_progress(self, action)
+
+    def moved(
+        self,
+        transition: Transition,
+        now: datetime,
+        *,
+        error_message: str = "",
+        config_revision: int = 0,
+    ) -> Session:
+        """The session after a lifecycle transition (FAILED_PRECONDITION when illegal).
+
+        A session ends (complete, fail, terminate) only between turns. A resume may move it
+        to a newer config revision.
+        """
+        status = next_status(self.session_id, self.status, transition)
+        if transition in ENDING_TRANSITIONS:
+            self.refuse_during_turn(transition.value)
+        return self._written(
+            now,
+            status=status,
+            error_message=error_message if transition is Transition.FAIL else "",
+            config_revision=config_revision or self.config_revision,
+        )
+
+    def with_message(self, message: Message, now: datetime) -> Session:
+        """The session after message was added to its transcript between turns."""
+        if self.status not in OPEN_STATUSES:
+            raise FailedPrecondition(
+                f"Session {self.session_id!r} is {self.status.value}; messages can only be "
+                "added to CREATED or ACTIVE sessions.",
+                reason="SESSION_CLOSED",
+                metadata={"status": self.status.value},
+                violations=[
+                    PreconditionViolation(
+                        "SESSION_STATUS",
+                        f"sessions/{self.session_id}",
+                        "must be CREATED or ACTIVE",
+                    )
+                ],
+            )
+        self.refuse_during_turn("append a message to")
+        return self._written(now, message_count=message.sequence)
+
+    def check_turn_can_begin(self) -> None:
+        """Turns run only in ACTIVE sessions, one at a time."""
+        if self.status is not Status.ACTIVE:
+            raise session_not_active(self)
+        if self.active_turn_id:
+            raise turn_in_progress(self)
+
+    def turn_begun(self, turn_id: str, sequence: int, message_count: int, now: datetime) -> Session:
+        """The session running turn_id, whose first event takes sequence."""
+        self.check_turn_can_begin()
+        return self._written(
+            now, active_turn_id=turn_id, last_sequence=sequence, message_count=message_count
+        )
+
+    def turn_written(
+        self, last_sequence: int, messages_added: int, now: datetime, *, ended: bool = False
+    ) -> Session:
+        """The session after its running turn wrote events up to last_sequence (and ended)."""
+        return self._written(
+            now,
+            last_sequence=last_sequence,
+            message_count=self.message_count + messages_added,
+            active_turn_id="" if ended else self.active_turn_id,
+        )
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -249,6 +327,61 @@ def turn_in_progress(session: Session, action: str = "") -> FailedPrecondition:
         violations=[
             PreconditionViolation(
                 "TURN_IN_PROGRESS", f"sessions/{session.session_id}", "a turn is running"
+            )
+        ],
+    )
+
+
+T = TypeVar("T")
+
+# PostgreSQL refuses U+0000 in text and in JSONB, while SQLite would keep it. Rather than one
+# database failing (and a turn with it) on a binary file a tool read, both store the
+# replacement character: a log reads the same wherever it is stored, and in memory too.
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+
+
+def storable(value: T) -> T:
+    """value with every U+0000 in its text (nested in mappings and lists too) made U+FFFD."""
+    if isinstance(value, str):
+        return cast(T, value.replace(NUL, NUL_REPLACEMENT)) if NUL in value else value
+    if isinstance(value, Mapping):
+        return cast(T, {storable(key): storable(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return cast(T, [storable(item) for item in value])
+    if isinstance(value, tuple):
+        return cast(T, tuple(storable(item) for item in value))
+    return value
+
+
+def storable_message(message: Message) -> Message:
+    """The message as it will be stored."""
+    if not (NUL in message.content or NUL in message.tool_call_id) and not any(
+        NUL in c.name or NUL in c.arguments_json or NUL in c.tool_call_id
+        for c in message.tool_calls
+    ):
+        return message
+    return dataclasses.replace(
+        message,
+        content=storable(message.content),
+        tool_call_id=storable(message.tool_call_id),
+        tool_calls=tuple(
+            ToolCall(storable(c.tool_call_id), storable(c.name), storable(c.arguments_json))
+            for c in message.tool_calls
+        ),
+    )
+
+
+def session_not_active(session: Session) -> FailedPrecondition:
+    """SESSION_NOT_ACTIVE: turns run only in ACTIVE sessions."""
+    return FailedPrecondition(
+        f"Session {session.session_id!r} is {session.status.value}; turns run only in ACTIVE "
+        "sessions (StartSession, or ResumeSession a finished one).",
+        reason="SESSION_NOT_ACTIVE",
+        metadata={"status": session.status.value},
+        violations=[
+            PreconditionViolation(
+                "SESSION_STATUS", f"sessions/{session.session_id}", "must be ACTIVE"
             )
         ],
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import (
-    OPEN_STATUSES,
+    ENDING_TRANSITIONS,
     Message,
     Role,
     Session,
@@ -26,20 +25,17 @@ from session_service.sessions.model import (
     next_status,
     session_from_json,
     session_to_json,
-    turn_in_progress,
 )
 from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
 from shared.clock import utcnow
 from shared.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PreconditionViolation,
 )
-from shared.idempotency import check_request_id, first_response
+from shared.idempotency import check_request_id, fingerprint, first_response
 from shared.listing import (
     Page,
     decode_page_token,
@@ -98,27 +94,23 @@ class SessionService:
         session_id: str = "",
         tags: Mapping[str, str] | None = None,
         request_id: str = "",
-        request_fingerprint: str = "",
         start: bool = False,
         time_remaining: float | None = None,
     ) -> Session:
-        """Prepares the config (pinning the revision it gets) and stores a new session."""
-        if not config_id:
-            raise InvalidArgument(
-                "config_id is required.",
-                reason="FIELD_REQUIRED",
-                violations=[FieldViolation("config_id", "is required")],
-            )
-        if config_revision < 0:
-            raise InvalidArgument(
-                "config_revision must not be negative.",
-                violations=[FieldViolation("config_revision", "must be >= 0")],
-            )
+        """Prepares the config (pinning the revision it gets) and stores a new session.
+
+        A retry with the same request_id and the same request returns the first response;
+        the same request_id with another request is refused.
+        """
+        _check_config_reference(config_id, config_revision, "config_revision")
         if session_id:
             check_session_id(session_id)
         if request_id:
             check_request_id(request_id)
         check_tags(tags or {})
+        request_fingerprint = _create_fingerprint(
+            config_id, config_revision, session_id, tags or {}, start
+        )
         if request_id:
             async with self._unit_of_work() as uow:
                 replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
@@ -141,6 +133,16 @@ class SessionService:
         return await first_response(
             lambda: self._store_new(tenant_id, session, request_id, request_fingerprint)
         )
+
+    async def prepare_config(
+        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
+    ) -> PreparedBundle:
+        """A dry run: prepares (config, revision; 0 the latest) as a session would.
+
+        Raises PreparationFailed with every problem, located, when it cannot be prepared.
+        """
+        _check_config_reference(config_id, revision, "revision")
+        return await self._preparer.prepare(tenant_id, config_id, revision, time_remaining)
 
     async def _replay(
         self, uow: SessionUoW, tenant_id: str, request_id: str, fingerprint: str
@@ -240,7 +242,7 @@ class SessionService:
                 raise session_not_found(session_id)
             # A turn whose replica died holds nothing up: it is failed first.
             current, _ = await fail_abandoned(uow, tenant_id, current)
-            _refuse_during_turn(current, "delete")
+            current.refuse_during_turn("delete")
             await uow.sessions.delete(tenant_id, session_id)
             await uow.commit()
         if self._workspaces is not None:
@@ -278,17 +280,15 @@ class SessionService:
             if current_or_none is None:
                 raise session_not_found(session_id)
             current = current_or_none
-            status = next_status(session_id, current.status, transition)
-            if transition in (Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE):
+            next_status(session_id, current.status, transition)
+            if transition in ENDING_TRANSITIONS:
+                # A turn whose replica died holds nothing up: it is failed first.
                 current, _ = await fail_abandoned(uow, tenant_id, current)
-                _refuse_during_turn(current, transition.value)
-            updated = dataclasses.replace(
-                current,
-                status=status,
-                error_message=error_message if transition is Transition.FAIL else "",
-                config_revision=new_revision or current.config_revision,
-                version=current.version + 1,
-                update_time=utcnow(),
+            updated = current.moved(
+                transition,
+                utcnow(),
+                error_message=error_message,
+                config_revision=new_revision or 0,
             )
             await uow.sessions.save(tenant_id, updated)
             await uow.commit()
@@ -309,22 +309,7 @@ class SessionService:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
                 raise session_not_found(session_id)
-            if current.status not in OPEN_STATUSES:
-                raise FailedPrecondition(
-                    f"Session {session_id!r} is {current.status.value}; messages can only be "
-                    "added to CREATED or ACTIVE sessions.",
-                    reason="SESSION_CLOSED",
-                    metadata={"status": current.status.value},
-                    violations=[
-                        PreconditionViolation(
-                            "SESSION_STATUS",
-                            f"sessions/{session_id}",
-                            "must be CREATED or ACTIVE",
-                        )
-                    ],
-                )
             current, _ = await fail_abandoned(uow, tenant_id, current)
-            _refuse_during_turn(current, "append a message to")
             now = utcnow()
             message = Message(
                 message_id=uuid.uuid4().hex,
@@ -335,16 +320,9 @@ class SessionService:
                 tool_calls=tuple(tool_calls),
                 tool_call_id=tool_call_id,
             )
+            updated = current.with_message(message, now)
             await uow.messages.append(tenant_id, session_id, message)
-            await uow.sessions.save(
-                tenant_id,
-                dataclasses.replace(
-                    current,
-                    message_count=message.sequence,
-                    version=current.version + 1,
-                    update_time=now,
-                ),
-            )
+            await uow.sessions.save(tenant_id, updated)
             await uow.commit()
         return message
 
@@ -365,6 +343,34 @@ class SessionService:
         return page_of(items, size, scope, lambda item: [item.sequence], current.message_count)
 
 
+def _check_config_reference(config_id: str, revision: int, revision_field: str) -> None:
+    if not config_id:
+        raise InvalidArgument(
+            "config_id is required.",
+            reason="FIELD_REQUIRED",
+            violations=[FieldViolation("config_id", "is required")],
+        )
+    if revision < 0:
+        raise InvalidArgument(
+            f"{revision_field} must not be negative.",
+            violations=[FieldViolation(revision_field, "must be >= 0")],
+        )
+
+
+def _create_fingerprint(
+    config_id: str, revision: int, session_id: str, tags: Mapping[str, str], start: bool
+) -> str:
+    """What makes two CreateSession requests the same request (all but its request_id)."""
+    request = {
+        "config_id": config_id,
+        "config_revision": revision,
+        "session_id": session_id,
+        "tags": dict(sorted(tags.items())),
+        "start": start,
+    }
+    return fingerprint(json.dumps(request, sort_keys=True).encode())
+
+
 def _session_position(after: Sequence[Any]) -> tuple[str, str] | None:
     """The (create_time, session_id) a sessions page resumes after; a bad one is refused."""
     if not after:
@@ -375,11 +381,6 @@ def _session_position(after: Sequence[Any]) -> tuple[str, str] | None:
         # Only a token signed with a guessed key gets here; it is still just a bad token.
         raise invalid_page_token() from None
     return str(after[0]), str(after[1])
-
-
-def _refuse_during_turn(session: Session, action: str) -> None:
-    if session.active_turn_id:
-        raise turn_in_progress(session, action)
 
 
 def _status_value(value: str) -> Status:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, not_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from session_service.sessions.model import Message, Role, Session, Status, ToolCall
+from session_service.sessions.model import (
+    Message,
+    Role,
+    Session,
+    Status,
+    ToolCall,
+    storable,
+    storable_message,
+)
 from session_service.storage import event_codec
 from session_service.storage.models import (
     EventRow,
@@ -20,67 +27,12 @@ from session_service.storage.models import (
     SessionRow,
     TurnRow,
 )
-from session_service.turns.model import Event, EventBody, EventKind, Turn, TurnStatus
+from session_service.turns.model import Event, EventKind, Turn, TurnStatus
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
-
-T = TypeVar("T")
-B = TypeVar("B", bound=EventBody)
-
-# PostgreSQL refuses U+0000 in text and in JSONB, while SQLite would keep it. Rather than one
-# database failing (and a turn with it) on a binary file a tool read, both store the
-# replacement character: a log reads the same wherever it is stored, and in memory too.
-NUL = "\x00"
-NUL_REPLACEMENT = "\ufffd"
-
-
-def storable(value: T) -> T:
-    """value with every U+0000 in its text (nested in mappings and lists too) made U+FFFD."""
-    if isinstance(value, str):
-        return cast(T, value.replace(NUL, NUL_REPLACEMENT)) if NUL in value else value
-    if isinstance(value, Mapping):
-        return cast(T, {storable(key): storable(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return cast(T, [storable(item) for item in value])
-    if isinstance(value, tuple):
-        return cast(T, tuple(storable(item) for item in value))
-    return value
-
-
-def storable_message(message: Message) -> Message:
-    """The message as it will be stored."""
-    if not (NUL in message.content or NUL in message.tool_call_id) and not any(
-        NUL in c.name or NUL in c.arguments_json or NUL in c.tool_call_id
-        for c in message.tool_calls
-    ):
-        return message
-    return dataclasses.replace(
-        message,
-        content=storable(message.content),
-        tool_call_id=storable(message.tool_call_id),
-        tool_calls=tuple(
-            ToolCall(storable(c.tool_call_id), storable(c.name), storable(c.arguments_json))
-            for c in message.tool_calls
-        ),
-    )
-
-
-def storable_body(body: B) -> B:
-    """The event body as it will be stored: its text, and any message it carries, NUL-free."""
-    changes: dict[str, Any] = {}
-    for field in dataclasses.fields(body):
-        value = getattr(body, field.name)
-        if isinstance(value, str):
-            if NUL in value:
-                changes[field.name] = storable(value)
-        elif isinstance(value, Message):
-            stored = storable_message(value)
-            if stored is not value:
-                changes[field.name] = stored
-    return dataclasses.replace(body, **changes) if changes else body
 
 
 def _session(row: SessionRow) -> Session:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
-from session_service.sessions.model import Message
+from session_service.sessions.model import NUL, Message, storable, storable_message
 
 
 class EventKind(Enum):
@@ -170,3 +171,21 @@ class Turn:
     lease_expires: datetime
     create_time: datetime
     end_time: datetime | None = None
+
+
+B = TypeVar("B", bound=EventBody)
+
+
+def storable_body(body: B) -> B:
+    """The event body as it will be stored: its text, and any message it carries, NUL-free."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(body):
+        value = getattr(body, field.name)
+        if isinstance(value, str):
+            if NUL in value:
+                changes[field.name] = storable(value)
+        elif isinstance(value, Message):
+            stored = storable_message(value)
+            if stored is not value:
+                changes[field.name] = stored
+    return dataclasses.replace(body, **changes) if changes else body

@@ -9,12 +9,12 @@ only cut off notices at its next write and stops without writing.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
 from session_service.ports import SessionUoW
 from session_service.sessions.model import Session
+from session_service.turns import log
 from session_service.turns.model import Event, TurnFailed, TurnStatus
 from session_service.turns.signals import NO_ORIGIN
 from shared.clock import utcnow
@@ -62,31 +62,15 @@ async def fail_abandoned(
     now = utcnow()
     if not force and not await lease_expired(uow, tenant_id, session, now):
         return session, None
-    sequence = session.last_sequence + 1
-    event = Event(
-        sequence,
-        turn_id,
+    return await log.end_with(
+        uow,
+        tenant_id,
+        session,
         TurnFailed(
             code=ABANDONED,
             message="The replica running this turn stopped before it ended.",
         ),
-        now,
+        TurnStatus.FAILED,
+        now=now,
+        origin=origin,
     )
-    await uow.events.append(tenant_id, session.session_id, [event], origin)
-    await uow.turns.update(
-        tenant_id,
-        session.session_id,
-        turn_id,
-        status=TurnStatus.FAILED,
-        last_sequence=sequence,
-        end_time=now,
-    )
-    reaped = dataclasses.replace(
-        session,
-        active_turn_id="",
-        last_sequence=sequence,
-        version=session.version + 1,
-        update_time=now,
-    )
-    await uow.sessions.save(tenant_id, reaped)
-    return reaped, event

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -20,9 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
-from session_service.sessions.model import Message, Role, Session, Status, turn_in_progress
+from session_service.sessions.model import Session
 from session_service.sessions.service import session_not_found
-from session_service.storage.repository import storable_body
+from session_service.turns import log
 from session_service.turns.engine import TurnJob
 from session_service.turns.hub import SessionFeed
 from session_service.turns.model import Event, Turn, TurnStarted, TurnStatus
@@ -112,20 +111,6 @@ async def _check_turn_limits(
         if wait > 0:
             rate_limited(tenant_id, "send_messages", quotas.send_messages_per_minute, wait)
         await uow.rates.put(tenant_id, SEND_MESSAGE_BUCKET, bucket)
-
-
-def _not_active(session: Session) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"Session {session.session_id!r} is {session.status.value}; turns run only in ACTIVE "
-        "sessions (StartSession, or ResumeSession a finished one).",
-        reason="SESSION_NOT_ACTIVE",
-        metadata={"status": session.status.value},
-        violations=[
-            PreconditionViolation(
-                "SESSION_STATUS", f"sessions/{session.session_id}", "must be ACTIVE"
-            )
-        ],
-    )
 
 
 class RunsTurns(Protocol):
@@ -251,57 +236,23 @@ class TurnService:
                 earlier = await uow.turns.by_request(tenant_id, session_id, request_id)
                 if earlier is not None:
                     return earlier
-            if session.status is not Status.ACTIVE:
-                raise _not_active(session)
             session, reaped = await self._reap_abandoned(uow, tenant_id, session)
-            if session.active_turn_id:
-                raise turn_in_progress(session)
             now = utcnow()
             lease = now + timedelta(seconds=self._options.lease_seconds)
+            # Before the quota and rate are spent on it.
+            session.check_turn_can_begin()
             await _check_turn_limits(uow, tenant_id, quotas, now)
-            sequence = session.last_sequence + 1
-            user = Message(
-                message_id=uuid.uuid4().hex,
-                role=Role.USER,
-                content=content,
-                sequence=session.message_count + 1,
-                create_time=now,
+            begun = await log.begin(
+                uow,
+                tenant_id,
+                session,
                 turn_id=turn_id,
-            )
-            await uow.turns.insert(
-                tenant_id,
-                Turn(
-                    session_id=session_id,
-                    turn_id=turn_id,
-                    request_id=request_id,
-                    status=TurnStatus.RUNNING,
-                    first_sequence=sequence,
-                    last_sequence=sequence,
-                    cancel_requested=False,
-                    runner="",
-                    lease_expires=lease,
-                    create_time=now,
-                ),
-            )
-            await uow.messages.append(tenant_id, session_id, user)
-            # Stored as it will be read back, since followers here are served this copy.
-            started = Event(
-                sequence,
-                turn_id,
-                storable_body(TurnStarted(user_message=user, request_id=request_id)),
-                now,
-            )
-            await uow.events.append(tenant_id, session_id, [started], self._signals.origin)
-            await uow.sessions.save(
-                tenant_id,
-                dataclasses.replace(
-                    session,
-                    active_turn_id=turn_id,
-                    last_sequence=sequence,
-                    message_count=user.sequence,
-                    version=session.version + 1,
-                    update_time=now,
-                ),
+                message_id=uuid.uuid4().hex,
+                content=content,
+                request_id=request_id,
+                lease_expires=lease,
+                now=now,
+                origin=self._signals.origin,
             )
             await uow.commit()
         job = TurnJob(
@@ -310,11 +261,11 @@ class TurnService:
             turn_id=turn_id,
             config_id=session.config_id,
             config_revision=session.config_revision,
-            last_sequence=sequence,
-            message_count=user.sequence,
+            last_sequence=begun.event.sequence,
+            message_count=begun.user_message.sequence,
             turn_context=dict(turn_context or {}),
         )
-        return _Started(job, [*([reaped] if reaped else []), started], lease)
+        return _Started(job, [*([reaped] if reaped else []), begun.event], lease)
 
     async def events(
         self,
@@ -540,7 +491,7 @@ class TurnService:
                 )
             else:
                 turn_id = session.active_turn_id
-            await uow.turns.request_cancel(tenant_id, session_id, turn_id)
+            await log.request_cancel(uow, tenant_id, session_id, turn_id)
             await uow.commit()
         if reaped is not None:
             self._publish(tenant_id, session_id, reaped)
@@ -599,8 +550,6 @@ class TurnService:
                 if session is not None and session.active_turn_id == turn.turn_id:
                     await self._reap_abandoned(uow, tenant_id, session, force=True)
                 else:
-                    await uow.turns.update(
-                        tenant_id, turn.session_id, turn.turn_id, status=TurnStatus.FAILED
-                    )
+                    await log.close_stray(uow, tenant_id, turn.session_id, turn.turn_id)
                 await uow.commit()
         return len(running)

@@ -31,9 +31,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from session_service.ports import SessionUoW, SessionUoWFactory
-from session_service.sessions.model import Message
-from session_service.storage.repository import storable_body, storable_message
-from session_service.turns.model import TERMINAL_KINDS, Event, EventBody, EventKind, TurnStatus
+from session_service.sessions.model import Message, storable_message
+from session_service.turns import log
+from session_service.turns.model import (
+    TERMINAL_KINDS,
+    Event,
+    EventBody,
+    EventKind,
+    TurnStatus,
+    storable_body,
+)
 from session_service.turns.signals import TurnSignals, log_key
 from shared.clock import utcnow
 from shared.db.faults import is_transient
@@ -297,32 +304,16 @@ class EventWriter:
                     f"turn {self._turn_id} was failed as abandoned while this replica could "
                     "not renew its lease"
                 )
-            for message in messages:
-                await uow.messages.append(self._tenant_id, self._session_id, message)
-            if events:
-                await uow.events.append(
-                    self._tenant_id, self._session_id, events, self._signals.origin
-                )
-            last = events[-1].sequence if events else current.last_sequence
-            await uow.sessions.save(
+            await log.append(
+                uow,
                 self._tenant_id,
-                dataclasses.replace(
-                    current,
-                    last_sequence=last,
-                    message_count=current.message_count + len(messages),
-                    active_turn_id="" if end is not None else current.active_turn_id,
-                    version=current.version + 1,
-                    update_time=now,
-                ),
-            )
-            await uow.turns.update(
-                self._tenant_id,
-                self._session_id,
-                self._turn_id,
-                last_sequence=last,
-                status=end,
-                end_time=now if end is not None else None,
+                current,
+                events,
+                messages,
+                now=now,
+                origin=self._signals.origin,
                 lease_expires=lease,
+                end=end,
             )
             await uow.commit()
         return lease
@@ -393,8 +384,8 @@ class EventWriter:
                 return
             lease = utcnow() + timedelta(seconds=self._options.lease_seconds)
             async with bounded(self._options.call_seconds), self._unit_of_work(write=True) as uow:
-                renewed = await uow.turns.renew(
-                    self._tenant_id, self._session_id, self._turn_id, lease
+                renewed = await log.renew(
+                    uow, self._tenant_id, self._session_id, self._turn_id, lease
                 )
                 await uow.commit()
             if not renewed:

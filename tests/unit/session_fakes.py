@@ -21,9 +21,8 @@ from session_service.ports import (
     SessionRepo,
     TurnRepo,
 )
-from session_service.sessions.model import Message, Session
-from session_service.storage.repository import storable, storable_body, storable_message
-from session_service.turns.model import Event, Turn, TurnStatus
+from session_service.sessions.model import Message, Session, storable, storable_message
+from session_service.turns.model import Event, Turn, TurnStatus, storable_body
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.errors import AlreadyExists
 from shared.idempotency import IdempotencyRepo

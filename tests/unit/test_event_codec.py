@@ -18,7 +18,6 @@ from session_service.storage.event_codec import (
     decode,
     encode,
 )
-from session_service.storage.repository import storable_body
 from session_service.turns.model import (
     TERMINAL_KINDS,
     ContentDelta,
@@ -33,6 +32,7 @@ from session_service.turns.model import (
     TurnFailed,
     TurnStarted,
     Usage,
+    storable_body,
 )
 from shared._generated.tandem.session.v1 import events_pb2, session_pb2
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from session_service.sessions.model import Message, Role, ToolCall
-from session_service.storage.repository import storable, storable_message
+from session_service.sessions.model import Message, Role, ToolCall, storable, storable_message
 from session_service.turns.hub import EventHub, SessionFeed
 from session_service.turns.model import (
     ContentDelta,

@@ -8,6 +8,7 @@ it is asked to run instead of running them.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -165,22 +166,50 @@ async def test_create_with_start_is_active_and_a_taken_id_is_already_exists(
 async def test_a_create_retried_with_its_request_id_returns_the_first_session(
     sessions: SessionService, preparer: StubPreparer, database: FakeSessionDatabase
 ) -> None:
-    first = await sessions.create(
-        TENANT, "cfg", request_id="r1", request_fingerprint="f1", tags={"a": "1"}
-    )
-    again = await sessions.create(
-        TENANT, "cfg", request_id="r1", request_fingerprint="f1", tags={"a": "1"}
-    )
+    first = await sessions.create(TENANT, "cfg", request_id="r1", tags={"a": "1", "b": "2"})
+    # The same request, its tags in another order.
+    again = await sessions.create(TENANT, "cfg", request_id="r1", tags={"b": "2", "a": "1"})
     assert again == first
     assert len(database.state.sessions) == 1
     # The retry is answered before anything is prepared again.
     assert len(preparer.calls) == 1
-    with pytest.raises(InvalidArgument) as reused:
-        await sessions.create(TENANT, "cfg", request_id="r1", request_fingerprint="other")
-    assert reused.value.reason == "REQUEST_ID_REUSED"
     # Another tenant's identical request_id is its own.
-    theirs = await sessions.create("t2", "cfg", request_id="r1", request_fingerprint="f1")
+    theirs = await sessions.create("t2", "cfg", request_id="r1", tags={"a": "1", "b": "2"})
     assert theirs.session_id != first.session_id
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"config_id": "other"},
+        {"config_revision": 2},
+        {"session_id": "s9"},
+        {"tags": {"a": "2", "b": "2"}},
+        {"start": True},
+    ],
+)
+async def test_a_request_id_reused_for_another_create_is_refused(
+    sessions: SessionService, database: FakeSessionDatabase, changed: dict[str, Any]
+) -> None:
+    request: dict[str, Any] = {"config_id": "cfg", "tags": {"a": "1", "b": "2"}}
+    await sessions.create(TENANT, request_id="r1", **request)
+    with pytest.raises(InvalidArgument) as reused:
+        await sessions.create(TENANT, request_id="r1", **{**request, **changed})
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert len(database.state.sessions) == 1
+
+
+async def test_prepare_config_is_a_dry_run_that_checks_its_reference(
+    sessions: SessionService, preparer: StubPreparer, database: FakeSessionDatabase
+) -> None:
+    prepared = await sessions.prepare_config(TENANT, "cfg", 0, None)
+    assert (prepared.config_id, prepared.revision) == ("cfg", 3)
+    for config_id, revision, field in (("", 0, "config_id"), ("cfg", -1, "revision")):
+        with pytest.raises(InvalidArgument) as refused:
+            await sessions.prepare_config(TENANT, config_id, revision, None)
+        assert [v.field for v in refused.value.violations] == [field]
+    assert preparer.calls == [(TENANT, "cfg", 0)]
+    assert database.state.sessions == {}
 
 
 async def test_the_session_quota_is_counted_under_the_tenant_lock(
