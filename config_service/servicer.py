@@ -8,7 +8,6 @@ from google.protobuf import empty_pb2
 
 from config_service.configs.edits import AddInclude, AddModule, RemoveInclude, RemoveModule
 from config_service.configs.model import (
-    MAX_TAGS,
     ChangeType,
     Config,
     ConfigChange,
@@ -25,6 +24,7 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
+from shared.identifiers import MAX_TAGS
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required

@@ -11,7 +11,6 @@ from ruamel.yaml import YAML
 
 from session_service.prepare.model import PreparationFailed, PreparedBundle
 from session_service.sessions.model import (
-    MAX_TAGS,
     Message,
     Role,
     Session,
@@ -41,6 +40,7 @@ from shared._generated.tandem.session.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
 )
+from shared.identifiers import MAX_TAGS
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required

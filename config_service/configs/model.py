@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +11,7 @@ from enum import Enum
 from shared.bundle.references import MAX_NAME_LENGTH, is_valid_name
 from shared.bundle.validate import BundleSummary, Violation
 from shared.errors import FieldViolation, InvalidArgument
+from shared.identifiers import check_id, tag_violations
 
 
 class ConfigKind(Enum):
@@ -108,11 +108,7 @@ OUTPUT_ONLY_PATHS = (
     "warnings",
 )
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_DESCRIPTION = 2048
-MAX_TAGS = 64
-MAX_TAG_VALUE = 256
 
 
 def make_etag(tenant_id: str, config_id: str, revision: int, content: str) -> str:
@@ -125,13 +121,7 @@ def make_etag(tenant_id: str, config_id: str, revision: int, content: str) -> st
 
 def check_config_id(config_id: str, field_path: str = "config_id") -> None:
     """Refuses ids that are not short, URL-safe identifiers."""
-    if not _ID.fullmatch(config_id):
-        raise InvalidArgument(
-            "config_id must be 1-64 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit.",
-            reason="INVALID_CONFIG_ID",
-            violations=[FieldViolation(field_path, "invalid identifier")],
-        )
+    check_id(config_id, field_path, "INVALID_CONFIG_ID")
 
 
 def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
@@ -152,15 +142,7 @@ def check_fields(fields: ConfigFields, prefix: str = "config.") -> None:
             FieldViolation(prefix + "description", f"longer than {MAX_DESCRIPTION} characters")
         )
     if fields.tags is not None:
-        if len(fields.tags) > MAX_TAGS:
-            violations.append(FieldViolation(prefix + "tags", f"more than {MAX_TAGS} tags"))
-        for key, value in fields.tags.items():
-            if not _TAG_KEY.fullmatch(key):
-                violations.append(FieldViolation(f"{prefix}tags[{key!r}]", "invalid tag key"))
-            if len(value) > MAX_TAG_VALUE:
-                violations.append(
-                    FieldViolation(f"{prefix}tags[{key!r}]", f"value longer than {MAX_TAG_VALUE}")
-                )
+        violations.extend(tag_violations(fields.tags, prefix + "tags"))
     if violations:
         raise InvalidArgument(
             "The config has invalid fields.", reason="INVALID_FIELDS", violations=violations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +11,7 @@ from enum import Enum
 from typing import Any, TypeVar, cast
 
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
+from shared.identifiers import check_id, tag_violations
 
 
 class Status(Enum):
@@ -199,33 +199,17 @@ class Session:
         )
 
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
-MAX_TAGS = 64
 MAX_APPENDED_CHARS = 1_000_000
 
 
 def check_session_id(session_id: str) -> None:
     """Refuses ids that are not short, URL-safe identifiers."""
-    if not _ID.fullmatch(session_id):
-        raise InvalidArgument(
-            "session_id must be 1-64 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit.",
-            reason="INVALID_SESSION_ID",
-            violations=[FieldViolation("session_id", "invalid identifier")],
-        )
+    check_id(session_id, "session_id", "INVALID_SESSION_ID")
 
 
 def check_tags(tags: Mapping[str, str]) -> None:
     """Refuses tag sets outside their limits."""
-    violations = []
-    if len(tags) > MAX_TAGS:
-        violations.append(FieldViolation("tags", f"more than {MAX_TAGS} tags"))
-    for key, value in tags.items():
-        if not _TAG_KEY.fullmatch(key):
-            violations.append(FieldViolation(f"tags[{key!r}]", "invalid tag key"))
-        if len(value) > 256:
-            violations.append(FieldViolation(f"tags[{key!r}]", "value longer than 256"))
+    violations = tag_violations(tags)
     if violations:
         raise InvalidArgument("Invalid tags.", reason="INVALID_TAGS", violations=violations)
 
