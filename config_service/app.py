@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.engine import make_url
 
 from config_service.access import POLICY
+from config_service.configs.cache import ConfigCache
 from config_service.configs.service import ConfigService, ConfigServiceOptions
 from config_service.servicer import SERVICE_NAME, ConfigServicer
 from config_service.settings import ConfigServiceSettings
@@ -45,11 +46,19 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
     closers: list[Callable[[], Awaitable[None]]] = []
     if make_url(settings.database).get_backend_name() == "postgresql":
         # Other replicas' writes arrive as NOTIFYs; our own also wake watchers in process.
-        listener = PostgresListener(
-            settings.database, NOTIFY_CHANNEL, lambda _payload: changes.notify()
-        )
+        # While the NOTIFY connection is down their writes go unheard, so cached latest
+        # configs are not trusted; a reconnect (payload None) forgets them all.
+        def heard(_payload: str | None) -> None:
+            cache.invalidate()
+            changes.notify()
+
+        listener = PostgresListener(settings.database, NOTIFY_CHANNEL, heard)
+        cache = ConfigCache(settings.config_cache_entries, trusted=listener.connected.is_set)
         await listener.start()
         closers.append(listener.stop)
+    else:
+        # One process owns an SQLite database: every write is its own.
+        cache = ConfigCache(settings.config_cache_entries)
     closers.append(lambda: dispose_engine(engine))
     closers.append(telemetry.shutdown)
 
@@ -67,6 +76,7 @@ async def build(settings: ConfigServiceSettings, telemetry: Telemetry | None = N
             policies=keys.policy,
             package_limits=settings.package_limits(),
         ),
+        cache,
     )
     servicer = ConfigServicer(service)
     binding = ServiceBinding(

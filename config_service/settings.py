@@ -20,6 +20,9 @@ class ConfigServiceSettings(ServiceSettings):
     # How many change-log entries a WatchConfigs client can resume from.
     change_retention: int = Field(default=10_000, gt=0)
     watch_poll_seconds: float = Field(default=5.0, gt=0)
+    # Configs kept in memory for GetConfig: the latest state of this many configs, and as
+    # many revisions.
+    config_cache_entries: int = Field(default=10_000, ge=1)
     # ImportBundle caps: all files together, each file, and how many files.
     package_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     package_max_file_bytes: int = Field(default=256 * 1024, gt=0)

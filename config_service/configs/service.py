@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from config_service.configs.cache import ConfigCache
 from config_service.configs.edits import Edit
 from config_service.configs.model import (
     OUTPUT_ONLY_PATHS,
@@ -173,11 +175,28 @@ class ConfigService:
         unit_of_work: ConfigUoWFactory,
         changes: Broadcast,
         options: ConfigServiceOptions | None = None,
+        cache: ConfigCache | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._changes = changes
         self._options = options or ConfigServiceOptions()
         self._cpu = CpuSlots(self._options.cpu_slots)
+        self._cache = cache or ConfigCache()
+
+    @contextlib.asynccontextmanager
+    async def _unit(self, *, write: bool) -> AsyncIterator[ConfigUoW]:
+        """A unit of work; after one that writes, cached latest configs are forgotten.
+
+        Forgotten after the unit ends, committed or not (a commit whose outcome is unknown
+        may have happened), and before the use case returns, so no later read here sees
+        what was there before the write.
+        """
+        try:
+            async with self._unit_of_work(write=write) as uow:
+                yield uow
+        finally:
+            if write:
+                self._cache.invalidate()
 
     # Validation -------------------------------------------------------------------------
 
@@ -240,13 +259,23 @@ class ConfigService:
                 "revision must not be negative.",
                 violations=[FieldViolation("revision", "must be >= 0")],
             )
-        async with self._unit_of_work() as uow:
-            if revision:
-                found = await uow.configs.get_revision(tenant_id, config_id, revision)
-            else:
-                found = await uow.configs.get(tenant_id, config_id)
-                if found is not None and found.delete_time is not None:
-                    found = None
+        if revision:
+            found = self._cache.revision(tenant_id, config_id, revision)
+            if found is None:
+                async with self._unit_of_work() as uow:
+                    found = await uow.configs.get_revision(tenant_id, config_id, revision)
+                if found is not None:
+                    self._cache.keep_revision(tenant_id, found)
+        else:
+            found = self._cache.latest(tenant_id, config_id)
+            if found is None:
+                generation = self._cache.generation
+                async with self._unit_of_work() as uow:
+                    found = await uow.configs.get(tenant_id, config_id)
+                if found is not None:
+                    self._cache.keep_latest(tenant_id, found, generation)
+            if found is not None and found.delete_time is not None:
+                found = None
         if found is None:
             raise _not_found(config_id, revision)
         return found
@@ -359,7 +388,7 @@ class ConfigService:
         request_id: str,
         request_fingerprint: str,
     ) -> Config:
-        async with self._unit_of_work(write=True) as uow:
+        async with self._unit(write=True) as uow:
             if request_id:
                 earlier = await uow.idempotency.find(
                     tenant_id, CREATE_METHOD, request_id, request_fingerprint
@@ -468,7 +497,7 @@ class ConfigService:
 
     async def delete(self, tenant_id: str, config_id: str, etag: str) -> None:
         """Deletes a config; its revisions stay readable for sessions pinned to them."""
-        async with self._unit_of_work(write=True) as uow:
+        async with self._unit(write=True) as uow:
             current = await uow.configs.get(tenant_id, config_id, for_update=True)
             if current is None or current.delete_time is not None:
                 raise _not_found(config_id)
@@ -491,7 +520,7 @@ class ConfigService:
         always: bool = False,
     ) -> Config:
         """The one write path for changes to an existing config."""
-        async with self._unit_of_work(write=not validate_only) as uow:
+        async with self._unit(write=not validate_only) as uow:
             current = await uow.configs.get(tenant_id, config_id, for_update=not validate_only)
             if current is None or current.delete_time is not None:
                 raise _not_found(config_id)
@@ -708,7 +737,7 @@ class ConfigService:
         request_fingerprint: str,
     ) -> ImportResult:
         now = utcnow()
-        async with self._unit_of_work(write=True) as uow:
+        async with self._unit(write=True) as uow:
             if request_id:
                 replay = await self._replay_import(uow, tenant_id, request_id, request_fingerprint)
                 if replay is not None:
