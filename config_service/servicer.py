@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from google.protobuf import empty_pb2
@@ -73,6 +74,9 @@ def violation_pb(violation: Violation) -> config_pb2.Violation:
         message=violation.message,
         severity=_SEVERITY[violation.severity],
     )
+
+
+WIRE_MEMO_SIZE = 1024
 
 
 def config_pb(config: Config, full: bool = True) -> config_pb2.Config:
@@ -148,6 +152,20 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
 
     def __init__(self, service: ConfigService) -> None:
         self._service = service
+        # The wire form of configs the service hands out again (its cache returns the same
+        # object until the config changes): built once, not on every GetConfig.
+        self._wire: OrderedDict[int, tuple[Config, config_pb2.Config]] = OrderedDict()
+
+    def _config_pb(self, config: Config) -> config_pb2.Config:
+        held = self._wire.get(id(config))
+        if held is not None and held[0] is config:
+            self._wire.move_to_end(id(config))
+            return held[1]
+        message = config_pb(config)
+        self._wire[id(config)] = (config, message)
+        if len(self._wire) > WIRE_MEMO_SIZE:
+            self._wire.popitem(last=False)
+        return message
 
     async def CreateConfig(
         self, request: config_service_pb2.CreateConfigRequest, context: Context
@@ -165,7 +183,9 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self, request: config_service_pb2.GetConfigRequest, context: Context
     ) -> config_pb2.Config:
         config_id = required(request.config_id, "config_id")
-        return config_pb(await self._service.get(caller_tenant(), config_id, request.revision))
+        return self._config_pb(
+            await self._service.get(caller_tenant(), config_id, request.revision)
+        )
 
     async def ListConfigs(
         self, request: config_service_pb2.ListConfigsRequest, context: Context

@@ -79,12 +79,45 @@ class WrappingInterceptor(Interceptor):
     ) -> Handler:
         handler: Handler | None = await continuation(handler_call_details)
         # No handler: an unknown method, which grpc answers UNIMPLEMENTED itself.
-        method = None if handler is None else self.pick(handler_call_details.method)
-        if handler is None or method is None:
+        if handler is None:
             return handler  # type: ignore[return-value]
+        return self._memo.get(handler, lambda: self._rewrap(handler, handler_call_details.method))
+
+    @property
+    def _memo(self) -> HandlerMemo:
+        memo: HandlerMemo | None = self.__dict__.get("_handler_memo")
+        if memo is None:
+            memo = self.__dict__["_handler_memo"] = HandlerMemo()
+        return memo
+
+    def _rewrap(self, handler: Handler, full_method: str) -> Handler:
+        method = self.pick(full_method)
+        if method is None:
+            return handler
         return rewrap(
             handler,
             lambda behavior: self.wrap_unary(behavior, method),
             lambda behavior: self.wrap_stream(behavior, method),
             self.request_deserializer(handler),
         )
+
+
+class HandlerMemo:
+    """Each handler's rewrapped form, built once.
+
+    A server hands out the same handler object for a method on every call, and a wrapper
+    depends only on the method, so rebuilding it per call would only cost time. Keyed by
+    identity; the handler is held so that its id stays its own.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[int, tuple[Handler, Handler]] = {}
+
+    def get(self, handler: Handler, build: Callable[[], Handler]) -> Handler:
+        """The rewrapped handler, built on first use."""
+        found = self._built.get(id(handler))
+        if found is not None and found[0] is handler:
+            return found[1]
+        built = build()
+        self._built[id(handler)] = (handler, built)
+        return built

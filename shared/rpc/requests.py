@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from shared.errors import FieldViolation, InvalidArgument
 from shared.listing import PageTokenKeys, use_page_token_keys
 from shared.rpc.fields import check_request
-from shared.rpc.handlers import Handler, Interceptor, rewrap
+from shared.rpc.handlers import Handler, HandlerMemo, Interceptor, rewrap
 from shared.rpc.wire import MAX_DEPTH, Problem, find_problem, largest_field
 
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -133,6 +133,7 @@ class RequestGate(Interceptor):
     def __init__(self, limits: RequestLimits, page_token_keys: PageTokenKeys | None) -> None:
         self._limits = limits
         self._page_token_keys = page_token_keys
+        self._memo = HandlerMemo()
 
     async def intercept_service(
         self,
@@ -140,10 +141,13 @@ class RequestGate(Interceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler: Handler | None = await continuation(handler_call_details)
-        deserializer = None if handler is None else handler.request_deserializer
-        if handler is None or deserializer is None:
+        if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[return-value]
-        method = handler_call_details.method
+        return self._memo.get(handler, lambda: self._gated(handler, handler_call_details.method))
+
+    def _gated(self, handler: Handler, method: str) -> Handler:
+        deserializer = handler.request_deserializer
+        assert deserializer is not None
         decode = _Decoder(method, deserializer, self._limits.of(method))
         keys = self._page_token_keys
 
