@@ -16,6 +16,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from session_service.fresh_reads import FreshReads
 from session_service.prepare.source import FetchedConfig
 from shared._generated.tandem.config.v1 import (
     config_pb2,
@@ -120,6 +121,7 @@ class ConfigClient:
     ) -> None:
         self._stub = stub
         self._call_timeout = call_timeout
+        self._latest: FreshReads[FetchedConfig] = FreshReads()
         # Only the change stream runs as SessionService itself; reads act for the caller.
         self._watch_metadata = (
             (("authorization", f"Bearer {service_key}"),) if service_key else None
@@ -137,7 +139,30 @@ class ConfigClient:
     async def get(
         self, config_id: str, revision: int = 0, time_remaining: float | None = None
     ) -> FetchedConfig:
-        """One revision (0: the latest) of a config."""
+        """One revision (0: the latest) of a config.
+
+        The latest is read by a call that started after this one was made, shared with every
+        caller holding the same credential who asks meanwhile: never older than a write the
+        caller saw finish, and one GetConfig serves a burst of creates.
+        """
+        if revision:
+            return await self._get(config_id, revision, time_remaining)
+        key = (current().authorization, config_id)
+        try:
+            return await self._latest.read(
+                key, lambda: self._get(config_id, 0, None), self._timeout(time_remaining)
+            )
+        except TimeoutError:
+            raise Unavailable(
+                f"ConfigService is unavailable (DEADLINE_EXCEEDED) while fetching config "
+                f"{config_id!r}.",
+                reason="CONFIG_SERVICE_UNAVAILABLE",
+                metadata={"upstream_code": grpc.StatusCode.DEADLINE_EXCEEDED.name},
+            ) from None
+
+    async def _get(
+        self, config_id: str, revision: int, time_remaining: float | None
+    ) -> FetchedConfig:
         try:
             config = await self._stub.GetConfig(
                 config_service_pb2.GetConfigRequest(config_id=config_id, revision=revision),
