@@ -201,9 +201,16 @@ class TurnRunner:
         return task is not None and not task.done()
 
     def on_cancel_payload(self, payload: str | None) -> None:
-        """A NOTIFY on the cancel channel (its payload a turn id): cancel it if it runs here."""
+        """A NOTIFY on the cancel channel (its payload a turn id): cancel it if it runs here.
+
+        None: the listener (re)connected, and requests made meanwhile went unheard, so every
+        turn here re-reads its cancel flag.
+        """
         if payload:
             self.cancel_local(payload)
+            return
+        for writer in self._writers.values():
+            writer.check_cancel_soon()
 
     def cancel_local(self, turn_id: str) -> bool:
         """Cancels the turn if it runs here; True when it did."""

@@ -10,6 +10,7 @@ NOTIFYs: its hub got those events from memory (and may get the NOTIFY first).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from session_service.turns.hub import EventHub
@@ -52,13 +53,22 @@ def parse_events_payload(payload: str) -> Committed:
     return Committed(payload, None)
 
 
+def _unheard() -> bool:
+    return False
+
+
 class TurnSignals:
     """This replica's event hub and the tag of its NOTIFYs."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancels_heard: Callable[[], bool] = _unheard) -> None:
         self.hub = EventHub()
         # Tags this replica's NOTIFYs, so that it can ignore them.
         self.origin = uuid.uuid4().hex[:16]
+        # Whether a cancel request reaches this replica's turns without them asking the
+        # database: always with one process (CancelTurn finds its runner), and on PostgreSQL
+        # while the cancel channel's listener is connected. Running turns poll their cancel
+        # flag often only while it is False.
+        self.cancels_heard = cancels_heard
 
     def on_events_payload(self, payload: str | None) -> None:
         """A NOTIFY (or a reconnect, None: anything may have been missed) on the events channel."""

@@ -72,8 +72,10 @@ class WriterOptions:
 
     flush_seconds: float = 0.025
     flush_events: int = 64
-    # How often a turn re-reads its cancel flag (the safety net behind NOTIFY).
+    # How often a turn re-reads its cancel flag while cancel requests may go unheard (the
+    # NOTIFY listener is down), and while they are heard (a safety net only).
     cancel_check_seconds: float = 0.5
+    cancel_safety_seconds: float = 30.0
     # How long a turn stays owned without renewal; it is renewed every third of that.
     lease_seconds: float = 15.0
     # Backoff between attempts after a transient database error ...
@@ -148,6 +150,7 @@ class EventWriter:
         self.ended = False
         # Loop time after which a write stops retrying (sooner when the replica stops).
         self._give_up_at: float | None = None
+        self._check_now = False
 
     @property
     def lost(self) -> bool:
@@ -193,6 +196,10 @@ class EventWriter:
         )
         self._messages.append(numbered)
         return numbered
+
+    def check_cancel_soon(self) -> None:
+        """Re-reads the cancel flag at the next tick (cancel requests may have gone unheard)."""
+        self._check_now = True
 
     def hurry(self, seconds: float) -> None:
         """From now on, gives up on an unavailable database after at most seconds."""
@@ -352,9 +359,17 @@ class EventWriter:
                 if loop.time() >= next_renewal:
                     await self._renew()
                     next_renewal = loop.time() + renew_every
-                if loop.time() >= next_check:
+                heard = self._signals.cancels_heard()
+                if not heard:
+                    next_check = min(next_check, loop.time() + self._options.cancel_check_seconds)
+                if self._check_now or loop.time() >= next_check:
+                    self._check_now = False
                     await self._check_cancel()
-                    next_check = loop.time() + self._options.cancel_check_seconds
+                    next_check = loop.time() + (
+                        self._options.cancel_safety_seconds
+                        if heard
+                        else self._options.cancel_check_seconds
+                    )
                 delay = self._options.retry_first_seconds
             except WriteProblem as exc:
                 # The turn cannot go on as it was; it reads writer.problem to end right.

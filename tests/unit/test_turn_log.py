@@ -6,6 +6,8 @@ turn's events, batches its deltas and stops writing once the session is no longe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -194,3 +196,44 @@ async def test_the_writer_stops_without_writing_once_its_turn_was_failed_elsewhe
     assert isinstance(stored[-1].body, TurnFailed)
     with pytest.raises(TurnLost):
         await events.add(ContentDelta("later"))
+
+
+async def request_cancel(database: FakeSessionDatabase) -> None:
+    async with database.unit_of_work(write=True) as uow:
+        await log.request_cancel(uow, TENANT, "s1", "t1")
+        await uow.commit()
+
+
+@pytest.mark.parametrize("heard", [False, True])
+async def test_a_turn_polls_its_cancel_flag_only_while_cancels_may_go_unheard(
+    database: FakeSessionDatabase, heard: bool
+) -> None:
+    begun = await begin(database, await stored_session(database))
+    interrupted = asyncio.Event()
+    events = EventWriter(
+        database.unit_of_work,
+        TurnSignals(cancels_heard=lambda: heard),
+        TENANT,
+        "s1",
+        "t1",
+        begun.event.sequence,
+        begun.session.message_count,
+        WriterOptions(flush_seconds=0.005, cancel_check_seconds=0.01),
+        interrupted.set,
+    )
+    events.start()
+    try:
+        # Its first look, soon after it starts, finds nothing (it covers a request that came
+        # while the turn was being handed to its runner).
+        await asyncio.sleep(0.05)
+        assert not interrupted.is_set()
+        await request_cancel(database)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interrupted.wait(), 0.2)
+        # Unheard, the flag is read within moments; heard, not for the safety interval.
+        assert interrupted.is_set() is not heard
+        # A listener that reconnects has each turn read its flag at once.
+        events.check_cancel_soon()
+        await asyncio.wait_for(interrupted.wait(), 5)
+    finally:
+        await events.stop()
