@@ -23,9 +23,10 @@ from typing import Any
 
 import grpc
 
-from bench.stack import services, started_sessions
+from bench.stack import started_sessions
 from bench.turn_bench import document, one_turn
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
+from tests.support.pair import running_pair
 
 OFF: dict[str, Any] = {
     "quota_configs": 0,
@@ -50,11 +51,11 @@ async def run(
     turns: int,
 ) -> None:
     """One configuration: clients x turns SendMessage calls."""
-    async with services(config_url, session_url, common=limits) as running:
+    async with running_pair(config_url, session_database_url=session_url, common=limits) as running:
         # Runs may share one database: each stores its own config.
         config_id = f"limits-{uuid.uuid4().hex[:8]}"
         ids = await started_sessions(running, config_id, document(5), clients)
-        async with grpc.aio.insecure_channel(running.sessions.server.address) as channel:
+        async with grpc.aio.insecure_channel(running.session_app.server.address) as channel:
             stub = session_service_pb2_grpc.SessionServiceStub(channel)
             await one_turn(stub, ids[0])  # warm the prepared cache and the connection
 

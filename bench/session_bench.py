@@ -24,16 +24,12 @@ from pathlib import Path
 import grpc
 
 from bench.load import report, run_calls, run_load
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
-    config_service_pb2_grpc,
 )
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
+from tests.support.pair import running_pair
 
 BASE = """\
 bundle:
@@ -72,45 +68,35 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
     with tempfile.TemporaryDirectory() as tmp:
         config_url = database or f"sqlite:///{Path(tmp) / 'config.db'}"
         session_url = database or f"sqlite:///{Path(tmp) / 'session.db'}"
-        configs = await config_app.build(
-            ConfigServiceSettings(database_url=config_url, config_service_listen="127.0.0.1:0")
-        )
-        await configs.start()
-        sessions, parts = await session_app.build_with_parts(
-            SessionServiceSettings(
-                database_url=session_url,
-                session_service_listen="127.0.0.1:0",
-                config_service_target=configs.server.address,
-                prepared_cache_size=cold + 16,
+        async with running_pair(
+            config_url,
+            session_database_url=session_url,
+            session={
+                "prepared_cache_size": cold + 16,
                 # The benchmark's bundles reference this one variable, as an operator allows.
-                bundle_env_allow="BENCH_SECRET",
-            )
-        )
-        await sessions.start()
-        try:
-            async with grpc.aio.insecure_channel(configs.server.address) as channel:
-                stub = config_service_pb2_grpc.ConfigServiceStub(channel)
-                for name in ("base-a", "base-b"):
-                    await stub.CreateConfig(
-                        config_service_pb2.CreateConfigRequest(
-                            config_id=name,
-                            config=config_pb2.Config(
-                                name=name, yaml_content=BASE.format(name=name)
-                            ),
-                        )
+                "bundle_env_allow": "BENCH_SECRET",
+            },
+        ) as running:
+            sessions = running.session_app
+            stub = running.configs
+            for name in ("base-a", "base-b"):
+                await stub.CreateConfig(
+                    config_service_pb2.CreateConfigRequest(
+                        config_id=name,
+                        config=config_pb2.Config(name=name, yaml_content=BASE.format(name=name)),
                     )
-                for n in range(cold + 1):
-                    await stub.CreateConfig(
-                        config_service_pb2.CreateConfigRequest(
-                            config_id=f"app-{n}",
-                            config=config_pb2.Config(name=f"app-{n}", yaml_content=APP.format(n=n)),
-                        )
+                )
+            for n in range(cold + 1):
+                await stub.CreateConfig(
+                    config_service_pb2.CreateConfigRequest(
+                        config_id=f"app-{n}",
+                        config=config_pb2.Config(name=f"app-{n}", yaml_content=APP.format(n=n)),
                     )
+                )
             # Let the cache's change stream catch up, so the creations above evict nothing
             # while we measure.
-            await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
             for _ in range(600):
-                if parts.watcher.last_sequence >= cold + 3:
+                if sessions.watcher.last_sequence >= cold + 3:
                     break
                 await asyncio.sleep(0.05)
             print(
@@ -133,7 +119,7 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
                     )
 
                 await create_warm(0)  # prepares app-0 once
-                before = parts.cache.stats()
+                before = sessions.cache.stats()
                 report(
                     f"CreateSession cold cache (1 client, {cold})",
                     await run_calls(cold, 1, create_cold),
@@ -150,7 +136,7 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
                     f"CreateSession warm cache ({clients} clients)",
                     await run_load(clients, seconds, concurrent),
                 )
-                after = parts.cache.stats()
+                after = sessions.cache.stats()
                 print(
                     f"cache: {after.misses - before.misses} misses, "
                     f"{after.hits - before.hits} hits, {after.size} entries",
@@ -159,9 +145,6 @@ async def main(seconds: float, clients: int, cold: int, database: str | None) ->
             finally:
                 for channel in channels:
                     await channel.close(None)
-        finally:
-            await sessions.stop(0)
-            await configs.stop(0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"max RSS of the process (both services and the clients): {rss:.0f} MiB")
 

@@ -25,12 +25,13 @@ from typing import Any
 
 import grpc
 
-from bench.stack import services, started_sessions
+from bench.stack import started_sessions
 from shared._generated.tandem.session.v1 import (
     events_pb2,
     session_service_pb2,
     session_service_pb2_grpc,
 )
+from tests.support.pair import running_pair
 
 
 def document(tokens: int) -> str:
@@ -110,17 +111,19 @@ async def main(tokens: int, streams: int, database: str | None) -> None:
         # The run is one tenant with --streams turns at once; measure streaming, not the
         # default per-tenant limits (bench/limits_bench.py measures those).
         unlimited = {"quota_concurrent_turns": 0, "quota_send_messages_per_minute": 0}
-        async with services(config_url, session_url, session=unlimited) as running:
-            sessions, parts = running.sessions, running.parts
+        async with running_pair(
+            config_url, session_database_url=session_url, session=unlimited
+        ) as running:
+            sessions = running.session_app
             ids = await started_sessions(running, "bench", document(tokens), streams + 1)
             print(
                 f"database: {session_url.split('://')[0]}; provider-echo, {tokens} tokens a "
                 "turn, no delay",
                 flush=True,
             )
-            before = parts.runner.flushes
+            before = sessions.runner.flushes
             per_turn = await measure(sessions.server.address, "Tandem SendMessage", streams, ids)
-            flushes = parts.runner.flushes - before
+            flushes = sessions.runner.flushes - before
             print(
                 f"event log: {flushes} transactions for {per_turn * (streams + 1)} events "
                 f"({per_turn * (streams + 1) / max(flushes, 1):.0f} events per transaction)",

@@ -41,25 +41,34 @@ from shared.telemetry.setup import Telemetry
 CONFIG_SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
 
-@dataclass
-class SessionParts:
-    """What tests and metrics look into: the cache and the watcher."""
+@dataclass(kw_only=True)
+class SessionServiceApp(ServiceApp):
+    """SessionService as it runs: its server, and the components it owns and runs.
 
+    The metric gauges read these same components; so may anything that embeds the service.
+    """
+
+    # Prepared bundles by (tenant, config id, revision), shared by every session.
     cache: PreparedCache
+    # Follows ConfigService's change stream; the cache is trusted only while it is healthy.
     watcher: ConfigWatcher
+    # Fetches, composes and checks bundles (through the cache).
     preparer: Preparer
+    # Runs accepted turns in the background and writes their event logs.
     runner: TurnRunner
+    # Accepts turns and serves event streams.
+    turns: TurnService
 
 
 TELEMETRY_NAME = "tandem-session-service"
 
 
-async def build_with_parts(
+async def build(
     settings: SessionServiceSettings,
     telemetry: Telemetry | None = None,
     modules: ModuleRegistry | None = None,
-) -> tuple[ServiceApp, SessionParts]:
-    """Wires the service and returns it with its inner parts.
+) -> SessionServiceApp:
+    """Migrates (when enabled) and wires the service; nothing is served until `start()`.
 
     Telemetry comes from the OTEL_* variables unless given (tests pass in-memory exporters);
     modules from the installed distributions' entry points unless given.
@@ -150,7 +159,6 @@ async def build_with_parts(
             servicer, server
         ),
     )
-    observe_gauges(telemetry, cache, lambda: runner.active, lambda: turns.open_streams)
     server = GrpcServer(
         settings.session_service_listen,
         [binding],
@@ -163,7 +171,7 @@ async def build_with_parts(
     async def close_channel() -> None:
         await channel.close(None)
 
-    app = ServiceApp(
+    app = SessionServiceApp(
         name="SessionService",
         server=server,
         grace_seconds=settings.shutdown_grace_seconds,
@@ -177,11 +185,11 @@ async def build_with_parts(
             lambda: dispose_engine(engine),
             telemetry.shutdown,
         ],
+        cache=cache,
+        watcher=watcher,
+        preparer=preparer,
+        runner=runner,
+        turns=turns,
     )
-    return app, SessionParts(cache=cache, watcher=watcher, preparer=preparer, runner=runner)
-
-
-async def build(settings: SessionServiceSettings, telemetry: Telemetry | None = None) -> ServiceApp:
-    """Migrates (when enabled) and wires the service; nothing is served until `start()`."""
-    app, _ = await build_with_parts(settings, telemetry)
+    observe_gauges(telemetry, app.cache, lambda: app.runner.active, lambda: app.turns.open_streams)
     return app

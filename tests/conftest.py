@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from config_service import app as config_app_module
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.app import SessionParts
-from session_service.settings import SessionServiceSettings
+from session_service.app import SessionServiceApp
 from shared._generated.tandem.config.v1 import config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
 from shared.app import ServiceApp
-from tests.support.databases import (
-    fresh_postgres_database,
-    in_ci,
-    postgres_unavailable_reason,
+from tests.support.databases import fresh_postgres_database, require_postgres
+from tests.support.pair import (
+    Stack,
+    running_config_service,
+    running_pair,
+    running_session_service,
 )
+from tests.support.sandbox import TEST_BUNDLE_ENV_ALLOW, TEST_EGRESS_ALLOW
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-# The variables test bundles reference; anything else stays out of their reach, as it would
-# on a server whose operator allowed only these.
-TEST_BUNDLE_ENV_ALLOW = "TANDEM_TEST_SECRET,TANDEM_UNSET_*,TANDEM_SCAN_PROVIDER_KEY"
-# The tests' model servers listen on loopback ports chosen at random.
-TEST_EGRESS_ALLOW = "api.openai.com,api.anthropic.com,127.0.0.1:*"
 
 
 @pytest.fixture(autouse=True)
@@ -45,16 +36,6 @@ def sandboxed_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_TOOL_ALLOWED_ROOTS", str(tmp_path))
     monkeypatch.setenv("TANDEM_BUNDLE_ENV_ALLOW", TEST_BUNDLE_ENV_ALLOW)
     monkeypatch.setenv("TANDEM_EGRESS_ALLOW", TEST_EGRESS_ALLOW)
-
-
-def require_postgres() -> None:
-    """Skips (or, under CI, fails) the current test when PostgreSQL cannot be reached."""
-    reason = postgres_unavailable_reason()
-    if reason is None:
-        return
-    if in_ci():
-        pytest.fail(f"PostgreSQL is required in CI. {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -77,25 +58,15 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 async def config_service(sqlite_url: str) -> AsyncIterator[ServiceApp]:
     """ConfigService in process on a free port."""
-    settings = ConfigServiceSettings(database_url=sqlite_url, config_service_listen="127.0.0.1:0")
-    app = await config_app_module.build(settings)
-    await app.start()
-    yield app
-    await app.stop(0)
+    async with running_config_service(sqlite_url) as app:
+        yield app
 
 
 @pytest.fixture
 async def config_app(database_url: str) -> AsyncIterator[ServiceApp]:
     """ConfigService in process on a free port, over each database backend."""
-    settings = ConfigServiceSettings(
-        database_url=database_url,
-        config_service_listen="127.0.0.1:0",
-        watch_poll_seconds=0.5,
-    )
-    app = await config_app_module.build(settings)
-    await app.start()
-    yield app
-    await app.stop(0)
+    async with running_config_service(database_url, watch_poll_seconds=0.5) as app:
+        yield app
 
 
 @pytest.fixture
@@ -107,58 +78,23 @@ async def configs(
         yield config_service_pb2_grpc.ConfigServiceStub(channel)
 
 
-@dataclass
-class Stack:
-    """Both services in process over one database, with stubs and SessionService's parts."""
-
-    config_app: ServiceApp
-    session_app: ServiceApp
-    parts: SessionParts
-    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
-    sessions: session_service_pb2_grpc.SessionServiceAsyncStub
-
-
 @pytest.fixture
-async def stack(
-    config_app: ServiceApp, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Stack]:
+async def stack(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     """ConfigService and SessionService in process, over each database backend."""
     monkeypatch.setenv("TANDEM_TEST_SECRET", "s3cr3t-value-never-shown")
-    settings = SessionServiceSettings(
-        database_url=database_url,
-        session_service_listen="127.0.0.1:0",
-        config_service_target=config_app.server.address,
-        config_watch_retry_seconds=0.2,
-    )
-    app, parts = await session_app.build_with_parts(settings)
-    await app.start()
-    await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
-    async with (
-        grpc.aio.insecure_channel(config_app.server.address) as config_channel,
-        grpc.aio.insecure_channel(app.server.address) as session_channel,
-    ):
-        yield Stack(
-            config_app,
-            app,
-            parts,
-            config_service_pb2_grpc.ConfigServiceStub(config_channel),
-            session_service_pb2_grpc.SessionServiceStub(session_channel),
-        )
-    await app.stop(0)
+    async with running_pair(database_url, config={"watch_poll_seconds": 0.5}) as running:
+        yield running
 
 
 @pytest.fixture
-async def session_service(tmp_path: Path, config_service: ServiceApp) -> AsyncIterator[ServiceApp]:
+async def session_service(
+    tmp_path: Path, config_service: ServiceApp
+) -> AsyncIterator[SessionServiceApp]:
     """SessionService in process on a free port, pointed at the in-process ConfigService."""
-    settings = SessionServiceSettings(
-        database_url=f"sqlite:///{tmp_path / 'tandem-session.db'}",
-        session_service_listen="127.0.0.1:0",
-        config_service_target=config_service.server.address,
-    )
-    app = await session_app.build(settings)
-    await app.start()
-    yield app
-    await app.stop(0)
+    async with running_session_service(
+        f"sqlite:///{tmp_path / 'tandem-session.db'}", config_service.server.address
+    ) as app:
+        yield app
 
 
 @pytest.fixture

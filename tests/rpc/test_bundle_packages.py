@@ -17,12 +17,12 @@ from ruamel.yaml import YAML
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
-from tests.conftest import TEST_BUNDLE_ENV_ALLOW, Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.rpc.test_session_prepare import create_config
-from tests.rpc.test_turns import collect, kinds, send
+from tests.support.configs import create_config
 from tests.support.llm_servers import LlmServer, llm_server, openai_text_reply, stream
-from tests.support.rpc import detail, error_info, rich_status
+from tests.support.pair import Stack
+from tests.support.rpc import detail, error_info, rich_status, rpc_error
+from tests.support.sandbox import TEST_BUNDLE_ENV_ALLOW
+from tests.support.turns import collect, kinds, send
 
 # Copies of ../shared/examples/packages, so the suite needs nothing outside the repository.
 PACKAGES = Path(__file__).resolve().parents[1] / "fixtures" / "packages"

@@ -17,12 +17,12 @@ import pytest
 from google.rpc import error_details_pb2
 
 from shared._generated.tandem.session.v1 import session_service_pb2
-from tests.conftest import TEST_BUNDLE_ENV_ALLOW, Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.rpc.test_session_prepare import create_config
-from tests.rpc.test_turns import active_session, bundle, collect, kinds, send, text_of
+from tests.support.configs import create_config
 from tests.support.llm_servers import llm_server, openai_text_reply, stream
-from tests.support.rpc import detail, error_info, rich_status, seed_workspace
+from tests.support.pair import Stack
+from tests.support.rpc import detail, error_info, rich_status, rpc_error, seed_workspace
+from tests.support.sandbox import TEST_BUNDLE_ENV_ALLOW
+from tests.support.turns import active_session, bundle, collect, kinds, send, text_of
 
 DATABASE_URL = "postgresql+psycopg://tandem:db-password-1@db.internal/tandem"
 SERVICE_KEY = "svc-key-0123456789abcdef"

@@ -6,7 +6,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
@@ -15,35 +14,12 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
-from tests.support.rpc import detail, error_info
+from tests.support.configs import DOC, create
+from tests.support.rpc import detail, error_info, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub
 
-DOC = """\
----
-bundle:
-  name: dev-config
-  version: 1.0.0
-
-includes:
-  - bundle: foundation
-
-providers:
-  - module: provider-echo
-    config:
-      api_key: ${ECHO_KEY}
-
-tools:
-  - module: tool-filesystem
-    config:
-      allowed_paths: [.]
----
-
-# Development Assistant
-
-You are a helpful development assistant.
-"""
 
 PURE = """\
 bundle:
@@ -54,24 +30,6 @@ session:
   context:
     module: context-simple
 """
-
-
-def doc_named(bundle_name: str) -> str:
-    return DOC.replace("name: dev-config", f"name: {bundle_name}")
-
-
-async def create(stub: Stub, name: str, yaml: str = DOC, **kwargs: object) -> config_pb2.Config:
-    tags = kwargs.pop("tags", {})
-    config = config_pb2.Config(name=name, yaml_content=yaml, tags=tags)  # type: ignore[arg-type]
-    return await stub.CreateConfig(
-        config_service_pb2.CreateConfigRequest(config=config, **kwargs)  # type: ignore[arg-type]
-    )
-
-
-async def rpc_error(awaitable: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await awaitable  # type: ignore[misc]
-    return caught.value
 
 
 async def test_create_returns_revision_one_with_summary_and_exact_content(

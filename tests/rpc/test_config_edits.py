@@ -11,8 +11,8 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
-from tests.rpc.test_config_crud import create, rpc_error
-from tests.support.rpc import error_info
+from tests.support.configs import create
+from tests.support.rpc import error_info, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub

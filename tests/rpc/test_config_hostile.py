@@ -14,8 +14,8 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2_grpc,
 )
 from shared.app import ServiceApp
-from tests.rpc.test_config_crud import DOC, create, rpc_error
-from tests.support.rpc import detail
+from tests.support.configs import DOC, create
+from tests.support.rpc import detail, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub

@@ -14,26 +14,11 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
-from tests.rpc.test_config_crud import DOC, create, doc_named, rpc_error
-from tests.support.rpc import detail, error_info
+from tests.support.configs import DOC, create, doc_named, list_all
+from tests.support.rpc import detail, error_info, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub
-
-
-async def list_all(stub: Stub, page_size: int, filter_text: str = "") -> list[config_pb2.Config]:
-    found: list[config_pb2.Config] = []
-    token = ""
-    while True:
-        page = await stub.ListConfigs(
-            config_service_pb2.ListConfigsRequest(
-                page_size=page_size, page_token=token, filter=filter_text
-            )
-        )
-        found.extend(page.configs)
-        token = page.next_page_token
-        if not token:
-            return found
 
 
 @pytest.mark.timeout(180)

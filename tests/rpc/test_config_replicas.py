@@ -13,9 +13,8 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
 )
-from tests.conftest import require_postgres
-from tests.rpc.test_config_crud import create
-from tests.support.databases import fresh_postgres_database
+from tests.support.configs import create
+from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.processes import service_process
 
 

@@ -17,28 +17,11 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2_grpc,
 )
 from shared.app import ServiceApp
-from tests.rpc.test_config_crud import create, rpc_error
-from tests.support.rpc import error_info
+from tests.support.configs import create, take, watch
+from tests.support.rpc import error_info, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub
-
-
-async def take(
-    stream: AsyncIterator[config_pb2.ConfigChange], n: int
-) -> list[config_pb2.ConfigChange]:
-    changes = []
-    async for change in stream:
-        changes.append(change)
-        if len(changes) == n:
-            break
-    return changes
-
-
-def watch(
-    stub: Stub, after: int
-) -> grpc.aio.UnaryStreamCall[config_service_pb2.WatchConfigsRequest, config_pb2.ConfigChange]:
-    return stub.WatchConfigs(config_service_pb2.WatchConfigsRequest(after_sequence=after))
 
 
 async def test_a_watch_from_now_sees_each_change_in_order(configs: Stub) -> None:

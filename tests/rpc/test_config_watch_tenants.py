@@ -10,8 +10,7 @@ import grpc
 import pytest
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
-from tests.rpc.test_config_crud import rpc_error
-from tests.support.rpc import error_info
+from tests.support.rpc import error_info, rpc_error
 from tests.support.secured import Secured, auth, secured_stack
 
 

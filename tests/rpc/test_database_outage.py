@@ -21,19 +21,17 @@ from sqlalchemy.exc import DBAPIError
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
-    config_service_pb2_grpc,
 )
 from shared._generated.tandem.session.v1 import (
     session_pb2,
     session_service_pb2,
-    session_service_pb2_grpc,
 )
 from shared.db.engine import create_engine, dispose_engine
 from shared.rpc.status import as_tandem_error
-from tests.rpc.test_turns import bundle
 from tests.support.pair import running_pair
 from tests.support.pg_cluster import pg_cluster
 from tests.support.rpc import detail, error_info, rich_status
+from tests.support.turns import bundle
 
 C = config_service_pb2
 S = session_service_pb2
@@ -54,13 +52,8 @@ def assert_unavailable(error: grpc.aio.AioRpcError, method: str) -> None:
 
 async def test_a_database_outage_is_unavailable_on_both_services_and_they_recover() -> None:
     with pg_cluster() as cluster:
-        async with (
-            running_pair(cluster.url) as pair,
-            grpc.aio.insecure_channel(pair.config_app.server.address) as config_channel,
-            grpc.aio.insecure_channel(pair.session_app.server.address) as session_channel,
-        ):
-            configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
-            sessions = session_service_pb2_grpc.SessionServiceStub(session_channel)
+        async with running_pair(cluster.url) as pair:
+            configs, sessions = pair.configs, pair.sessions
             await configs.CreateConfig(
                 C.CreateConfigRequest(
                     config_id="agent",

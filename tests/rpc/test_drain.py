@@ -17,11 +17,10 @@ from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.rpc.channel import service_channel
 from shared.rpc.server import ServerOptions
-from tests.conftest import require_postgres
-from tests.rpc.test_turns import Event, assert_gap_free, bundle, collect, next_event, send
-from tests.support.databases import fresh_postgres_database
+from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.processes import deployment
 from tests.support.rpc import error_info
+from tests.support.turns import Event, assert_gap_free, bundle, collect, next_event, send
 
 SESSION_SERVICE = "tandem.session.v1.SessionService"
 TERMINAL = ("turn_completed", "turn_failed")

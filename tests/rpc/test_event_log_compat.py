@@ -22,7 +22,7 @@ from session_service.storage.models import EventRow, MessageRow, SessionRow, Tur
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import events_pb2, session_pb2, session_service_pb2
 from shared.db.engine import sync_url
-from tests.conftest import Stack
+from tests.support.pair import Stack
 from tests.support.rpc import detail
 
 Event = events_pb2.SessionEvent

@@ -18,11 +18,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.app import SessionParts
-from session_service.settings import SessionServiceSettings
+from session_service.app import SessionServiceApp
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -30,8 +26,10 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.telemetry.setup import Telemetry
-from tests.conftest import require_postgres
-from tests.rpc.test_turns import (
+from tests.support.databases import fresh_postgres_database, require_postgres
+from tests.support.pair import running_config_service, running_session_service
+from tests.support.processes import deployment
+from tests.support.turns import (
     Event,
     assert_gap_free,
     bundle,
@@ -41,8 +39,6 @@ from tests.rpc.test_turns import (
     send,
     text_of,
 )
-from tests.support.databases import fresh_postgres_database
-from tests.support.processes import deployment
 
 if TYPE_CHECKING:
     SessionStub = session_service_pb2_grpc.SessionServiceAsyncStub
@@ -82,7 +78,7 @@ class StatementCounter(Telemetry):
 class Replica:
     """One in-process SessionService, its stub and its statement counter."""
 
-    parts: SessionParts
+    app: SessionServiceApp
     stub: SessionStub
     sql: StatementCounter
 
@@ -93,35 +89,26 @@ async def counted_replicas(
 ) -> AsyncIterator[tuple[config_service_pb2_grpc.ConfigServiceAsyncStub, list[Replica]]]:
     """ConfigService and count SessionService replicas on one database, statements counted."""
     async with AsyncExitStack() as stack:
-        configs = await config_app.build(
-            ConfigServiceSettings(database_url=database_url, config_service_listen="127.0.0.1:0")
-        )
-        await configs.start()
-        stack.push_async_callback(configs.stop, 0)
+        configs = await stack.enter_async_context(running_config_service(database_url))
         config_channel = await stack.enter_async_context(
             grpc.aio.insecure_channel(configs.server.address)
         )
         replicas = []
         for _ in range(count):
             counter = StatementCounter()
-            app, parts = await session_app.build_with_parts(
-                SessionServiceSettings(
-                    database_url=database_url,
-                    session_service_listen="127.0.0.1:0",
-                    config_service_target=configs.server.address,
-                    config_watch_retry_seconds=0.2,
+            app = await stack.enter_async_context(
+                running_session_service(
+                    database_url,
+                    configs.server.address,
+                    telemetry=counter,
                     quota_concurrent_turns=0,
                     quota_send_messages_per_minute=0,
                     **session,
-                ),
-                counter,
+                )
             )
-            await app.start()
-            stack.push_async_callback(app.stop, 0)
-            await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(app.server.address))
             replicas.append(
-                Replica(parts, session_service_pb2_grpc.SessionServiceStub(channel), counter)
+                Replica(app, session_service_pb2_grpc.SessionServiceStub(channel), counter)
             )
         yield config_service_pb2_grpc.ConfigServiceStub(config_channel), replicas
 
@@ -183,14 +170,14 @@ async def test_followers_on_the_turns_replica_are_served_from_memory(database_ur
         first = await collect(send(replica.stub, session_id, "warm up"))
         followers = await attached(replica.stub, session_id, 25, len(first))
         start = await replica.sql.quiet()
-        flushes = replica.parts.runner.flushes
+        flushes = replica.app.runner.flushes
         events = await collect(send(replica.stub, session_id, "go"))
         turn_id = events[0].turn_id
         logs = await asyncio.gather(*(until_turn_ends(call, turn_id) for call in followers))
         for call in followers:
             call.cancel()
         reads = replica.sql.event_reads(start)
-        writes = replica.parts.runner.flushes - flushes
+        writes = replica.app.runner.flushes - flushes
         assert kinds(events)[-1] == "turn_completed"
         assert text_of(events) == REPLY
         for log in logs:
@@ -232,7 +219,7 @@ async def test_followers_on_another_replica_share_one_read_per_wake_up() -> None
             first = await collect(send(runs.stub, session_id, "warm up"))
             followers = await attached(watches.stub, session_id, 30, len(first))
             start = await watches.sql.quiet()
-            flushes = runs.parts.runner.flushes
+            flushes = runs.app.runner.flushes
             events = await collect(send(runs.stub, session_id, "go"))
             turn_id = events[0].turn_id
             logs = await asyncio.gather(*(until_turn_ends(call, turn_id) for call in followers))
@@ -240,7 +227,7 @@ async def test_followers_on_another_replica_share_one_read_per_wake_up() -> None
                 call.cancel()
             reads = watches.sql.event_reads(start)
             # The turn's own commits: one per flush, and the one that started it.
-            commits = runs.parts.runner.flushes - flushes + 1
+            commits = runs.app.runner.flushes - flushes + 1
             for log in logs:
                 assert [e.SerializeToString() for e in log] == [
                     e.SerializeToString() for e in events

@@ -25,52 +25,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from shared.app import ServiceApp
-from tests.conftest import Stack
-from tests.rpc.test_config_crud import DOC, rpc_error
-from tests.rpc.test_turns import bundle
-from tests.support.rpc import detail, error_info, rich_status
+from tests.support.configs import DOC, create_config
+from tests.support.pair import Stack
+from tests.support.rpc import detail, error_info, rich_status, rpc_error
 from tests.support.secured import auth, secured_stack
+from tests.support.turns import bundle
+from tests.support.wire import add_tool_bytes
+from tests.support.wire import deep_struct as deep_struct
+from tests.support.wire import field as field
+from tests.support.wire import padded_leaf as padded_leaf
+from tests.support.wire import send_message_bytes as send_message_bytes
+
+# The "as" imports above re-export what tests/unit/test_wire_walk.py imports from here.
 
 CONFIG = "/tandem.config.v1.ConfigService/"
 SESSION = "/tandem.session.v1.SessionService/"
 
-# --- raw protobuf wire bytes, for requests no generated stub can build ----------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def deep_struct(levels: int, leaf: bytes = b"") -> bytes:
-    """A Struct nested `levels` deep through `{"k": {"k": ...}}`; leaf goes innermost."""
-    inner = leaf
-    for _ in range(levels):
-        value = field(5, inner)  # Value.struct_value
-        inner = field(1, field(1, b"k") + field(2, value))  # Struct.fields entry
-    return inner
-
-
-def padded_leaf(size: int) -> bytes:
-    """Struct fields holding {"pad": "xxx..."}."""
-    return field(1, field(1, b"pad") + field(2, field(3, b"x" * size)))
-
-
-def send_message_bytes(session_id: str, context: bytes) -> bytes:
-    return field(1, session_id.encode()) + field(2, b"hi") + field(4, context)
-
-
-def add_tool_bytes(config_id: str, struct: bytes) -> bytes:
-    return field(1, config_id.encode()) + field(2, b"tool-deep") + field(4, struct)
+# --- raw calls, for requests no generated stub can build (wire bytes: tests/support/wire.py) -
 
 
 def raw_unary(channel: grpc.aio.Channel, method: str) -> Any:
@@ -102,14 +73,6 @@ def assert_invalid(error: grpc.aio.AioRpcError, field_name: str, reason: str = "
     assert field_name in violation_fields(error), violation_fields(error)
     if reason:
         assert error_info(error).reason == reason
-
-
-async def create_config(stack: Stack, config_id: str, document: str = DOC) -> config_pb2.Config:
-    return await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id=config_id, config=config_pb2.Config(name=config_id, yaml_content=document)
-        )
-    )
 
 
 async def active_session(stack: Stack, config_id: str = "agent") -> str:

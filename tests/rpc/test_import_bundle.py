@@ -21,10 +21,8 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2_grpc,
 )
 from shared.app import ServiceApp
-from tests.rpc.test_config_crud import create, rpc_error
-from tests.rpc.test_config_list import list_all
-from tests.rpc.test_config_watch import take, watch
-from tests.support.rpc import detail, error_info
+from tests.support.configs import create, list_all, take, watch
+from tests.support.rpc import detail, error_info, rpc_error
 
 if TYPE_CHECKING:
     Stub = config_service_pb2_grpc.ConfigServiceAsyncStub

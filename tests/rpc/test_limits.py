@@ -17,10 +17,10 @@ from google.rpc import error_details_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
-from tests.rpc.test_turns import bundle, collect, next_event
 from tests.support.rpc import detail, error_info
 from tests.support.secured import KEYS, Secured, auth, key_file, secured_stack
 from tests.support.slow_tool import with_slow_tool
+from tests.support.turns import bundle, collect, next_event
 
 
 async def outcome(call: Any) -> Any:

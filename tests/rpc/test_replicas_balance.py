@@ -8,11 +8,10 @@ import pytest
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
-from tests.conftest import require_postgres
-from tests.rpc.test_turns import bundle, collect
-from tests.support.databases import fresh_postgres_database
+from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.otlp import otlp_collector
 from tests.support.processes import deployment
+from tests.support.turns import bundle, collect
 
 GET_CONFIG = "/tandem.config.v1.ConfigService/GetConfig"
 CONFIGS = 24

@@ -28,7 +28,6 @@ from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
 from shared.db.engine import sync_url
 from shared.telemetry.setup import Telemetry
-from tests.rpc.test_turns import collect
 from tests.support.llm_servers import (
     LlmServer,
     error,
@@ -38,6 +37,7 @@ from tests.support.llm_servers import (
     stream,
 )
 from tests.support.secured import KEYS, auth, secret, secured_stack
+from tests.support.turns import collect
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from shared._generated.tandem.session.v1 import (
     session_pb2,
     session_service_pb2,
 )
-from tests.rpc.test_turns import bundle, collect
 from tests.support.jwks import AUDIENCE, ISSUER, new_rsa, public_jwk, sign, write_jwks
 from tests.support.rpc import error_info
 from tests.support.secured import KEYS, Secured, auth, key_file, secured_stack
+from tests.support.turns import bundle, collect
 
 
 @pytest.fixture

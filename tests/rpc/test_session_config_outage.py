@@ -14,12 +14,11 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
 )
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
-from tests.conftest import Stack, require_postgres
-from tests.rpc.test_config_crud import rpc_error
-from tests.rpc.test_session_prepare import create_config
-from tests.support.databases import fresh_postgres_database
+from tests.support.configs import create_config
+from tests.support.databases import fresh_postgres_database, require_postgres
+from tests.support.pair import Stack
 from tests.support.processes import deployment
-from tests.support.rpc import error_info
+from tests.support.rpc import error_info, rpc_error
 
 
 async def test_cached_revisions_still_create_sessions_while_config_service_is_down(
@@ -32,15 +31,15 @@ async def test_cached_revisions_still_create_sessions_while_config_service_is_do
     )
     # The cache has seen both creations before ConfigService goes away.
     for _ in range(100):
-        if stack.parts.watcher.last_sequence >= 2:
+        if stack.session_app.watcher.last_sequence >= 2:
             break
         await asyncio.sleep(0.05)
     await stack.config_app.stop(0)
     for _ in range(50):
-        if not stack.parts.watcher.healthy:
+        if not stack.session_app.watcher.healthy:
             break
         await asyncio.sleep(0.1)
-    assert not stack.parts.watcher.healthy
+    assert not stack.session_app.watcher.healthy
 
     latest = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id="cached")

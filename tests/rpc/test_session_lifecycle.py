@@ -10,10 +10,9 @@ from google.rpc import error_details_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
-from tests.conftest import Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.rpc.test_session_prepare import create_config
-from tests.support.rpc import detail, error_info
+from tests.support.configs import create_config
+from tests.support.pair import Stack
+from tests.support.rpc import detail, error_info, rpc_error
 
 S = session_pb2
 

@@ -13,10 +13,9 @@ import pytest
 
 from shared._generated.tandem.session.v1 import session_service_pb2
 from shared.listing import PageTokenKeys, encode_page_token, page_scope
-from tests.conftest import Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.rpc.test_session_prepare import create_config
-from tests.support.rpc import error_info
+from tests.support.configs import create_config
+from tests.support.pair import Stack
+from tests.support.rpc import error_info, rpc_error
 
 KEY = "a-known-page-token-key-0123456789"
 

@@ -16,9 +16,9 @@ from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from shared.db.engine import sync_url
 from shared.tenancy import DEFAULT_TENANT
-from tests.conftest import Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.support.rpc import detail, error_info
+from tests.support.configs import create_config
+from tests.support.pair import Stack
+from tests.support.rpc import detail, error_info, rpc_error
 
 TEAM_BASE = """\
 ---
@@ -76,14 +76,6 @@ spawn:
 
 The app's own instruction.
 """
-
-
-async def create_config(stack: Stack, name: str, yaml: str) -> config_pb2.Config:
-    return await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config=config_pb2.Config(name=name, yaml_content=yaml), config_id=name
-        )
-    )
 
 
 async def prepare(
@@ -315,14 +307,14 @@ async def test_the_cache_is_shared_and_counts_hits_and_misses(stack: Stack) -> N
     # Let the cache's watch see the creation first: a change that lands during a preparation
     # (rightly) keeps that preparation out of the cache.
     for _ in range(100):
-        if stack.parts.watcher.last_sequence >= 1:
+        if stack.session_app.watcher.last_sequence >= 1:
             break
         await asyncio.sleep(0.05)
-    before = stack.parts.cache.stats()
+    before = stack.session_app.cache.stats()
     first = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id="app")
     )
-    cold = stack.parts.cache.stats()
+    cold = stack.session_app.cache.stats()
     assert cold.misses > before.misses
     others = await asyncio.gather(
         *(
@@ -330,7 +322,7 @@ async def test_the_cache_is_shared_and_counts_hits_and_misses(stack: Stack) -> N
             for _ in range(4)
         )
     )
-    after = stack.parts.cache.stats()
+    after = stack.session_app.cache.stats()
     # One prepared bundle serves all five sessions: the four later ones are hits.
     assert after.size == before.size + 1
     assert after.hits - cold.hits == 4
@@ -338,7 +330,7 @@ async def test_the_cache_is_shared_and_counts_hits_and_misses(stack: Stack) -> N
     assert {s.config_revision for s in [first, *others]} == {1}
     await stack.configs.DeleteConfig(config_service_pb2.DeleteConfigRequest(config_id="app"))
     for _ in range(50):
-        if stack.parts.cache.stats().evictions > after.evictions:
+        if stack.session_app.cache.stats().evictions > after.evictions:
             break
         await asyncio.sleep(0.1)
     else:
@@ -374,7 +366,7 @@ async def test_references_are_expanded_and_the_secret_never_leaves_the_process(
         session_service_pb2.CreateSessionRequest(config_id="app", start=True)
     )
     # Expanded in the prepared bundle that turns will run from: the value and the default.
-    bundle = stack.parts.cache.get((DEFAULT_TENANT, "app", session.config_revision))
+    bundle = stack.session_app.cache.get((DEFAULT_TENANT, "app", session.config_revision))
     assert bundle is not None, "the session's prepared bundle is not cached"
     [provider] = bundle.document["providers"]
     assert provider["config"]["api_key"] == "s3cr3t-value-never-shown"

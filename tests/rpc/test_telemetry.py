@@ -24,11 +24,11 @@ from shared._generated.tandem.config.v1 import (
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.telemetry.setup import Telemetry
-from tests.rpc.test_turns import bundle, collect
 from tests.support.pair import running_pair
+from tests.support.turns import bundle, collect
 
 if TYPE_CHECKING:
-    from session_service.app import SessionParts
+    from session_service.app import SessionServiceApp
 
 CONFIG_GET = "/tandem.config.v1.ConfigService/GetConfig"
 CREATE_SESSION = "/tandem.session.v1.SessionService/CreateSession"
@@ -42,8 +42,7 @@ class Traced:
     metrics: InMemoryMetricReader
     telemetry: Telemetry
     config_app: ServiceApp
-    session_app: ServiceApp
-    parts: SessionParts
+    session_app: SessionServiceApp
     configs: config_service_pb2_grpc.ConfigServiceAsyncStub
     sessions: session_service_pb2_grpc.SessionServiceAsyncStub
     session_address: str
@@ -56,20 +55,15 @@ async def traced(database_url: str, tmp_path: Path) -> AsyncIterator[Traced]:
     telemetry = Telemetry.for_tests(SimpleSpanProcessor(spans), reader)
     # The test is the client: its channels carry its span's context like any traced client.
     interceptors = list(telemetry.client_interceptors())
-    async with (
-        running_pair(database_url, telemetry=telemetry) as pair,
-        grpc.aio.insecure_channel(pair.config_app.server.address, interceptors=interceptors) as c,
-        grpc.aio.insecure_channel(pair.session_app.server.address, interceptors=interceptors) as s,
-    ):
+    async with running_pair(database_url, telemetry=telemetry, interceptors=interceptors) as pair:
         yield Traced(
             spans,
             reader,
             telemetry,
             pair.config_app,
             pair.session_app,
-            pair.parts,
-            config_service_pb2_grpc.ConfigServiceStub(c),
-            session_service_pb2_grpc.SessionServiceStub(s),
+            pair.configs,
+            pair.sessions,
             pair.session_app.server.address,
         )
 
@@ -168,7 +162,7 @@ async def test_a_turn_is_a_span_with_a_provider_call_and_each_tool_call(
         )
     )
     assert events[-1].HasField("turn_completed")
-    await traced.parts.runner.wait(events[0].turn_id)
+    await traced.session_app.runner.wait(events[0].turn_id)
     spans = traced.spans.get_finished_spans()
     turn = next(s for s in spans if s.name == "tandem.turn")
     assert (turn.attributes or {})["tandem.turn.id"] == events[0].turn_id
@@ -248,7 +242,7 @@ async def test_turn_cache_and_stream_metrics(traced: Traced) -> None:
             session_service_pb2.SendMessageRequest(session_id=session.session_id, content="hello")
         )
     )
-    await traced.parts.runner.wait(events[0].turn_id)
+    await traced.session_app.runner.wait(events[0].turn_id)
     usage = next(e.usage for e in events if e.HasField("usage"))
     durations = points(metric(traced.metrics, "tandem.turn.duration"))
     assert [(p.attributes["tandem.turn.status"], p.count) for p in durations] == [("COMPLETED", 1)]
@@ -260,7 +254,7 @@ async def test_turn_cache_and_stream_metrics(traced: Traced) -> None:
         if p.attributes["tandem.provider"] == "provider-echo"
     }
     assert tokens == {"input": usage.input_tokens, "output": usage.output_tokens}
-    stats = traced.parts.cache.stats()
+    stats = traced.session_app.cache.stats()
     assert stats.misses >= 1
     for name, expected in (("misses", stats.misses), ("hits", stats.hits)):
         [point] = points(metric(traced.metrics, f"tandem.prepared_cache.{name}"))

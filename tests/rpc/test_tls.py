@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -10,8 +9,6 @@ import pytest
 
 from config_service import app as config_app
 from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -19,8 +16,9 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.rpc.tls import channel_credentials
-from tests.rpc.test_turns import bundle
 from tests.support.certs import Authority
+from tests.support.pair import running_session_service
+from tests.support.turns import bundle
 
 
 async def test_mtls_accepts_the_right_client_certificate_and_refuses_others(
@@ -75,27 +73,20 @@ async def test_mtls_accepts_the_right_client_certificate_and_refuses_others(
             assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
         # SessionService reaches ConfigService over mutual TLS with its own certificate.
-        session, parts = await session_app.build_with_parts(
-            SessionServiceSettings(
-                database_url=f"sqlite:///{tmp_path / 's.db'}",
-                session_service_listen="127.0.0.1:0",
-                config_service_target=address,
+        async with (
+            running_session_service(
+                f"sqlite:///{tmp_path / 's.db'}",
+                address,
                 config_service_tls_ca_file=str(ca.ca_file),
                 config_service_tls_cert_file=str(client.cert),
                 config_service_tls_key_file=str(client.key),
-                config_watch_retry_seconds=0.2,
+            ) as session,
+            grpc.aio.insecure_channel(session.server.address) as channel,
+        ):
+            sessions = session_service_pb2_grpc.SessionServiceStub(channel)
+            made = await sessions.CreateSession(
+                session_service_pb2.CreateSessionRequest(config_id="tls")
             )
-        )
-        await session.start()
-        try:
-            await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
-            async with grpc.aio.insecure_channel(session.server.address) as channel:
-                sessions = session_service_pb2_grpc.SessionServiceStub(channel)
-                made = await sessions.CreateSession(
-                    session_service_pb2.CreateSessionRequest(config_id="tls")
-                )
-                assert made.config_revision == 1
-        finally:
-            await session.stop(0)
+            assert made.config_revision == 1
     finally:
         await config.stop(0)

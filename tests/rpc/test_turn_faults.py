@@ -17,10 +17,6 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
-from config_service import app as config_app
-from config_service.settings import ConfigServiceSettings
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -29,8 +25,12 @@ from shared._generated.tandem.config.v1 import (
 from shared._generated.tandem.session.v1 import session_service_pb2, session_service_pb2_grpc
 from shared.app import ServiceApp
 from shared.db.engine import sync_url
-from tests.conftest import Stack, require_postgres
-from tests.rpc.test_turns import (
+from tests.support.databases import fresh_postgres_database, require_postgres
+from tests.support.pair import Stack, running_config_service, running_session_service
+from tests.support.pg_cluster import pg_cluster
+from tests.support.processes import deployment
+from tests.support.rpc import seed_workspace
+from tests.support.turns import (
     Event,
     active_session,
     assert_gap_free,
@@ -43,10 +43,6 @@ from tests.rpc.test_turns import (
     text_of,
     transcript,
 )
-from tests.support.databases import fresh_postgres_database
-from tests.support.pg_cluster import pg_cluster
-from tests.support.processes import deployment
-from tests.support.rpc import seed_workspace
 
 
 @contextmanager
@@ -69,25 +65,12 @@ async def replicas(
 ) -> AsyncIterator[tuple[ServiceApp, list[session_service_pb2_grpc.SessionServiceAsyncStub]]]:
     """ConfigService on its own database, and count SessionService replicas on database_url."""
     async with AsyncExitStack() as stack:
-        configs = await config_app.build(
-            ConfigServiceSettings(database_url=config_url, config_service_listen="127.0.0.1:0")
-        )
-        await configs.start()
-        stack.push_async_callback(configs.stop, 0)
+        configs = await stack.enter_async_context(running_config_service(config_url))
         stubs = []
         for _ in range(count):
-            app, parts = await session_app.build_with_parts(
-                SessionServiceSettings(
-                    database_url=database_url,
-                    session_service_listen="127.0.0.1:0",
-                    config_service_target=configs.server.address,
-                    config_watch_retry_seconds=0.2,
-                    **session,
-                )
+            app = await stack.enter_async_context(
+                running_session_service(database_url, configs.server.address, **session)
             )
-            await app.start()
-            stack.push_async_callback(app.stop, 0)
-            await asyncio.wait_for(parts.watcher.connected.wait(), timeout=10)
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(app.server.address))
             stubs.append(session_service_pb2_grpc.SessionServiceStub(channel))
         yield configs, stubs

@@ -5,117 +5,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from session_service import app as session_app
-from session_service.settings import SessionServiceSettings
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import (
-    events_pb2,
     session_pb2,
     session_service_pb2,
     session_service_pb2_grpc,
 )
-from tests.conftest import Stack
-from tests.rpc.test_config_crud import rpc_error
-from tests.support.rpc import detail, error_info
+from tests.support.pair import Stack, running_session_service
+from tests.support.rpc import detail, error_info, rpc_error
+from tests.support.turns import (
+    Event,
+    active_session,
+    assert_gap_free,
+    bundle,
+    collect,
+    get_session,
+    kinds,
+    next_event,
+    send,
+    text_of,
+    transcript,
+)
 
 if TYPE_CHECKING:
     SessionStub = session_service_pb2_grpc.SessionServiceAsyncStub
-
-
-Event = events_pb2.SessionEvent
-
-
-def bundle(
-    provider: dict[str, Any],
-    *,
-    tools: Sequence[dict[str, Any]] = (),
-    orchestrator: Any = "loop-streaming",
-    session: dict[str, Any] | None = None,
-) -> str:
-    """A bundle document (JSON is YAML) with an instruction."""
-    document: dict[str, Any] = {
-        "bundle": {"name": "turns"},
-        "session": {"orchestrator": orchestrator, "context": "context-simple", **(session or {})},
-        "providers": [{"module": "provider-echo", "config": provider}],
-    }
-    if tools:
-        document["tools"] = list(tools)
-    return f"---\n{json.dumps(document, indent=2)}\n---\nYou are a test assistant.\n"
-
-
-async def active_session(stack: Stack, document: str, name: str = "turns") -> str:
-    await stack.configs.CreateConfig(
-        config_service_pb2.CreateConfigRequest(
-            config_id=name, config=config_pb2.Config(name=name, yaml_content=document)
-        )
-    )
-    session = await stack.sessions.CreateSession(
-        session_service_pb2.CreateSessionRequest(config_id=name, start=True)
-    )
-    return str(session.session_id)
-
-
-async def collect(call: Any, within: float = 20) -> list[Event]:
-    """The rest of a streaming call's events (read() works before and after earlier reads)."""
-
-    async def drain() -> list[Event]:
-        events: list[Event] = []
-        while True:
-            event = await call.read()
-            if not isinstance(event, Event):  # the end of the stream
-                return events
-            events.append(event)
-
-    return await asyncio.wait_for(drain(), within)
-
-
-async def next_event(call: Any) -> Event:
-    """The next event of a streaming call, which must not have ended."""
-    event = await asyncio.wait_for(call.read(), 10)
-    assert isinstance(event, Event), "the stream ended early"
-    return event
-
-
-def send(stub: SessionStub, session_id: str, content: str, request_id: str = "") -> Any:
-    return stub.SendMessage(
-        session_service_pb2.SendMessageRequest(
-            session_id=session_id, content=content, request_id=request_id
-        )
-    )
-
-
-def kinds(events: Sequence[Event]) -> list[str]:
-    return [str(e.WhichOneof("event")) for e in events]
-
-
-def text_of(events: Sequence[Event]) -> str:
-    return "".join(e.content_delta.text for e in events if e.HasField("content_delta"))
-
-
-def assert_gap_free(events: Sequence[Event]) -> None:
-    sequences = [e.sequence for e in events]
-    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
-
-
-async def transcript(stack: Stack, session_id: str) -> list[session_pb2.Message]:
-    page = await stack.sessions.ListMessages(
-        session_service_pb2.ListMessagesRequest(session_id=session_id, page_size=100)
-    )
-    return list(page.messages)
-
-
-async def get_session(stack: Stack, session_id: str) -> session_pb2.Session:
-    return await stack.sessions.GetSession(
-        session_service_pb2.GetSessionRequest(session_id=session_id)
-    )
 
 
 REPLY = "The quick brown fox jumps over the lazy dog."
@@ -419,9 +339,9 @@ async def test_a_session_with_a_running_turn_cannot_be_closed_or_deleted(stack: 
 async def test_deltas_are_written_in_batches(stack: Stack) -> None:
     long_reply = " ".join(f"word{n}" for n in range(400))
     session_id = await active_session(stack, bundle({"reply": long_reply}))
-    before = stack.parts.runner.flushes
+    before = stack.session_app.runner.flushes
     events = await collect(send(stack.sessions, session_id, "talk"))
-    flushes = stack.parts.runner.flushes - before
+    flushes = stack.session_app.runner.flushes - before
     assert text_of(events) == long_reply
     assert len(events) > 400
     assert flushes < len(events) / 4
@@ -504,31 +424,21 @@ async def test_a_stopping_replica_ends_streams_resumably_and_fails_its_unfinishe
     assert last >= seen[-1].sequence
     await asyncio.wait_for(stopping, 10)
     # Another replica on the same database serves the rest of the log.
-    other = await session_app.build(
-        SessionServiceSettings(
-            database_url=database_url,
-            session_service_listen="127.0.0.1:0",
-            config_service_target=stack.config_app.server.address,
-        )
-    )
-    await other.start()
-    try:
-        async with grpc.aio.insecure_channel(other.server.address) as channel:
-            stub = session_service_pb2_grpc.SessionServiceStub(channel)
-            rest = await collect(
-                stub.StreamEvents(
-                    session_service_pb2.StreamEventsRequest(
-                        session_id=session_id, after_sequence=last
-                    )
-                )
+    async with (
+        running_session_service(database_url, stack.config_app.server.address) as other,
+        grpc.aio.insecure_channel(other.server.address) as channel,
+    ):
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        rest = await collect(
+            stub.StreamEvents(
+                session_service_pb2.StreamEventsRequest(session_id=session_id, after_sequence=last)
             )
-            assert rest[0].sequence == last + 1
-            assert kinds(rest)[-1] == "turn_failed"
-            assert rest[-1].turn_failed.code == "REPLICA_STOPPED"
-            # The session takes a new turn straight away.
-            again = send(stub, session_id, "again")
-            assert (await next_event(again)).HasField("turn_started")
-            await stub.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
-            await collect(again)
-    finally:
-        await other.stop(0)
+        )
+        assert rest[0].sequence == last + 1
+        assert kinds(rest)[-1] == "turn_failed"
+        assert rest[-1].turn_failed.code == "REPLICA_STOPPED"
+        # The session takes a new turn straight away.
+        again = send(stub, session_id, "again")
+        assert (await next_event(again)).HasField("turn_started")
+        await stub.CancelTurn(session_service_pb2.CancelTurnRequest(session_id=session_id))
+        await collect(again)

@@ -16,8 +16,6 @@ from google.protobuf import struct_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
-from tests.conftest import Stack
-from tests.rpc.test_turns import assert_gap_free, collect, kinds, send, text_of, transcript
 from tests.support.llm_servers import (
     LlmServer,
     SseEvent,
@@ -37,7 +35,9 @@ from tests.support.llm_servers import (
     openai_usage,
     stream,
 )
+from tests.support.pair import Stack
 from tests.support.rpc import seed_workspace
+from tests.support.turns import assert_gap_free, collect, kinds, send, text_of, transcript
 
 SECRET = "s3cr3t-value-never-shown"  # what the stack fixture puts in TANDEM_TEST_SECRET
 

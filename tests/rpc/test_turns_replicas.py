@@ -13,18 +13,9 @@ from shared._generated.tandem.config.v1 import (
     config_service_pb2,
 )
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
-from tests.conftest import require_postgres
-from tests.rpc.test_turns import (
-    assert_gap_free,
-    bundle,
-    collect,
-    kinds,
-    next_event,
-    send,
-    text_of,
-)
-from tests.support.databases import fresh_postgres_database
+from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.processes import deployment
+from tests.support.turns import assert_gap_free, bundle, collect, kinds, next_event, send, text_of
 
 
 @pytest.mark.postgres

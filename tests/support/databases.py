@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from functools import cache
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -58,3 +59,13 @@ def fresh_postgres_database() -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def require_postgres() -> None:
+    """Skips (or, under CI, fails) the current test when PostgreSQL cannot be reached."""
+    reason = postgres_unavailable_reason()
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"PostgreSQL is required in CI. {reason}")
+    pytest.skip(reason)

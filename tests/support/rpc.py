@@ -1,4 +1,4 @@
-"""Client-side helpers for reading rich gRPC errors, as any client would."""
+"""Client-side helpers for failed calls and their rich gRPC errors, read as any client would."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import grpc
+import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 M = TypeVar("M", bound=Message)
+
+
+async def rpc_error(awaitable: object) -> grpc.aio.AioRpcError:
+    """The error a call fails with; the test fails if it succeeds."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await awaitable  # type: ignore[misc]
+    return caught.value
 
 
 def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:

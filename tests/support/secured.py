@@ -9,16 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from session_service.app import SessionParts
 from session_service.prepare.modules import ModuleRegistry
-from shared._generated.tandem.config.v1 import config_service_pb2_grpc
-from shared._generated.tandem.session.v1 import session_service_pb2_grpc
-from shared.app import ServiceApp
 from shared.auth.keys import hash_key
 from shared.telemetry.setup import Telemetry
-from tests.support.pair import running_pair
+from tests.support.pair import Stack, running_pair
 
 KEYS = {
     "a-admin": ("tenant-a", "admin"),
@@ -61,13 +55,10 @@ def auth(name: str) -> tuple[tuple[str, str]]:
 
 
 @dataclass
-class Secured:
+class Secured(Stack):
+    """Both services behind the keys in the file at keys; the stubs carry no key."""
+
     keys: Path
-    config_app: ServiceApp
-    session_app: ServiceApp
-    parts: SessionParts
-    configs: config_service_pb2_grpc.ConfigServiceAsyncStub
-    sessions: session_service_pb2_grpc.SessionServiceAsyncStub
 
 
 @contextlib.asynccontextmanager
@@ -91,22 +82,11 @@ async def secured_stack(
         "api_keys_reload_seconds": 0.05,
         **settings,
     }
-    async with (
-        running_pair(
-            database_url,
-            telemetry=telemetry,
-            modules=modules,
-            common=common,
-            session={"config_service_api_key": secret("session-service")},
-        ) as pair,
-        grpc.aio.insecure_channel(pair.config_app.server.address) as c,
-        grpc.aio.insecure_channel(pair.session_app.server.address) as s,
-    ):
-        yield Secured(
-            keys,
-            pair.config_app,
-            pair.session_app,
-            pair.parts,
-            config_service_pb2_grpc.ConfigServiceStub(c),
-            session_service_pb2_grpc.SessionServiceStub(s),
-        )
+    async with running_pair(
+        database_url,
+        telemetry=telemetry,
+        modules=modules,
+        common=common,
+        session={"config_service_api_key": secret("session-service")},
+    ) as pair:
+        yield Secured(pair.config_app, pair.session_app, pair.configs, pair.sessions, keys)
