@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -343,15 +342,15 @@ async def test_timeout_under_amplifiers_name_bounds_a_silent_server(server: LlmS
             "timeout": 0.3,
         }
     )
-    server.script(stream([SseEvent('{"type": "ping"}', event="ping", delay=30)]))
-    started = time.monotonic()
+    server.script(stream([SseEvent('{"type": "ping"}', event="ping", delay=3600)]))
     try:
-        raised = await failure(provider)
+        # The server stays silent for an hour: only the timeout can end the call (wait_for
+        # only fails a hung test).
+        raised = await asyncio.wait_for(failure(provider), 30)
     finally:
         await provider.aclose()
 
     assert raised.code == "PROVIDER_UNAVAILABLE"
-    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
@@ -475,7 +474,7 @@ def slow_reply() -> list[SseEvent]:
         anthropic_message_start(10),
         *anthropic_text_block(0, ["First"])[:2],
         anthropic_ping(),
-        SseEvent('{"type": "ping"}', event="ping", delay=30),
+        SseEvent('{"type": "ping"}', event="ping", delay=3600),
         *anthropic_message_end("end_turn", 3),
     ]
 
@@ -487,10 +486,9 @@ async def test_closing_the_stream_closes_the_connection(
     events = provider.stream(HELLO)
 
     assert await anext(events) == TextDelta("First")
-    started = time.monotonic()
-    await events.aclose()
+    # The rest of the reply is an hour away: closing must not wait for it.
+    await asyncio.wait_for(events.aclose(), 30)
 
-    assert time.monotonic() - started < 0.5
     assert await server.wait_for_disconnect(1.0)
     assert server.completed_streams == 0
 

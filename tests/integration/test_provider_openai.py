@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -350,14 +349,14 @@ async def test_timeout_under_amplifiers_name_bounds_a_silent_server(server: LlmS
         }
     )
     server.script(stream(slow_reply()[1:]))
-    started = time.monotonic()
     try:
-        raised = await failure(provider)
+        # The server stays silent for an hour: only the timeout can end the call (wait_for
+        # only fails a hung test).
+        raised = await asyncio.wait_for(failure(provider), 30)
     finally:
         await provider.aclose()
 
     assert raised.code == "PROVIDER_UNAVAILABLE"
-    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
@@ -472,7 +471,7 @@ async def test_unreachable_server() -> None:
 def slow_reply() -> list[SseEvent]:
     return [
         openai_chunk({"role": "assistant", "content": "First"}),
-        openai_chunk({"content": " never"}, delay=30),
+        openai_chunk({"content": " never"}, delay=3600),
         openai_chunk({}, finish_reason="stop"),
         openai_done(),
     ]
@@ -485,10 +484,9 @@ async def test_closing_the_stream_closes_the_connection(
     events = provider.stream(HELLO)
 
     assert await anext(events) == TextDelta("First")
-    started = time.monotonic()
-    await events.aclose()
+    # The rest of the reply is an hour away: closing must not wait for it.
+    await asyncio.wait_for(events.aclose(), 30)
 
-    assert time.monotonic() - started < 0.5
     assert await server.wait_for_disconnect(1.0)
     assert server.completed_streams == 0
 

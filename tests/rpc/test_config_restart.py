@@ -1,4 +1,7 @@
-"""SessionService finds a restarted ConfigService quickly: its channel's reconnect backoff."""
+"""SessionService finds a restarted ConfigService again after a long outage.
+
+How soon is the channel's capped reconnect backoff, checked in tests/unit/test_channel_config.py.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(120)
-async def test_a_killed_config_service_is_found_again_within_seconds(tmp_path: Path) -> None:
+async def test_a_killed_config_service_is_found_again(tmp_path: Path) -> None:
     address = f"127.0.0.1:{_free_port()}"
     env = {
         "TANDEM_DATABASE_URL": f"sqlite:///{tmp_path / 'config.db'}",
@@ -76,18 +79,18 @@ async def test_a_killed_config_service_is_found_again_within_seconds(tmp_path: P
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
                 await asyncio.sleep(1)
             async with service_process(["-m", "config_service"], env):
-                back = time.monotonic()
                 codes: set[grpc.StatusCode] = set()
-                while True:
-                    try:
-                        await create("after")
-                        break
-                    except grpc.aio.AioRpcError as error:
-                        codes.add(error.code())
-                        await asyncio.sleep(0.05)
-                recovered = time.monotonic() - back
+
+                async def created() -> str:
+                    while True:
+                        try:
+                            return await create("after")
+                        except grpc.aio.AioRpcError as error:
+                            codes.add(error.code())
+                            await asyncio.sleep(0.05)
+
+                # The timeout only fails a SessionService that never finds ConfigService again.
+                assert await asyncio.wait_for(created(), 30)
                 assert codes <= {grpc.StatusCode.UNAVAILABLE}
     finally:
         await sessions_app.stop(0)
-    # One maximum backoff (1 s), with room for a slow machine; gRPC's defaults took 3-5 s here.
-    assert recovered < 2.0, f"UNAVAILABLE for {recovered:.1f} s after ConfigService was back"

@@ -7,7 +7,6 @@ the rate), and never touches another tenant.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -213,19 +212,20 @@ async def test_the_server_refuses_rpcs_beyond_its_concurrency_cap(
         ]
         for watch in watches:
             await asyncio.wait_for(watch.wait_for_connection(), 5)
-        deadline = time.monotonic() + 5
-        refused = None
-        while refused is None and time.monotonic() < deadline:
-            result = await outcome(
-                stack.configs.ListConfigs(
-                    config_service_pb2.ListConfigsRequest(), metadata=auth("a-reader")
+
+        async def refused_call() -> grpc.aio.AioRpcError:
+            while True:
+                result = await outcome(
+                    stack.configs.ListConfigs(
+                        config_service_pb2.ListConfigsRequest(), metadata=auth("a-reader")
+                    )
                 )
-            )
-            if isinstance(result, grpc.aio.AioRpcError):
-                refused = result
-            else:
+                if isinstance(result, grpc.aio.AioRpcError):
+                    return result
                 await asyncio.sleep(0.05)
-        assert refused is not None, "a fourth concurrent RPC was served"
+
+        # The timeout only fails a server that keeps serving a fourth concurrent RPC.
+        refused = await asyncio.wait_for(refused_call(), 30)
         assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         # A place frees as soon as a stream ends.
         watches[0].cancel()
@@ -237,7 +237,10 @@ async def test_the_server_refuses_rpcs_beyond_its_concurrency_cap(
         watches[1].cancel()
 
 
-@pytest.mark.parametrize(("seconds", "limit", "result"), [(0.1, 5, "waited 0.1s"), (30, 0.3, None)])
+# The second tool would take an hour: the turn completes only if the call is cut off.
+@pytest.mark.parametrize(
+    ("seconds", "limit", "result"), [(0.1, 5, "waited 0.1s"), (3600, 0.3, None)]
+)
 async def test_a_tool_call_is_cut_off_at_its_timeout(
     sqlite_url: str, tmp_path: Path, seconds: float, limit: float, result: str | None
 ) -> None:
@@ -249,9 +252,7 @@ async def test_a_tool_call_is_cut_off_at_its_timeout(
     async with secured_stack(sqlite_url, tmp_path, modules=with_slow_tool()) as stack:
         await create_config(stack, "a-writer", "tools", document)
         session_id = await session_of(stack, "a-writer", "tools")
-        started = time.monotonic()
         events = await collect(send(stack, "a-writer", session_id))
-        elapsed = time.monotonic() - started
         [completed] = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
         assert events[-1].HasField("turn_completed")
         if result is not None:
@@ -259,8 +260,8 @@ async def test_a_tool_call_is_cut_off_at_its_timeout(
             return
         assert completed.is_error
         assert completed.result == "wait did not finish within 0.3s."
-        # The turn went on without the tool: nowhere near the 30 s it would have taken.
-        assert elapsed < 10
+        # The turn went on without the tool.
+        assert events[-1].turn_completed.message.content == "Done."
 
 
 @pytest.mark.parametrize("opted_in", [False, True])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from typing import Any
 
 import grpc
 import pytest
@@ -15,7 +15,16 @@ from shared._generated.tandem.config.v1 import (
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.processes import deployment
-from tests.support.turns import assert_gap_free, bundle, collect, kinds, next_event, send, text_of
+from tests.support.turns import (
+    Event,
+    assert_gap_free,
+    bundle,
+    collect,
+    kinds,
+    next_event,
+    send,
+    text_of,
+)
 
 
 @pytest.mark.postgres
@@ -50,16 +59,14 @@ async def test_a_turn_on_one_replica_is_followed_and_cancelled_from_another() ->
             live = [await next_event(follower)]
             while text_of([*head, *live]) != "one two three four five six":
                 live.append(await next_event(follower))
-            started = time.perf_counter()
+            # The provider stalls: only the cancel, sent to the other replica, ends the turn.
             cancelled = await elsewhere.CancelTurn(
                 session_service_pb2.CancelTurnRequest(session_id=created.session_id)
             )
-            rest = await collect(follower, within=10)
-            elapsed = time.perf_counter() - started
+            rest = await collect(follower)
             whole = [*head, *live, *rest]
             assert cancelled.turn_id == head[0].turn_id
             assert kinds(whole)[-1] == "turn_cancelled"
-            assert elapsed < 1.0
             assert_gap_free(whole)
             assert whole[-1].turn_cancelled.partial_message.content == "one two three four five six"
 
@@ -90,20 +97,21 @@ async def test_a_killed_replicas_turn_is_failed_once_its_lease_expires() -> None
             doomed.process.kill()
             await doomed.process.wait()
             call.cancel()
+
             # Until the lease runs out the turn still counts as running; then it is failed
             # and the session takes a new turn.
-            started = time.perf_counter()
-            while True:
-                retry = send(second, created.session_id, "again")
-                try:
-                    fresh = await next_event(retry)
-                except grpc.aio.AioRpcError as exc:
-                    refused = exc
-                else:
-                    break
-                assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
-                assert time.perf_counter() - started < 10, "the lease never expired"
-                await asyncio.sleep(0.2)
+            async def first_new_turn() -> tuple[Any, Event]:
+                while True:
+                    retry = send(second, created.session_id, "again")
+                    try:
+                        return retry, await next_event(retry)
+                    except grpc.aio.AioRpcError as exc:
+                        refused = exc
+                    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+                    await asyncio.sleep(0.2)
+
+            # The timeout only fails a lease that never expires.
+            retry, fresh = await asyncio.wait_for(first_new_turn(), 30)
             assert fresh.HasField("turn_started")
             assert fresh.turn_id != orphan.turn_id
             await second.CancelTurn(
