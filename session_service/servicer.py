@@ -116,11 +116,11 @@ def _turn_started(wire: events_pb2.SessionEvent, body: TurnStarted) -> None:
 
 
 def _content_delta(wire: events_pb2.SessionEvent, body: ContentDelta) -> None:
-    wire.content_delta.CopyFrom(events_pb2.ContentDelta(text=body.text))
+    wire.content_delta.text = body.text
 
 
 def _thinking_delta(wire: events_pb2.SessionEvent, body: ThinkingDelta) -> None:
-    wire.thinking_delta.CopyFrom(events_pb2.ThinkingDelta(text=body.text))
+    wire.thinking_delta.text = body.text
 
 
 def _tool_call_started(wire: events_pb2.SessionEvent, body: ToolCallStarted) -> None:
