@@ -63,6 +63,10 @@ class SessionServiceApp(ServiceApp):
 TELEMETRY_NAME = "tandem-session-service"
 
 
+def _always() -> bool:
+    return True
+
+
 async def build(
     settings: SessionServiceSettings,
     telemetry: Telemetry | None = None,
@@ -120,7 +124,23 @@ async def build(
         return SessionUnitOfWork(sessions, write=write)
 
     service = SessionService(unit_of_work, preparer, keys.policy, workspaces)
-    signals = TurnSignals()
+    postgres = make_url(settings.database).get_backend_name() == "postgresql"
+    listeners: list[PostgresListener] = []
+    if postgres:
+        # Other replicas' events and cancel requests arrive as NOTIFYs, for the hub and the
+        # runner built below.
+        listeners = [
+            PostgresListener(
+                settings.database, EVENTS_CHANNEL, lambda p: signals.on_events_payload(p)
+            ),
+            PostgresListener(
+                settings.database, CANCEL_CHANNEL, lambda p: runner.on_cancel_payload(p)
+            ),
+        ]
+        cancels_heard = listeners[1].connected.is_set
+    else:
+        cancels_heard = _always  # one process: CancelTurn reaches its runner directly
+    signals = TurnSignals(cancels_heard)
     runner = TurnRunner(
         unit_of_work,
         lambda tenant, config_id, revision: preparer.prepare(tenant, config_id, revision, None),
@@ -140,19 +160,14 @@ async def build(
         TurnOptions(lease_seconds=settings.turn_lease_seconds, policies=keys.policy),
     )
     closers: list[Callable[[], Awaitable[None]]] = []
-    if make_url(settings.database).get_backend_name() == "postgresql":
-        # Other replicas' events and cancel requests arrive as NOTIFYs.
-        for notify_channel, handler in (
-            (EVENTS_CHANNEL, signals.on_events_payload),
-            (CANCEL_CHANNEL, runner.on_cancel_payload),
-        ):
-            listener = PostgresListener(settings.database, notify_channel, handler)
+    if postgres:
+        for listener in listeners:
             await listener.start()
             closers.append(listener.stop)
     else:
         # One process owns an embedded database: a turn still RUNNING was cut off by a restart.
         await turns.recover_orphans()
-    servicer = SessionServicer(service, preparer, turns)
+    servicer = SessionServicer(service, turns)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: session_service_pb2_grpc.add_SessionServiceServicer_to_server(

@@ -18,7 +18,7 @@ from session_service.sessions.model import (
     ToolCall,
     Transition,
 )
-from session_service.sessions.service import PreparesBundles, SessionService
+from session_service.sessions.service import SessionService
 from session_service.turns.model import (
     ContentDelta,
     Event,
@@ -265,11 +265,8 @@ def refused_pb(
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     """Maps SessionService RPCs onto the session domain."""
 
-    def __init__(
-        self, service: SessionService, preparer: PreparesBundles, turns: TurnService
-    ) -> None:
+    def __init__(self, service: SessionService, turns: TurnService) -> None:
         self._service = service
-        self._preparer = preparer
         self._turns = turns
 
     async def CreateSession(

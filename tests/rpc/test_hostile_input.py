@@ -30,13 +30,7 @@ from tests.support.pair import Stack
 from tests.support.rpc import detail, error_info, rich_status, rpc_error
 from tests.support.secured import auth, secured_stack
 from tests.support.turns import bundle
-from tests.support.wire import add_tool_bytes
-from tests.support.wire import deep_struct as deep_struct
-from tests.support.wire import field as field
-from tests.support.wire import padded_leaf as padded_leaf
-from tests.support.wire import send_message_bytes as send_message_bytes
-
-# The "as" imports above re-export what tests/unit/test_wire_walk.py imports from here.
+from tests.support.wire import add_tool_bytes, deep_struct, padded_leaf, send_message_bytes
 
 CONFIG = "/tandem.config.v1.ConfigService/"
 SESSION = "/tandem.session.v1.SessionService/"

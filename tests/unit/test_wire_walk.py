@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_service_pb2
 from shared.rpc.wire import MAX_DEPTH, Problem, find_problem, largest_field
-from tests.rpc.test_hostile_input import deep_struct, field, padded_leaf, send_message_bytes
+from tests.support.wire import deep_struct, field, padded_leaf, send_message_bytes
 
 SEND = session_service_pb2.SendMessageRequest.DESCRIPTOR
 CREATE = config_service_pb2.CreateConfigRequest.DESCRIPTOR
