@@ -157,18 +157,11 @@ class Session:
     def with_message(self, message: Message, now: datetime) -> Session:
         """The session after message was added to its transcript between turns."""
         if self.status not in OPEN_STATUSES:
-            raise FailedPrecondition(
-                f"Session {self.session_id!r} is {self.status.value}; messages can only be "
-                "added to CREATED or ACTIVE sessions.",
-                reason="SESSION_CLOSED",
-                metadata={"status": self.status.value},
-                violations=[
-                    PreconditionViolation(
-                        "SESSION_STATUS",
-                        f"sessions/{self.session_id}",
-                        "must be CREATED or ACTIVE",
-                    )
-                ],
+            raise wrong_status(
+                self,
+                "CREATED or ACTIVE",
+                "messages can only be added to CREATED or ACTIVE sessions.",
+                "SESSION_CLOSED",
             )
         self.refuse_during_turn("append a message to")
         return self._written(now, message_count=message.sequence)
@@ -356,16 +349,25 @@ def storable_message(message: Message) -> Message:
     )
 
 
-def session_not_active(session: Session) -> FailedPrecondition:
-    """SESSION_NOT_ACTIVE: turns run only in ACTIVE sessions."""
+def wrong_status(session: Session, allowed: str, rule: str, reason: str) -> FailedPrecondition:
+    """FAILED_PRECONDITION for a session whose status does not allow what was asked."""
     return FailedPrecondition(
-        f"Session {session.session_id!r} is {session.status.value}; turns run only in ACTIVE "
-        "sessions (StartSession, or ResumeSession a finished one).",
-        reason="SESSION_NOT_ACTIVE",
+        f"Session {session.session_id!r} is {session.status.value}; {rule}",
+        reason=reason,
         metadata={"status": session.status.value},
         violations=[
             PreconditionViolation(
-                "SESSION_STATUS", f"sessions/{session.session_id}", "must be ACTIVE"
+                "SESSION_STATUS", f"sessions/{session.session_id}", f"must be {allowed}"
             )
         ],
+    )
+
+
+def session_not_active(session: Session) -> FailedPrecondition:
+    """SESSION_NOT_ACTIVE: turns run only in ACTIVE sessions."""
+    return wrong_status(
+        session,
+        "ACTIVE",
+        "turns run only in ACTIVE sessions (StartSession, or ResumeSession a finished one).",
+        "SESSION_NOT_ACTIVE",
     )

@@ -16,6 +16,7 @@ from session_service.sessions.model import Message, Role, Session, Status
 from session_service.turns import log
 from session_service.turns.model import (
     ContentDelta,
+    Event,
     TurnCompleted,
     TurnFailed,
     TurnStarted,
@@ -64,6 +65,22 @@ async def begin(database: FakeSessionDatabase, session: Session, turn_id: str = 
     return begun
 
 
+async def fail(database: FakeSessionDatabase, session: Session, code: str) -> tuple[Session, Event]:
+    """Ends the session's turn with TurnFailed code, as a reaper would."""
+    async with database.unit_of_work(write=True) as uow:
+        ended = await log.end_with(
+            uow,
+            TENANT,
+            session,
+            TurnFailed(code=code, message="gone"),
+            TurnStatus.FAILED,
+            now=utcnow(),
+            origin="elsewhere",
+        )
+        await uow.commit()
+    return ended
+
+
 async def current(database: FakeSessionDatabase) -> Session:
     async with database.unit_of_work() as uow:
         found = await uow.sessions.get(TENANT, "s1")
@@ -104,17 +121,7 @@ async def test_end_with_closes_the_turn_row_and_frees_the_session(
     database: FakeSessionDatabase,
 ) -> None:
     begun = await begin(database, await stored_session(database))
-    async with database.unit_of_work(write=True) as uow:
-        ended, event = await log.end_with(
-            uow,
-            TENANT,
-            begun.session,
-            TurnFailed(code="X", message="gone"),
-            TurnStatus.FAILED,
-            now=utcnow(),
-            origin="here",
-        )
-        await uow.commit()
+    ended, event = await fail(database, begun.session, "X")
     assert (event.sequence, event.turn_id) == (2, "t1")
     assert database.events(TENANT, "s1")[-1] == event
     turn = database.turn(TENANT, "s1", "t1")
@@ -176,17 +183,7 @@ async def test_the_writer_stops_without_writing_once_its_turn_was_failed_elsewhe
 ) -> None:
     begun = await begin(database, await stored_session(database))
     events = writer(database, begun, TurnSignals())
-    async with database.unit_of_work(write=True) as uow:
-        await log.end_with(
-            uow,
-            TENANT,
-            begun.session,
-            TurnFailed(code="TURN_ABANDONED", message="gone"),
-            TurnStatus.FAILED,
-            now=utcnow(),
-            origin="elsewhere",
-        )
-        await uow.commit()
+    await fail(database, begun.session, "TURN_ABANDONED")
     await events.add(ContentDelta("late"))
     with pytest.raises(TurnLost):
         await events.flush()
