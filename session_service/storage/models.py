@@ -117,3 +117,13 @@ class RateBucketRow(Base):
     tokens: Mapped[float] = mapped_column(Float())
     # Epoch seconds: replicas compare it with their own clocks.
     refreshed_at: Mapped[float] = mapped_column(Float())
+
+
+class TenantUsageRow(Base):
+    """How many sessions a tenant holds, kept in step with `sessions` by every insert and
+    delete, so the sessions quota is one row to read and lock rather than rows to count."""
+
+    __tablename__ = "session_tenant_usage"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger)

@@ -1,12 +1,33 @@
-"""Repositories over SessionService's tables. They flush, never commit."""
+"""Repositories over SessionService's tables. They write, never commit.
+
+Every statement here is a Core statement over the tables (no ORM objects): the session's
+identity map stays empty, so nothing read earlier in a unit can shadow what the database holds
+now, and the hot paths (create, a turn's reads and writes, the event log) pay for the database
+round trip rather than for object bookkeeping. Statements that never change are built once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, insert, not_, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    not_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +46,7 @@ from session_service.storage.models import (
     MessageRow,
     RateBucketRow,
     SessionRow,
+    TenantUsageRow,
     TurnRow,
 )
 from session_service.turns.model import Event, EventKind, Turn, TurnStatus
@@ -34,8 +56,149 @@ from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
 
+_SESSIONS = cast(Table, SessionRow.__table__)
+_MESSAGES = cast(Table, MessageRow.__table__)
+_TURNS = cast(Table, TurnRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_RATES = cast(Table, RateBucketRow.__table__)
+_USAGE = cast(Table, TenantUsageRow.__table__)
 
-def _session(row: SessionRow) -> Session:
+_SESSION_COLUMNS = (
+    _SESSIONS.c.session_id,
+    _SESSIONS.c.config_id,
+    _SESSIONS.c.config_revision,
+    _SESSIONS.c.status,
+    _SESSIONS.c.create_time,
+    _SESSIONS.c.update_time,
+    _SESSIONS.c.version,
+    _SESSIONS.c.tags,
+    _SESSIONS.c.error_message,
+    _SESSIONS.c.message_count,
+    _SESSIONS.c.last_sequence,
+    _SESSIONS.c.active_turn_id,
+)
+_SESSION_KEY = (_SESSIONS.c.tenant_id == bindparam("k_tenant")) & (
+    _SESSIONS.c.session_id == bindparam("k_session")
+)
+_GET_SESSION = select(*_SESSION_COLUMNS).where(_SESSION_KEY)
+_GET_SESSION_LOCKED = _GET_SESSION.with_for_update()
+_INSERT_SESSION = insert(_SESSIONS)
+# The SET clause is the parameters that are not the key: the session's mutable columns.
+_SAVE_SESSION = update(_SESSIONS).where(_SESSION_KEY)
+_DELETE_SESSION = delete(_SESSIONS).where(_SESSION_KEY)
+_DELETE_SESSION_PARTS = tuple(
+    delete(table).where(
+        table.c.tenant_id == bindparam("k_tenant"), table.c.session_id == bindparam("k_session")
+    )
+    for table in (_MESSAGES, _TURNS, _EVENTS)
+)
+
+_USAGE_KEY = _USAGE.c.tenant_id == bindparam("k_tenant")
+_GET_USAGE = select(_USAGE.c.sessions).where(_USAGE_KEY)
+_RELEASE_USAGE = (
+    update(_USAGE).where(_USAGE_KEY).values(sessions=_USAGE.c.sessions - bindparam("released"))
+)
+
+_MESSAGE_COLUMNS = (
+    _MESSAGES.c.message_id,
+    _MESSAGES.c.role,
+    _MESSAGES.c.content,
+    _MESSAGES.c.sequence,
+    _MESSAGES.c.create_time,
+    _MESSAGES.c.tool_calls,
+    _MESSAGES.c.tool_call_id,
+    _MESSAGES.c.turn_id,
+)
+_INSERT_MESSAGE = insert(_MESSAGES)
+_MESSAGE_AT = select(*_MESSAGE_COLUMNS).where(
+    _MESSAGES.c.tenant_id == bindparam("k_tenant"),
+    _MESSAGES.c.session_id == bindparam("k_session"),
+    _MESSAGES.c.sequence == bindparam("k_sequence"),
+)
+
+_TURN_COLUMNS = (
+    _TURNS.c.session_id,
+    _TURNS.c.turn_id,
+    _TURNS.c.request_id,
+    _TURNS.c.status,
+    _TURNS.c.first_sequence,
+    _TURNS.c.last_sequence,
+    _TURNS.c.cancel_requested,
+    _TURNS.c.runner,
+    _TURNS.c.lease_expires,
+    _TURNS.c.create_time,
+    _TURNS.c.end_time,
+)
+_TURN_KEY = (
+    (_TURNS.c.tenant_id == bindparam("k_tenant"))
+    & (_TURNS.c.session_id == bindparam("k_session"))
+    & (_TURNS.c.turn_id == bindparam("k_turn"))
+)
+_GET_TURN = select(*_TURN_COLUMNS).where(_TURN_KEY)
+_INSERT_TURN = insert(_TURNS)
+# The SET clause is the parameters that are not the key: the fields being changed.
+_UPDATE_TURN = update(_TURNS).where(_TURN_KEY)
+_RENEW_TURN = (
+    update(_TURNS)
+    .where(_TURN_KEY, _TURNS.c.status == TurnStatus.RUNNING.value)
+    .values(lease_expires=bindparam("new_lease_expires"))
+)
+_TURN_CANCEL_REQUESTED = select(_TURNS.c.cancel_requested).where(_TURN_KEY)
+
+_INSERT_EVENTS = insert(_EVENTS)
+
+_RATE_KEY = (_RATES.c.tenant_id == bindparam("k_tenant")) & (_RATES.c.name == bindparam("k_name"))
+_GET_RATE = select(_RATES.c.tokens, _RATES.c.refreshed_at).where(_RATE_KEY)
+
+
+@dataclass(frozen=True)
+class _Upserts:
+    """The statements that need the dialect's INSERT ... ON CONFLICT."""
+
+    # One more session for the tenant: the usage row made or bumped.
+    add_session: Executable
+    # The same, RETURNING the new count.
+    add_session_counted: Executable
+    # The same, only while the tenant holds fewer than :usage_limit; RETURNING the new count.
+    reserve_session: Executable
+    # A rate bucket's new state.
+    put_rate: Executable
+
+
+def _build_upserts(dialect: str) -> _Upserts:
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    one_more = make(_USAGE).values(tenant_id=bindparam("k_tenant"), sessions=1)
+    bumped = {"sessions": _USAGE.c.sessions + 1}
+    rate = make(_RATES).values(
+        tenant_id=bindparam("k_tenant"),
+        name=bindparam("k_name"),
+        tokens=bindparam("new_tokens"),
+        refreshed_at=bindparam("new_refreshed_at"),
+    )
+    add_session = one_more.on_conflict_do_update(index_elements=["tenant_id"], set_=bumped)
+    return _Upserts(
+        add_session=add_session,
+        add_session_counted=add_session.returning(_USAGE.c.sessions),
+        reserve_session=one_more.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_=bumped,
+            where=_USAGE.c.sessions < bindparam("usage_limit"),
+        ).returning(_USAGE.c.sessions),
+        put_rate=rate.on_conflict_do_update(
+            index_elements=["tenant_id", "name"],
+            set_={"tokens": rate.excluded.tokens, "refreshed_at": rate.excluded.refreshed_at},
+        ),
+    )
+
+
+_UPSERTS = {name: _build_upserts(name) for name in ("postgresql", "sqlite")}
+
+
+def _upserts(session: AsyncSession) -> _Upserts:
+    return _UPSERTS[session.get_bind().dialect.name]
+
+
+def _session(row: Any) -> Session:
     return Session(
         session_id=row.session_id,
         config_id=row.config_id,
@@ -52,7 +215,7 @@ def _session(row: SessionRow) -> Session:
     )
 
 
-def _message(row: MessageRow) -> Message:
+def _message(row: Any) -> Message:
     return Message(
         message_id=row.message_id,
         role=Role(row.role),
@@ -66,10 +229,18 @@ def _message(row: MessageRow) -> Message:
 
 
 class SessionRepository:
-    """Sessions."""
+    """Sessions, and how many each tenant holds (`session_tenant_usage`).
+
+    The count moves with every insert and delete, in the same transaction, so it always
+    equals the tenant's rows as of that transaction. `reserve` takes a slot for an insert to
+    come while the count is below a limit; the row lock it takes orders concurrent
+    reservations on every replica, so a tenant never ends up over its limit.
+    """
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        # Slots this unit reserved and has not used yet, by tenant.
+        self._reserved: dict[str, int] = {}
 
     async def lock_tenant(self, tenant_id: str, scope: str) -> None:
         """Waits for, then holds until the transaction ends, the (scope, tenant) lock."""
@@ -79,35 +250,66 @@ class SessionRepository:
         self, tenant_id: str, session_id: str, *, for_update: bool = False
     ) -> Session | None:
         """A session; for_update locks its row until the unit ends."""
-        query = select(SessionRow).where(
-            SessionRow.tenant_id == tenant_id, SessionRow.session_id == session_id
+        result = await self._session.execute(
+            _GET_SESSION_LOCKED if for_update else _GET_SESSION,
+            {"k_tenant": tenant_id, "k_session": session_id},
         )
-        if for_update:
-            query = query.with_for_update()
-        row = await self._session.scalar(query)
+        row = result.first()
         return None if row is None else _session(row)
 
+    async def reserve(self, tenant_id: str, limit: int) -> int:
+        """How many sessions the tenant holds; below limit (or with limit 0, unlimited), one
+        more is taken for the session this unit inserts next.
+
+        The tenant's usage row stays locked until the unit ends, so concurrent reservations
+        (on any replica) count in turn. A reservation the unit does not use is given back at
+        commit; one in a unit that does not commit never counted.
+        """
+        upserts = _upserts(self._session)
+        parameters: dict[str, Any]
+        if limit <= 0:
+            statement, parameters = upserts.add_session_counted, {"k_tenant": tenant_id}
+        else:
+            statement = upserts.reserve_session
+            parameters = {"k_tenant": tenant_id, "usage_limit": limit}
+        now_held = (await self._session.execute(statement, parameters)).scalar_one_or_none()
+        if now_held is None:
+            # At the limit: the usage row exists and is now locked by this unit.
+            held = (await self._session.execute(_GET_USAGE, {"k_tenant": tenant_id})).scalar_one()
+            return int(held)
+        self._reserved[tenant_id] = self._reserved.get(tenant_id, 0) + 1
+        return int(now_held) - 1
+
+    async def release_unused(self) -> None:
+        """Gives back the slots this unit reserved and did not insert into (before commit)."""
+        reserved, self._reserved = self._reserved, {}
+        for tenant_id, count in reserved.items():
+            if count:
+                await self._session.execute(
+                    _RELEASE_USAGE, {"k_tenant": tenant_id, "released": count}
+                )
+
     async def insert(self, tenant_id: str, session: Session) -> None:
-        """Stores a new session."""
-        self._session.add(
-            SessionRow(
-                tenant_id=tenant_id,
-                session_id=session.session_id,
-                config_id=session.config_id,
-                config_revision=session.config_revision,
-                status=session.status.value,
-                error_message=storable(session.error_message),
-                message_count=session.message_count,
-                last_sequence=session.last_sequence,
-                active_turn_id=session.active_turn_id,
-                tags=storable(dict(session.tags)),
-                version=session.version,
-                create_time=session.create_time,
-                update_time=session.update_time,
-            )
-        )
+        """Stores a new session, in a slot the unit reserved or one more counted now."""
         try:
-            await self._session.flush()
+            await self._session.execute(
+                _INSERT_SESSION,
+                {
+                    "tenant_id": tenant_id,
+                    "session_id": session.session_id,
+                    "config_id": session.config_id,
+                    "config_revision": session.config_revision,
+                    "status": session.status.value,
+                    "error_message": storable(session.error_message),
+                    "message_count": session.message_count,
+                    "last_sequence": session.last_sequence,
+                    "active_turn_id": session.active_turn_id,
+                    "tags": storable(dict(session.tags)),
+                    "version": session.version,
+                    "create_time": session.create_time,
+                    "update_time": session.update_time,
+                },
+            )
         except IntegrityError as exc:
             raise AlreadyExists(
                 f"Session {session.session_id!r} exists already.",
@@ -115,33 +317,42 @@ class SessionRepository:
                 resource_type="Session",
                 resource_name=session.session_id,
             ) from exc
+        reserved = self._reserved.get(tenant_id, 0)
+        if reserved:
+            self._reserved[tenant_id] = reserved - 1
+        else:
+            await self._session.execute(
+                _upserts(self._session).add_session, {"k_tenant": tenant_id}
+            )
 
     async def save(self, tenant_id: str, session: Session) -> None:
         """Writes the session's mutable state."""
-        row = await self._session.get(SessionRow, (tenant_id, session.session_id))
-        assert row is not None, "save needs an existing session"
-        row.config_revision = session.config_revision
-        row.status = session.status.value
-        row.error_message = storable(session.error_message)
-        row.message_count = session.message_count
-        row.last_sequence = session.last_sequence
-        row.active_turn_id = session.active_turn_id
-        row.tags = storable(dict(session.tags))
-        row.version = session.version
-        row.update_time = session.update_time
-        await self._session.flush()
+        result = await self._session.execute(
+            _SAVE_SESSION,
+            {
+                "k_tenant": tenant_id,
+                "k_session": session.session_id,
+                "config_revision": session.config_revision,
+                "status": session.status.value,
+                "error_message": storable(session.error_message),
+                "message_count": session.message_count,
+                "last_sequence": session.last_sequence,
+                "active_turn_id": session.active_turn_id,
+                "tags": storable(dict(session.tags)),
+                "version": session.version,
+                "update_time": session.update_time,
+            },
+        )
+        assert _rowcount(result) == 1, "save needs an existing session"
 
     async def delete(self, tenant_id: str, session_id: str) -> None:
         """Removes a session, its transcript, its turns and its event log."""
-        for model in (MessageRow, TurnRow, EventRow):
-            await self._session.execute(
-                delete(model).where(model.tenant_id == tenant_id, model.session_id == session_id)
-            )
-        await self._session.execute(
-            delete(SessionRow).where(
-                SessionRow.tenant_id == tenant_id, SessionRow.session_id == session_id
-            )
-        )
+        key = {"k_tenant": tenant_id, "k_session": session_id}
+        for statement in _DELETE_SESSION_PARTS:
+            await self._session.execute(statement, key)
+        result = await self._session.execute(_DELETE_SESSION, key)
+        if _rowcount(result):
+            await self._session.execute(_RELEASE_USAGE, {"k_tenant": tenant_id, "released": 1})
 
     async def page(
         self,
@@ -152,18 +363,18 @@ class SessionRepository:
     ) -> list[Session]:
         """Sessions matching conditions, oldest first, after the (create_time, id) position."""
         query = (
-            select(SessionRow)
+            select(*_SESSION_COLUMNS)
             .where(*self._filter(tenant_id, conditions))
-            .order_by(SessionRow.create_time, SessionRow.session_id)
+            .order_by(_SESSIONS.c.create_time, _SESSIONS.c.session_id)
             .limit(limit)
         )
         if after is not None:
             time = datetime.fromisoformat(after[0])
             query = query.where(
-                (SessionRow.create_time > time)
-                | ((SessionRow.create_time == time) & (SessionRow.session_id > after[1]))
+                (_SESSIONS.c.create_time > time)
+                | ((_SESSIONS.c.create_time == time) & (_SESSIONS.c.session_id > after[1]))
             )
-        rows = (await self._session.scalars(query)).all()
+        rows = (await self._session.execute(query)).all()
         return [_session(row) for row in rows]
 
     async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
@@ -195,6 +406,10 @@ class SessionRepository:
         return clauses
 
 
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class MessageRepository:
     """Transcripts."""
 
@@ -204,15 +419,16 @@ class MessageRepository:
     async def append(self, tenant_id: str, session_id: str, message: Message) -> None:
         """Adds message at its sequence (the caller holds the session's row lock)."""
         message = storable_message(message)
-        self._session.add(
-            MessageRow(
-                tenant_id=tenant_id,
-                session_id=session_id,
-                sequence=message.sequence,
-                message_id=message.message_id,
-                role=message.role.value,
-                content=message.content,
-                tool_calls=[
+        await self._session.execute(
+            _INSERT_MESSAGE,
+            {
+                "tenant_id": tenant_id,
+                "session_id": session_id,
+                "sequence": message.sequence,
+                "message_id": message.message_id,
+                "role": message.role.value,
+                "content": message.content,
+                "tool_calls": [
                     {
                         "tool_call_id": c.tool_call_id,
                         "name": c.name,
@@ -220,26 +436,25 @@ class MessageRepository:
                     }
                     for c in message.tool_calls
                 ],
-                tool_call_id=message.tool_call_id,
-                turn_id=message.turn_id,
-                create_time=message.create_time,
-            )
+                "tool_call_id": message.tool_call_id,
+                "turn_id": message.turn_id,
+                "create_time": message.create_time,
+            },
         )
-        await self._session.flush()
 
     async def page(
         self, tenant_id: str, session_id: str, after_sequence: int, limit: int
     ) -> list[Message]:
         """Messages after after_sequence, oldest first."""
         rows = (
-            await self._session.scalars(
-                select(MessageRow)
+            await self._session.execute(
+                select(*_MESSAGE_COLUMNS)
                 .where(
-                    MessageRow.tenant_id == tenant_id,
-                    MessageRow.session_id == session_id,
-                    MessageRow.sequence > after_sequence,
+                    _MESSAGES.c.tenant_id == tenant_id,
+                    _MESSAGES.c.session_id == session_id,
+                    _MESSAGES.c.sequence > after_sequence,
                 )
-                .order_by(MessageRow.sequence)
+                .order_by(_MESSAGES.c.sequence)
                 .limit(limit)
             )
         ).all()
@@ -247,11 +462,14 @@ class MessageRepository:
 
     async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
         """The message at sequence, if there is one."""
-        row = await self._session.get(MessageRow, (tenant_id, session_id, sequence))
+        result = await self._session.execute(
+            _MESSAGE_AT, {"k_tenant": tenant_id, "k_session": session_id, "k_sequence": sequence}
+        )
+        row = result.first()
         return None if row is None else _message(row)
 
 
-def _turn(row: TurnRow) -> Turn:
+def _turn(row: Any) -> Turn:
     return Turn(
         session_id=row.session_id,
         turn_id=row.turn_id,
@@ -275,40 +493,44 @@ class TurnRepository:
 
     async def get(self, tenant_id: str, session_id: str, turn_id: str) -> Turn | None:
         """One turn."""
-        row = await self._session.get(TurnRow, (tenant_id, session_id, turn_id))
+        result = await self._session.execute(
+            _GET_TURN, {"k_tenant": tenant_id, "k_session": session_id, "k_turn": turn_id}
+        )
+        row = result.first()
         return None if row is None else _turn(row)
 
     async def by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
         """The turn a request_id started, if any."""
-        row = await self._session.scalar(
-            select(TurnRow).where(
-                TurnRow.tenant_id == tenant_id,
-                TurnRow.session_id == session_id,
-                TurnRow.request_id == request_id,
+        result = await self._session.execute(
+            select(*_TURN_COLUMNS).where(
+                _TURNS.c.tenant_id == tenant_id,
+                _TURNS.c.session_id == session_id,
+                _TURNS.c.request_id == request_id,
             )
         )
+        row = result.first()
         return None if row is None else _turn(row)
 
     async def insert(self, tenant_id: str, turn: Turn) -> None:
         """Records a new turn; a concurrent turn with the same request_id is ALREADY_EXISTS."""
-        self._session.add(
-            TurnRow(
-                tenant_id=tenant_id,
-                session_id=turn.session_id,
-                turn_id=turn.turn_id,
-                request_id=turn.request_id or None,
-                status=turn.status.value,
-                first_sequence=turn.first_sequence,
-                last_sequence=turn.last_sequence,
-                cancel_requested=turn.cancel_requested,
-                runner=turn.runner,
-                lease_expires=turn.lease_expires,
-                create_time=turn.create_time,
-                end_time=turn.end_time,
-            )
-        )
         try:
-            await self._session.flush()
+            await self._session.execute(
+                _INSERT_TURN,
+                {
+                    "tenant_id": tenant_id,
+                    "session_id": turn.session_id,
+                    "turn_id": turn.turn_id,
+                    "request_id": turn.request_id or None,
+                    "status": turn.status.value,
+                    "first_sequence": turn.first_sequence,
+                    "last_sequence": turn.last_sequence,
+                    "cancel_requested": turn.cancel_requested,
+                    "runner": turn.runner,
+                    "lease_expires": turn.lease_expires,
+                    "create_time": turn.create_time,
+                    "end_time": turn.end_time,
+                },
+            )
         except IntegrityError as exc:
             raise AlreadyExists(
                 f"A turn with request_id {turn.request_id!r} exists already.",
@@ -328,20 +550,24 @@ class TurnRepository:
         lease_expires: datetime | None = None,
     ) -> None:
         """Changes the given fields of a turn."""
-        row = await self._session.get(TurnRow, (tenant_id, session_id, turn_id))
-        if row is None:
-            return
+        changes: dict[str, Any] = {}
         if status is not None:
-            row.status = status.value
+            changes["status"] = status.value
         if last_sequence is not None:
-            row.last_sequence = last_sequence
+            changes["last_sequence"] = last_sequence
         if cancel_requested is not None:
-            row.cancel_requested = cancel_requested
+            changes["cancel_requested"] = cancel_requested
         if end_time is not None:
-            row.end_time = end_time
+            changes["end_time"] = end_time
         if lease_expires is not None:
-            row.lease_expires = lease_expires
-        await self._session.flush()
+            changes["lease_expires"] = lease_expires
+        if not changes:
+            return
+        # A turn that is not there is left alone, as before: the UPDATE matches nothing.
+        await self._session.execute(
+            _UPDATE_TURN,
+            {"k_tenant": tenant_id, "k_session": session_id, "k_turn": turn_id, **changes},
+        )
 
     async def request_cancel(self, tenant_id: str, session_id: str, turn_id: str) -> None:
         """Flags the turn to stop and, at commit, tells every replica (it may run on any)."""
@@ -353,27 +579,25 @@ class TurnRepository:
     ) -> bool:
         """Extends a running turn's lease; False when the turn is no longer running."""
         result = await self._session.execute(
-            update(TurnRow)
-            .where(
-                TurnRow.tenant_id == tenant_id,
-                TurnRow.session_id == session_id,
-                TurnRow.turn_id == turn_id,
-                TurnRow.status == TurnStatus.RUNNING.value,
-            )
-            .values(lease_expires=lease_expires)
-            .execution_options(synchronize_session=False)
+            _RENEW_TURN,
+            {
+                "k_tenant": tenant_id,
+                "k_session": session_id,
+                "k_turn": turn_id,
+                "new_lease_expires": lease_expires,
+            },
         )
-        return bool(getattr(result, "rowcount", 0))
+        return bool(_rowcount(result))
 
     async def of_sessions(self, tenant_id: str, turns: Mapping[str, str]) -> dict[str, Turn]:
         """The named turn of each session (session id -> turn id), by session id."""
         if not turns:
             return {}
         rows = (
-            await self._session.scalars(
-                select(TurnRow).where(
-                    TurnRow.tenant_id == tenant_id,
-                    tuple_(TurnRow.session_id, TurnRow.turn_id).in_(list(turns.items())),
+            await self._session.execute(
+                select(*_TURN_COLUMNS).where(
+                    _TURNS.c.tenant_id == tenant_id,
+                    tuple_(_TURNS.c.session_id, _TURNS.c.turn_id).in_(list(turns.items())),
                 )
             )
         ).all()
@@ -382,11 +606,8 @@ class TurnRepository:
     async def cancel_requested(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
         """Whether someone asked to cancel the turn (read fresh from the database)."""
         value = await self._session.scalar(
-            select(TurnRow.cancel_requested).where(
-                TurnRow.tenant_id == tenant_id,
-                TurnRow.session_id == session_id,
-                TurnRow.turn_id == turn_id,
-            )
+            _TURN_CANCEL_REQUESTED,
+            {"k_tenant": tenant_id, "k_session": session_id, "k_turn": turn_id},
         )
         return bool(value)
 
@@ -394,11 +615,11 @@ class TurnRepository:
         """The tenant's turns running now (not those whose replica died and lease ran out)."""
         query = (
             select(func.count())
-            .select_from(TurnRow)
+            .select_from(_TURNS)
             .where(
-                TurnRow.tenant_id == tenant_id,
-                TurnRow.status == TurnStatus.RUNNING.value,
-                TurnRow.lease_expires > now,
+                _TURNS.c.tenant_id == tenant_id,
+                _TURNS.c.status == TurnStatus.RUNNING.value,
+                _TURNS.c.lease_expires > now,
             )
         )
         return int(await self._session.scalar(query) or 0)
@@ -406,8 +627,10 @@ class TurnRepository:
     async def running(self) -> list[tuple[str, Turn]]:
         """Every turn still marked RUNNING, with its tenant."""
         rows = (
-            await self._session.scalars(
-                select(TurnRow).where(TurnRow.status == TurnStatus.RUNNING.value)
+            await self._session.execute(
+                select(_TURNS.c.tenant_id, *_TURN_COLUMNS).where(
+                    _TURNS.c.status == TurnStatus.RUNNING.value
+                )
             )
         ).all()
         return [(row.tenant_id, _turn(row)) for row in rows]
@@ -421,17 +644,21 @@ class RateBucketRepository:
 
     async def get(self, tenant_id: str, name: str) -> Bucket | None:
         """The bucket's last state, if it was ever used."""
-        row = await self._session.get(RateBucketRow, (tenant_id, name))
+        result = await self._session.execute(_GET_RATE, {"k_tenant": tenant_id, "k_name": name})
+        row = result.first()
         return None if row is None else Bucket(row.tokens, row.refreshed_at)
 
     async def put(self, tenant_id: str, name: str, bucket: Bucket) -> None:
         """Stores the bucket's new state."""
-        row = await self._session.get(RateBucketRow, (tenant_id, name))
-        if row is None:
-            row = RateBucketRow(tenant_id=tenant_id, name=name)
-            self._session.add(row)
-        row.tokens, row.refreshed_at = bucket.tokens, bucket.at
-        await self._session.flush()
+        await self._session.execute(
+            _upserts(self._session).put_rate,
+            {
+                "k_tenant": tenant_id,
+                "k_name": name,
+                "new_tokens": bucket.tokens,
+                "new_refreshed_at": bucket.at,
+            },
+        )
 
 
 class EventRepository:
@@ -450,10 +677,9 @@ class EventRepository:
         """
         if not events:
             return
-        # A bulk insert of plain rows: the log is the hot path, and ORM objects cost more
-        # per row than the database does.
+        # A bulk insert of plain rows: the log is the hot path.
         await self._session.execute(
-            insert(EventRow),
+            _INSERT_EVENTS,
             [
                 {
                     "tenant_id": tenant_id,
@@ -479,18 +705,18 @@ class EventRepository:
         """Events after after_sequence, oldest first."""
         rows = await self._session.execute(
             select(
-                EventRow.sequence,
-                EventRow.turn_id,
-                EventRow.kind,
-                EventRow.payload,
-                EventRow.event_time,
+                _EVENTS.c.sequence,
+                _EVENTS.c.turn_id,
+                _EVENTS.c.kind,
+                _EVENTS.c.payload,
+                _EVENTS.c.event_time,
             )
             .where(
-                EventRow.tenant_id == tenant_id,
-                EventRow.session_id == session_id,
-                EventRow.sequence > after_sequence,
+                _EVENTS.c.tenant_id == tenant_id,
+                _EVENTS.c.session_id == session_id,
+                _EVENTS.c.sequence > after_sequence,
             )
-            .order_by(EventRow.sequence)
+            .order_by(_EVENTS.c.sequence)
             .limit(limit)
         )
         return [
