@@ -5,9 +5,10 @@ The use cases (`sessions/service.py`, `turns/`) depend on these Protocols only.
 memory. Repositories never commit: the unit of work does, once. Leaving its `async with`
 block without committing discards every write, and every announcement with it.
 
-Repositories own what the database does beside storing rows: the per-tenant lock that
-orders quota checks (`SessionRepo.lock_tenant`), and the announcements other replicas
-follow (`EventRepo.append` and `TurnRepo.request_cancel` announce themselves at commit).
+Repositories own what the database does beside storing rows: the per-tenant locks that
+order quota checks (`SessionRepo.lock_tenant`, and the count `SessionRepo.insert` returns),
+and the announcements other replicas follow (`EventRepo.append` and
+`TurnRepo.request_cancel` announce themselves at commit).
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ class SessionRepo(Protocol):
     ) -> Session | None:
         """A session; for_update locks it until the unit ends."""
 
-    async def insert(self, tenant_id: str, session: Session) -> None:
-        """Stores a new session (AlreadyExists SESSION_ALREADY_EXISTS on a taken id)."""
+    async def insert(self, tenant_id: str, session: Session) -> int:
+        """Stores a new session (AlreadyExists SESSION_ALREADY_EXISTS on a taken id).
+
+        Returns how many sessions the tenant holds with it, counted under a per-tenant lock
+        held until the unit ends, so concurrent creates on any replica count in turn.
+        """
 
     async def save(self, tenant_id: str, session: Session) -> None:
         """Writes the session's mutable state."""

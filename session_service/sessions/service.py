@@ -158,9 +158,6 @@ class SessionService:
     ) -> Session:
         limit = self._policies(tenant_id).quotas.sessions
         async with self._unit_of_work(write=True) as uow:
-            if limit:
-                # First in the transaction, so concurrent creates on any replica count in turn.
-                await uow.sessions.lock_tenant(tenant_id, "sessions")
             if request_id:
                 replay = await self._replay(uow, tenant_id, request_id, fingerprint)
                 if replay is not None:
@@ -172,10 +169,12 @@ class SessionService:
                     fingerprint,
                     json.dumps(session_to_json(session)).encode(),
                 )
+            held = await uow.sessions.insert(tenant_id, session)
             if limit:
-                used = await uow.sessions.count(tenant_id, [])
-                check_count(tenant_id, "sessions", used, limit, "delete sessions it is done with.")
-            await uow.sessions.insert(tenant_id, session)
+                # Counted under the tenant's count lock: over the quota, the insert rolls back.
+                check_count(
+                    tenant_id, "sessions", held - 1, limit, "delete sessions it is done with."
+                )
             await uow.commit()
         return session
 

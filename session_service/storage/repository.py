@@ -94,7 +94,6 @@ _DELETE_SESSION_PARTS = tuple(
 )
 
 _USAGE_KEY = _USAGE.c.tenant_id == bindparam("k_tenant")
-_GET_USAGE = select(_USAGE.c.sessions).where(_USAGE_KEY)
 _RELEASE_USAGE = (
     update(_USAGE).where(_USAGE_KEY).values(sessions=_USAGE.c.sessions - bindparam("released"))
 )
@@ -155,12 +154,8 @@ _GET_RATE = select(_RATES.c.tokens, _RATES.c.refreshed_at).where(_RATE_KEY)
 class _Upserts:
     """The statements that need the dialect's INSERT ... ON CONFLICT."""
 
-    # One more session for the tenant: the usage row made or bumped.
+    # One more session for the tenant: the usage row made or bumped, RETURNING the new count.
     add_session: Executable
-    # The same, RETURNING the new count.
-    add_session_counted: Executable
-    # The same, only while the tenant holds fewer than :usage_limit; RETURNING the new count.
-    reserve_session: Executable
     # A rate bucket's new state.
     put_rate: Executable
 
@@ -175,14 +170,9 @@ def _build_upserts(dialect: str) -> _Upserts:
         tokens=bindparam("new_tokens"),
         refreshed_at=bindparam("new_refreshed_at"),
     )
-    add_session = one_more.on_conflict_do_update(index_elements=["tenant_id"], set_=bumped)
     return _Upserts(
-        add_session=add_session,
-        add_session_counted=add_session.returning(_USAGE.c.sessions),
-        reserve_session=one_more.on_conflict_do_update(
-            index_elements=["tenant_id"],
-            set_=bumped,
-            where=_USAGE.c.sessions < bindparam("usage_limit"),
+        add_session=one_more.on_conflict_do_update(
+            index_elements=["tenant_id"], set_=bumped
         ).returning(_USAGE.c.sessions),
         put_rate=rate.on_conflict_do_update(
             index_elements=["tenant_id", "name"],
@@ -240,7 +230,6 @@ class SessionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
         # Slots this unit reserved and has not used yet, by tenant.
-        self._reserved: dict[str, int] = {}
 
     async def lock_tenant(self, tenant_id: str, scope: str) -> None:
         """Waits for, then holds until the transaction ends, the (scope, tenant) lock."""
@@ -257,40 +246,12 @@ class SessionRepository:
         row = result.first()
         return None if row is None else _session(row)
 
-    async def reserve(self, tenant_id: str, limit: int) -> int:
-        """How many sessions the tenant holds; below limit (or with limit 0, unlimited), one
-        more is taken for the session this unit inserts next.
+    async def insert(self, tenant_id: str, session: Session) -> int:
+        """Stores a new session; returns how many the tenant holds with it.
 
-        The tenant's usage row stays locked until the unit ends, so concurrent reservations
-        (on any replica) count in turn. A reservation the unit does not use is given back at
-        commit; one in a unit that does not commit never counted.
+        The tenant's count row stays locked until the unit ends, so concurrent creates (on
+        any replica) count in turn, and a caller over its quota rolls back.
         """
-        upserts = _upserts(self._session)
-        parameters: dict[str, Any]
-        if limit <= 0:
-            statement, parameters = upserts.add_session_counted, {"k_tenant": tenant_id}
-        else:
-            statement = upserts.reserve_session
-            parameters = {"k_tenant": tenant_id, "usage_limit": limit}
-        now_held = (await self._session.execute(statement, parameters)).scalar_one_or_none()
-        if now_held is None:
-            # At the limit: the usage row exists and is now locked by this unit.
-            held = (await self._session.execute(_GET_USAGE, {"k_tenant": tenant_id})).scalar_one()
-            return int(held)
-        self._reserved[tenant_id] = self._reserved.get(tenant_id, 0) + 1
-        return int(now_held) - 1
-
-    async def release_unused(self) -> None:
-        """Gives back the slots this unit reserved and did not insert into (before commit)."""
-        reserved, self._reserved = self._reserved, {}
-        for tenant_id, count in reserved.items():
-            if count:
-                await self._session.execute(
-                    _RELEASE_USAGE, {"k_tenant": tenant_id, "released": count}
-                )
-
-    async def insert(self, tenant_id: str, session: Session) -> None:
-        """Stores a new session, in a slot the unit reserved or one more counted now."""
         try:
             await self._session.execute(
                 _INSERT_SESSION,
@@ -317,13 +278,10 @@ class SessionRepository:
                 resource_type="Session",
                 resource_name=session.session_id,
             ) from exc
-        reserved = self._reserved.get(tenant_id, 0)
-        if reserved:
-            self._reserved[tenant_id] = reserved - 1
-        else:
-            await self._session.execute(
-                _upserts(self._session).add_session, {"k_tenant": tenant_id}
-            )
+        counted = await self._session.execute(
+            _upserts(self._session).add_session, {"k_tenant": tenant_id}
+        )
+        return int(counted.scalar_one())
 
     async def save(self, tenant_id: str, session: Session) -> None:
         """Writes the session's mutable state."""

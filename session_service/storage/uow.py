@@ -33,8 +33,3 @@ class SessionUnitOfWork(UnitOfWork):
         self.turns = TurnRepository(session)
         self.events = EventRepository(session)
         self.rates = RateBucketRepository(session)
-
-    async def commit(self) -> None:
-        """Commits everything done in this unit, less the session slots it reserved unused."""
-        await self.sessions.release_unused()
-        await super().commit()

@@ -1,7 +1,8 @@
 """The per-tenant session count behind the sessions quota, on SQLite and PostgreSQL.
 
 `session_tenant_usage` is filled from existing sessions by its migration and then kept in
-step by every insert and delete; `reserve` takes a slot below a limit, in turn across units.
+step by every insert and delete. `insert` returns the tenant's count with the new session, under
+the count row's lock, so creates over a quota roll back, in turn across units.
 """
 
 from __future__ import annotations
@@ -70,14 +71,13 @@ async def usage(sessions: async_sessionmaker[AsyncSession], tenant_id: str) -> i
 async def create(
     sessions: async_sessionmaker[AsyncSession], tenant_id: str, session_id: str, limit: int
 ) -> bool:
-    """What CreateSession does with a quota: reserve, and insert only within the limit."""
+    """What CreateSession does with a quota: insert, and commit only within the limit."""
     async with unit(sessions) as uow:
-        used = await uow.sessions.reserve(tenant_id, limit)
-        if limit and used >= limit:
-            return False
-        # Let every other task reach its reservation before this one writes.
+        # Let every other task open its unit before this one writes.
         await asyncio.sleep(0)
-        await uow.sessions.insert(tenant_id, new_session(session_id))
+        held = await uow.sessions.insert(tenant_id, new_session(session_id))
+        if limit and held > limit:
+            return False
         await uow.commit()
     return True
 
@@ -107,7 +107,7 @@ def test_the_migration_counts_existing_sessions(database_url: str) -> None:
     assert counted == {"t1": 3, "t2": 1}
 
 
-async def test_the_migrated_count_is_what_reserve_starts_from(
+async def test_the_migrated_count_is_what_inserts_count_from(
     database_url: str,
 ) -> None:
     await asyncio.to_thread(migrate.upgrade, database_url, "session_0004")
@@ -133,12 +133,12 @@ async def test_the_migrated_count_is_what_reserve_starts_from(
         await engine.dispose()
 
 
-async def test_reserve_is_refused_at_the_limit(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_create_over_the_limit_rolls_back(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     assert await create(sessions, "t1", "s1", limit=2)
     assert await create(sessions, "t1", "s2", limit=2)
-    async with unit(sessions) as uow:
-        assert await uow.sessions.reserve("t1", 2) == 2
-        await uow.commit()
+    assert not await create(sessions, "t1", "s3", limit=2)
     assert await usage(sessions, "t1") == 2
     # Another tenant's count is its own; a raised limit lets the tenant grow again.
     assert await create(sessions, "t2", "s1", limit=1)
@@ -147,26 +147,22 @@ async def test_reserve_is_refused_at_the_limit(sessions: async_sessionmaker[Asyn
     assert await usage(sessions, "t2") == 1
 
 
-async def test_reserve_reports_how_many_the_tenant_holds(
+async def test_insert_reports_how_many_the_tenant_holds_with_it(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with unit(sessions) as uow:
-        assert await uow.sessions.reserve("t1", 5) == 0
-        await uow.sessions.insert("t1", new_session("s1"))
-        assert await uow.sessions.reserve("t1", 5) == 1
-        await uow.sessions.insert("t1", new_session("s2"))
-        # Unlimited still counts.
-        assert await uow.sessions.reserve("t1", 0) == 2
-        await uow.sessions.insert("t1", new_session("s3"))
+        assert await uow.sessions.insert("t1", new_session("s1")) == 1
+        assert await uow.sessions.insert("t1", new_session("s2")) == 2
+        assert await uow.sessions.insert("t2", new_session("s1")) == 1
         await uow.commit()
-    assert await usage(sessions, "t1") == 3
+    assert await usage(sessions, "t1") == 2
     async with unit(sessions) as uow:
-        # A lowered limit reports what the tenant holds, above it.
-        assert await uow.sessions.reserve("t1", 2) == 3
-    assert await usage(sessions, "t1") == 3
+        with pytest.raises(AlreadyExists):
+            await uow.sessions.insert("t1", new_session("s1"))
+    assert await usage(sessions, "t1") == 2
 
 
-async def test_concurrent_reservations_never_exceed_the_limit(
+async def test_concurrent_creates_never_exceed_the_limit(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     created = await asyncio.gather(
@@ -174,24 +170,6 @@ async def test_concurrent_reservations_never_exceed_the_limit(
     )
     assert sum(created) == 5
     assert await usage(sessions, "t1") == 5
-
-
-async def test_inserts_without_a_reservation_are_counted(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    # As CreateSession does under the tenant lock, or without a quota.
-    async with unit(sessions) as uow:
-        await uow.sessions.lock_tenant("t1", "sessions")
-        assert await uow.sessions.count("t1", []) == 0
-        await uow.sessions.insert("t1", new_session("s1"))
-        await uow.sessions.insert("t1", new_session("s2"))
-        await uow.commit()
-    assert await usage(sessions, "t1") == 2
-    async with unit(sessions) as uow:
-        with pytest.raises(AlreadyExists):
-            await uow.sessions.insert("t1", new_session("s1"))
-    assert await usage(sessions, "t1") == 2
-    assert not await create(sessions, "t1", "s3", limit=2)
 
 
 async def test_delete_releases_a_slot(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -214,9 +192,8 @@ async def test_a_rolled_back_unit_changes_no_count(
 ) -> None:
     assert await create(sessions, "t1", "s1", limit=2)
     async with unit(sessions) as uow:
-        assert await uow.sessions.reserve("t1", 2) == 1
-        await uow.sessions.insert("t1", new_session("s2"))
-        # Left without commit: the insert and its reservation are rolled back.
+        assert await uow.sessions.insert("t1", new_session("s2")) == 2
+        # Left without commit: the insert and its count are rolled back.
     async with unit(sessions) as uow:
         await uow.sessions.delete("t1", "s1")
         # Nor does an uncommitted delete release anything.
@@ -224,7 +201,6 @@ async def test_a_rolled_back_unit_changes_no_count(
 
     async def fail_midway() -> None:
         async with unit(sessions) as uow:
-            await uow.sessions.reserve("t1", 2)
             await uow.sessions.insert("t1", new_session("s2"))
             raise RuntimeError("boom")
 
@@ -233,16 +209,4 @@ async def test_a_rolled_back_unit_changes_no_count(
     assert await usage(sessions, "t1") == 1
     # The slot is still there for the next creator.
     assert await create(sessions, "t1", "s2", limit=2)
-    assert await usage(sessions, "t1") == 2
-
-
-async def test_a_reservation_left_unused_is_given_back_at_commit(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    assert await create(sessions, "t1", "s1", limit=2)
-    async with unit(sessions) as uow:
-        assert await uow.sessions.reserve("t1", 3) == 1
-        assert await uow.sessions.reserve("t1", 3) == 2
-        await uow.sessions.insert("t1", new_session("s2"))
-        await uow.commit()
     assert await usage(sessions, "t1") == 2

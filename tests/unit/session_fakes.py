@@ -115,7 +115,8 @@ class FakeSessionRepo:
     ) -> Session | None:
         return self._state.sessions.get((tenant_id, session_id))
 
-    async def insert(self, tenant_id: str, session: Session) -> None:
+    async def insert(self, tenant_id: str, session: Session) -> int:
+        # The write lock stands in for the count row's lock: units that write go one by one.
         self._unit.writing()
         key = (tenant_id, session.session_id)
         if key in self._state.sessions:
@@ -126,6 +127,7 @@ class FakeSessionRepo:
                 resource_name=session.session_id,
             )
         self._state.sessions[key] = self._stored(session)
+        return sum(1 for tenant, _ in self._state.sessions if tenant == tenant_id)
 
     async def save(self, tenant_id: str, session: Session) -> None:
         self._unit.writing()

@@ -212,15 +212,20 @@ async def test_prepare_config_is_a_dry_run_that_checks_its_reference(
     assert database.state.sessions == {}
 
 
-async def test_the_session_quota_is_counted_under_the_tenant_lock(
+async def test_the_session_quota_refuses_the_create_over_it(
     database: FakeSessionDatabase, preparer: StubPreparer
 ) -> None:
-    service = SessionService(database.unit_of_work, preparer, limited(sessions=1))
+    service = SessionService(database.unit_of_work, preparer, limited(sessions=2))
     await service.create(TENANT, "cfg", session_id="s1")
-    with pytest.raises(ResourceExhausted):
-        await service.create(TENANT, "cfg", session_id="s2")
-    assert database.locks == [(TENANT, "sessions"), (TENANT, "sessions")]
-    assert set(database.state.sessions) == {(TENANT, "s1")}
+    await service.create("t2", "cfg", session_id="s1")  # another tenant counts for itself
+    await service.create(TENANT, "cfg", session_id="s2")
+    with pytest.raises(ResourceExhausted) as refused:
+        await service.create(TENANT, "cfg", session_id="s3")
+    assert refused.value.metadata["used"] == "2"
+    # The refused create's insert was rolled back with its unit.
+    assert set(database.state.sessions) == {(TENANT, "s1"), ("t2", "s1"), (TENANT, "s2")}
+    await service.delete(TENANT, "s1")
+    await service.create(TENANT, "cfg", session_id="s3")
 
 
 async def test_uncommitted_writes_are_discarded(database: FakeSessionDatabase) -> None:
