@@ -205,6 +205,21 @@ def _session(row: Any) -> Session:
     )
 
 
+def _changeable(session: Session) -> dict[str, Any]:
+    """The columns of a session that writes change, as stored (text NUL-free)."""
+    return {
+        "config_revision": session.config_revision,
+        "status": session.status.value,
+        "error_message": storable(session.error_message),
+        "message_count": session.message_count,
+        "last_sequence": session.last_sequence,
+        "active_turn_id": session.active_turn_id,
+        "tags": storable(dict(session.tags)),
+        "version": session.version,
+        "update_time": session.update_time,
+    }
+
+
 def _message(row: Any) -> Message:
     return Message(
         message_id=row.message_id,
@@ -259,16 +274,8 @@ class SessionRepository:
                     "tenant_id": tenant_id,
                     "session_id": session.session_id,
                     "config_id": session.config_id,
-                    "config_revision": session.config_revision,
-                    "status": session.status.value,
-                    "error_message": storable(session.error_message),
-                    "message_count": session.message_count,
-                    "last_sequence": session.last_sequence,
-                    "active_turn_id": session.active_turn_id,
-                    "tags": storable(dict(session.tags)),
-                    "version": session.version,
                     "create_time": session.create_time,
-                    "update_time": session.update_time,
+                    **_changeable(session),
                 },
             )
         except IntegrityError as exc:
@@ -287,19 +294,7 @@ class SessionRepository:
         """Writes the session's mutable state."""
         result = await self._session.execute(
             _SAVE_SESSION,
-            {
-                "k_tenant": tenant_id,
-                "k_session": session.session_id,
-                "config_revision": session.config_revision,
-                "status": session.status.value,
-                "error_message": storable(session.error_message),
-                "message_count": session.message_count,
-                "last_sequence": session.last_sequence,
-                "active_turn_id": session.active_turn_id,
-                "tags": storable(dict(session.tags)),
-                "version": session.version,
-                "update_time": session.update_time,
-            },
+            {"k_tenant": tenant_id, "k_session": session.session_id, **_changeable(session)},
         )
         assert _rowcount(result) == 1, "save needs an existing session"
 
