@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -83,12 +84,10 @@ class WrappingInterceptor(Interceptor):
             return handler  # type: ignore[return-value]
         return self._memo.get(handler, lambda: self._rewrap(handler, handler_call_details.method))
 
-    @property
+    @functools.cached_property
     def _memo(self) -> HandlerMemo:
-        memo: HandlerMemo | None = self.__dict__.get("_handler_memo")
-        if memo is None:
-            memo = self.__dict__["_handler_memo"] = HandlerMemo()
-        return memo
+        # Built on first use: subclasses need not call an __init__ here.
+        return HandlerMemo()
 
     def _rewrap(self, handler: Handler, full_method: str) -> Handler:
         method = self.pick(full_method)
