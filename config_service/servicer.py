@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from google.protobuf import empty_pb2
@@ -26,6 +25,7 @@ from shared._generated.tandem.config.v1 import (
 from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
 from shared.identifiers import MAX_TAGS
+from shared.lru import Lru
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
@@ -154,17 +154,14 @@ class ConfigServicer(config_service_pb2_grpc.ConfigServiceServicer):
         self._service = service
         # The wire form of configs the service hands out again (its cache returns the same
         # object until the config changes): built once, not on every GetConfig.
-        self._wire: OrderedDict[int, tuple[Config, config_pb2.Config]] = OrderedDict()
+        self._wire: Lru[int, tuple[Config, config_pb2.Config]] = Lru(WIRE_MEMO_SIZE)
 
     def _config_pb(self, config: Config) -> config_pb2.Config:
         held = self._wire.get(id(config))
         if held is not None and held[0] is config:
-            self._wire.move_to_end(id(config))
             return held[1]
         message = config_pb(config)
-        self._wire[id(config)] = (config, message)
-        if len(self._wire) > WIRE_MEMO_SIZE:
-            self._wire.popitem(last=False)
+        self._wire.put(id(config), (config, message))
         return message
 
     async def CreateConfig(

@@ -14,39 +14,10 @@ latest map is not trusted at all (`trusted`), since other replicas' writes go un
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
 from config_service.configs.model import Config
-
-K = TypeVar("K")
-
-
-class _Bounded(Generic[K]):
-    """An LRU map of configs."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[K, Config] = OrderedDict()
-
-    def get(self, key: K) -> Config | None:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: K, config: Config) -> None:
-        self._items[key] = config
-        self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
+from shared.lru import Lru
 
 
 def _always() -> bool:
@@ -57,8 +28,8 @@ class ConfigCache:
     """Latest configs by (tenant, id) and revisions by (tenant, id, revision)."""
 
     def __init__(self, capacity: int = 10_000, trusted: Callable[[], bool] = _always) -> None:
-        self._latest: _Bounded[tuple[str, str]] = _Bounded(capacity)
-        self._revisions: _Bounded[tuple[str, str, int]] = _Bounded(capacity)
+        self._latest: Lru[tuple[str, str], Config] = Lru(capacity)
+        self._revisions: Lru[tuple[str, str, int], Config] = Lru(capacity)
         self._trusted = trusted
         self.generation = 0
         self.hits = 0

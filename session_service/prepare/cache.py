@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from session_service.prepare.model import PreparedBundle
+from shared.lru import Lru
 
 Key = tuple[str, str, int]  # (tenant, config_id, revision)
 
@@ -35,8 +35,7 @@ class PreparedCache:
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
-        self._capacity = capacity
-        self._entries: OrderedDict[Key, PreparedBundle] = OrderedDict()
+        self._entries: Lru[Key, PreparedBundle] = Lru(capacity)
         self._hits = self._misses = self._evictions = 0
         self.generation = 0
         self._invalidated: dict[str, int] = {}  # "id:…" or "name:…" -> generation
@@ -48,7 +47,6 @@ class PreparedCache:
         if found is None:
             self._misses += 1
             return None
-        self._entries.move_to_end(key)
         self._hits += 1
         return found
 
@@ -59,15 +57,11 @@ class PreparedCache:
         inputs = [f"id:{key[1]}", *(f"name:{name}" for name in bundle.included_configs)]
         if any(self._invalidated.get(i, 0) > generation for i in inputs):
             return
-        self._entries[key] = bundle
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-            self._evictions += 1
+        self._evictions += self._entries.put(key, bundle)
 
     def _drop(self, keys: list[Key]) -> None:
         for key in keys:
-            del self._entries[key]
+            self._entries.pop(key)
         self._evictions += len(keys)
 
     def evict_config(self, config_id: str, name: str, *, created: bool = False) -> None:
@@ -91,7 +85,7 @@ class PreparedCache:
         """Drops everything (the change stream could not be resumed)."""
         self.generation += 1
         self._cleared_at = self.generation
-        self._drop(list(self._entries))
+        self._drop([key for key, _ in self._entries.items()])
 
     def stats(self) -> CacheStats:
         """Current counters."""
