@@ -124,7 +124,7 @@ async def test_streams_a_text_reply(server: LlmServer, provider: AnthropicProvid
         UsageReport(input_tokens=25, output_tokens=9, model="claude-test"),
         Finish("end_turn"),
     ]
-    assert server.completed_streams == 1
+    assert await server.wait_for_completed_streams(1) == 1
 
 
 async def test_thinking_then_text(server: LlmServer, provider: AnthropicProvider) -> None:

@@ -111,7 +111,7 @@ async def test_streams_a_text_reply(server: LlmServer, provider: OpenAIProvider)
         UsageReport(input_tokens=21, output_tokens=4, model="gpt-test-01"),
         Finish("stop"),
     ]
-    assert server.completed_streams == 1
+    assert await server.wait_for_completed_streams(1) == 1
 
 
 async def test_assembles_parallel_tool_calls_from_fragments(

@@ -80,6 +80,7 @@ class LlmServer:
         self.requests: list[RecordedRequest] = []
         self.client_disconnected = threading.Event()
         self.completed_streams = 0
+        self._stream_completed = threading.Condition()
         self._responses: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -118,6 +119,20 @@ class LlmServer:
     async def wait_for_disconnect(self, seconds: float) -> bool:
         """Whether a client hung up in the middle of a stream within that many seconds."""
         return await asyncio.to_thread(self.client_disconnected.wait, seconds)
+
+    async def wait_for_completed_streams(self, count: int, seconds: float = 10.0) -> int:
+        """How many streams the server finished writing, once it reaches count or time runs out.
+
+        The client can read the final chunk before the handler thread records that it
+        finished, so a test asks here instead of reading completed_streams at once.
+        """
+
+        def wait() -> int:
+            with self._stream_completed:
+                self._stream_completed.wait_for(lambda: self.completed_streams >= count, seconds)
+                return self.completed_streams
+
+        return await asyncio.to_thread(wait)
 
     def _next_response(self) -> ScriptedResponse:
         with self._lock:
@@ -228,8 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             llm.client_disconnected.set()
             return
-        with llm._lock:
+        with llm._stream_completed:
             llm.completed_streams += 1
+            llm._stream_completed.notify_all()
 
 
 @contextmanager
