@@ -8,6 +8,7 @@ import grpc
 from pydantic import Field
 
 from session_service.prepare.egress import DEFAULT_EGRESS_ALLOW
+from session_service.tool_policy import BashPolicy, ToolPolicy, WebPolicy
 from session_service.workspace import Workspaces, default_root, parse_roots
 from shared.rpc.tls import channel_credentials
 from shared.settings import ServiceSettings
@@ -52,13 +53,52 @@ class SessionServiceSettings(ServiceSettings):
     workspace_root: str = ""
     # Host folders file tools may reach besides the session's workspace, comma-separated.
     tool_allowed_roots: str = ""
+    # tool-bash: off unless enabled. Commands get no network unless TOOLS_BASH_NETWORK is set;
+    # the rest are ceilings a bundle's own settings can only lower.
+    tools_bash_enabled: bool = False
+    tools_bash_network: bool = False
+    tools_bash_timeout_seconds: float = Field(default=60.0, gt=0)
+    tools_bash_max_output_bytes: int = Field(default=64 * 1024, gt=0)
+    tools_bash_cpu_seconds: int = Field(default=60, gt=0)
+    tools_bash_memory_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    tools_bash_max_processes: int = Field(default=128, gt=0)
+    tools_bash_max_file_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # tool-web: private, loopback or link-local destinations web_fetch may still reach
+    # (comma-separated hosts, host:port or CIDR networks), and the web_search backend URL.
+    tools_web_private_allow: str = ""
+    tools_web_search_url: str = ""
+    tools_web_max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    tools_web_timeout_seconds: float = Field(default=30.0, gt=0)
     # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
     egress_allow: str = DEFAULT_EGRESS_ALLOW
 
     def workspaces(self) -> Workspaces:
         """The session workspaces and the extra roots tools may reach."""
         root = Path(self.workspace_root) if self.workspace_root else default_root(self.database)
-        return Workspaces(root, parse_roots(self.tool_allowed_roots))
+        return Workspaces(root, parse_roots(self.tool_allowed_roots), self.tool_policy())
+
+    def tool_policy(self) -> ToolPolicy:
+        """What the operator lets tool modules do (TANDEM_TOOLS_*)."""
+        return ToolPolicy(
+            bash=BashPolicy(
+                enabled=self.tools_bash_enabled,
+                network=self.tools_bash_network,
+                timeout_seconds=self.tools_bash_timeout_seconds,
+                max_output_bytes=self.tools_bash_max_output_bytes,
+                cpu_seconds=self.tools_bash_cpu_seconds,
+                memory_bytes=self.tools_bash_memory_bytes,
+                max_processes=self.tools_bash_max_processes,
+                max_file_bytes=self.tools_bash_max_file_bytes,
+            ),
+            web=WebPolicy(
+                private_allow=tuple(
+                    part.strip() for part in self.tools_web_private_allow.split(",") if part.strip()
+                ),
+                search_url=self.tools_web_search_url,
+                max_bytes=self.tools_web_max_bytes,
+                timeout_seconds=self.tools_web_timeout_seconds,
+            ),
+        )
 
     def config_channel_credentials(self) -> grpc.ChannelCredentials | None:
         """Credentials for the channel to ConfigService, or None for plaintext."""

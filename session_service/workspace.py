@@ -16,8 +16,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from session_service.tool_policy import ToolPolicy
 
 _log = logging.getLogger(__name__)
 
@@ -33,10 +35,12 @@ def _folder_name(tenant_id: str) -> str:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """Where one session's tools may go: its workspace plus the operator's extra roots."""
+    """Where one session's tools may go: its workspace plus the operator's extra roots, and
+    what else the operator lets tools do."""
 
     workspace: Path
     extra_roots: tuple[Path, ...] = ()
+    policy: ToolPolicy = field(default_factory=ToolPolicy)
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -100,9 +104,12 @@ def default_root(database_url: str) -> Path:
 class Workspaces:
     """Makes, finds and removes session workspaces under one root."""
 
-    def __init__(self, root: Path, extra_roots: tuple[Path, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, extra_roots: tuple[Path, ...] = (), policy: ToolPolicy | None = None
+    ) -> None:
         self.root = root.resolve(strict=False)
         self.extra_roots = extra_roots
+        self.policy = policy or ToolPolicy()
 
     def path(self, tenant_id: str, session_id: str) -> Path:
         """Where the session's workspace is (it may not exist yet)."""
@@ -112,11 +119,11 @@ class Workspaces:
         """The session's sandbox, its workspace made (owner-only) if it is new."""
         workspace = self.path(tenant_id, session_id)
         workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Sandbox(workspace.resolve(), self.extra_roots)
+        return Sandbox(workspace.resolve(), self.extra_roots, self.policy)
 
     def rules(self) -> Sandbox:
         """A sandbox for checking bundle settings before any session exists."""
-        return Sandbox(self.root / "_check", self.extra_roots)
+        return Sandbox(self.root / "_check", self.extra_roots, self.policy)
 
     def remove(self, tenant_id: str, session_id: str) -> None:
         """Deletes the session's workspace and everything in it; a missing one is fine."""

@@ -61,6 +61,12 @@ class ModuleRegistry:
         return list(check(config, *scope))
 
     @staticmethod
+    def reach_violation(implementation: str) -> str | None:
+        """The violation type a module's check_config problems carry (its REACH_VIOLATION)."""
+        violation = getattr(load_factory(implementation), "REACH_VIOLATION", None)
+        return violation if isinstance(violation, str) else None
+
+    @staticmethod
     def config_keys(implementation: str) -> frozenset[str] | None:
         """The config keys a module reads (its CONFIG_KEYS), or None when it does not say."""
         keys = getattr(load_factory(implementation), "CONFIG_KEYS", None)

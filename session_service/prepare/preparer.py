@@ -68,7 +68,8 @@ class ModuleReach:
         """(violation type, config key, message) for each setting that reaches too far."""
         if kind == "tool":
             scope: Any = self.sandbox
-            violation = "TOOL_PATH_NOT_ALLOWED"
+            # A module whose refusals are about more than paths names its own type.
+            violation = registry.reach_violation(implementation) or "TOOL_PATH_NOT_ALLOWED"
         elif kind == "provider":
             scope, violation = self.egress, "EGRESS_NOT_ALLOWED"
         else:

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from session_service.prepare.modules import GROUPS, ModuleRegistry
+from session_service.prepare.modules import ModuleRegistry
 from session_service.turns.protocols import ToolResult, ToolSpec
 from session_service.workspace import Sandbox
+from tests.support.modules import installed_with
 
 
 class SlowTool:
@@ -29,10 +30,4 @@ class SlowTool:
 
 def with_slow_tool() -> ModuleRegistry:
     """The installed modules plus `tool-slow`."""
-    installed = ModuleRegistry.from_entry_points()
-    modules = {
-        kind: {n: installed.resolve(kind, n) or "" for n in installed.names(kind)}
-        for kind in GROUPS
-    }
-    modules["tool"]["tool-slow"] = f"{__name__}:SlowTool"
-    return ModuleRegistry(modules)
+    return installed_with({"tool": {"tool-slow": f"{__name__}:SlowTool"}})
