@@ -67,6 +67,12 @@ class ModuleRegistry:
         return violation if isinstance(violation, str) else None
 
     @staticmethod
+    def notice(implementation: str) -> str | None:
+        """What PrepareConfig should warn about a module wherever it is used (its NOTICE)."""
+        notice = getattr(load_factory(implementation), "NOTICE", None)
+        return notice if isinstance(notice, str) and notice else None
+
+    @staticmethod
     def config_keys(implementation: str) -> frozenset[str] | None:
         """The config keys a module reads (its CONFIG_KEYS), or None when it does not say."""
         keys = getattr(load_factory(implementation), "CONFIG_KEYS", None)

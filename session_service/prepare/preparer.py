@@ -492,6 +492,9 @@ class Preparer:
                                 f"(it reads: {', '.join(sorted(known)) or 'nothing'})",
                             )
                         )
+            notice = self._registry.notice(implementation)
+            if notice:
+                work.warnings.append(FieldViolation(where, f"{name}: {notice}"))
             modules.append(ResolvedModule(kind, name, source, where, implementation, config))
 
         session = document.get("session") or {}
