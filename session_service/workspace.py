@@ -41,6 +41,10 @@ class Sandbox:
     workspace: Path
     extra_roots: tuple[Path, ...] = ()
     policy: ToolPolicy = field(default_factory=ToolPolicy)
+    # A folder of the session's own that no tool path can reach (it is outside the
+    # workspace): where modules keep session state, such as the todo list. None when
+    # checking settings before any session exists.
+    state: Path | None = None
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -115,11 +119,17 @@ class Workspaces:
         """Where the session's workspace is (it may not exist yet)."""
         return self.root / _folder_name(tenant_id) / session_id
 
+    def state_path(self, tenant_id: str, session_id: str) -> Path:
+        """Where the session's module state is kept (session ids never start with a dot)."""
+        return self.root / _folder_name(tenant_id) / ".state" / session_id
+
     def sandbox(self, tenant_id: str, session_id: str) -> Sandbox:
-        """The session's sandbox, its workspace made (owner-only) if it is new."""
+        """The session's sandbox, its workspace and state folder made (owner-only) if new."""
         workspace = self.path(tenant_id, session_id)
         workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Sandbox(workspace.resolve(), self.extra_roots, self.policy)
+        state = self.state_path(tenant_id, session_id)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Sandbox(workspace.resolve(), self.extra_roots, self.policy, state.resolve())
 
     def rules(self) -> Sandbox:
         """A sandbox for checking bundle settings before any session exists."""
@@ -127,11 +137,11 @@ class Workspaces:
 
     def remove(self, tenant_id: str, session_id: str) -> None:
         """Deletes the session's workspace and everything in it; a missing one is fine."""
-        path = self.path(tenant_id, session_id)
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            # The session is gone either way; what is left over is for the operator.
-            _log.warning("could not remove a workspace: %s", type(exc).__name__)
+        for path in (self.path(tenant_id, session_id), self.state_path(tenant_id, session_id)):
+            try:
+                shutil.rmtree(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                # The session is gone either way; what is left over is for the operator.
+                _log.warning("could not remove a workspace: %s", type(exc).__name__)

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from session_service.workspace import Sandbox
+
 _log = logging.getLogger("tandem.hooks")
 
 MASK = "***"
@@ -50,7 +52,9 @@ class LoggingHook:
 
     CONFIG_KEYS: frozenset[str] = frozenset({"log_level"})
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], sandbox: Sandbox | None = None) -> None:
+        # Logging keeps no session state.
+        del sandbox
         level = config.get("log_level")
         if level is None:
             level = "INFO"

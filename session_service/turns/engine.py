@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from session_service.turns.protocols import (
     ContextModule,
     Finish,
     Hook,
+    HookResult,
     LoopSettings,
     Orchestrator,
     Provider,
@@ -131,8 +133,27 @@ def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
             if spec.name not in tools:
                 tools[spec.name] = tool
                 specs.append(spec)
-    hooks: list[Hook] = [_load(module) for module in by_kind.get("hook", [])]
+    # Hooks get the sandbox too: some keep or read session state (the todo list).
+    hooks: list[Hook] = [_load(module, sandbox) for module in by_kind.get("hook", [])]
     return _Modules(provider, context, settings, tools, specs, hooks)
+
+
+def with_injected_context(
+    messages: Sequence[ChatMessage], texts: Sequence[str]
+) -> list[ChatMessage]:
+    """messages with hook context added for one model call.
+
+    Appended to a trailing tool result, so the model reads it as part of what just happened
+    and role order stays valid for every provider; otherwise a user message of its own.
+    """
+    text = "\n\n".join(texts)
+    result = list(messages)
+    if result and result[-1].role == "tool":
+        last = result[-1]
+        result[-1] = dataclasses.replace(last, content=f"{last.content}\n\n{text}")
+    else:
+        result.append(ChatMessage("user", text))
+    return result
 
 
 def _chat(message: Message) -> ChatMessage:
@@ -414,6 +435,9 @@ class _Turn:
             system, messages = modules.context.build(
                 TurnContext(bundle.system_instruction, transcript, job.turn_context)
             )
+            injected = await self._hook("provider_request", {"turn_id": job.turn_id})
+            if injected:
+                messages = with_injected_context(messages, injected)
             calls, stop_reason = await self._model_call(
                 modules, ProviderRequest(system, messages, modules.specs)
             )
@@ -600,12 +624,18 @@ class _Turn:
         await self._hook("tool_call_end", {**data, "is_error": result.is_error})
         return result
 
-    async def _hook(self, event: str, data: Mapping[str, Any]) -> None:
+    async def _hook(self, event: str, data: Mapping[str, Any]) -> list[str]:
+        """Tells every hook; the context they ask to inject, in hook order."""
+        injected: list[str] = []
         for hook in self._hooks:
             try:
-                await hook.on_event(event, data)
+                result = await hook.on_event(event, data)
             except Exception as exc:
                 _log.warning("hook failed on %s", event, exc_info=exc)
+                continue
+            if isinstance(result, HookResult) and result.inject_context:
+                injected.append(result.inject_context)
+        return injected
 
     def _assistant(self, text: str) -> Message:
         return self._writer.add_message(

@@ -164,7 +164,22 @@ class Orchestrator(Protocol):
     settings: LoopSettings
 
 
-class Hook(Protocol):
-    """Observes a turn. Hooks must not raise; a failing hook is logged and skipped."""
+@dataclass(frozen=True)
+class HookResult:
+    """What a hook asks of the turn.
 
-    async def on_event(self, event: str, data: Mapping[str, Any]) -> None: ...
+    inject_context is text the next model call sees after the conversation (appended to the
+    last tool result, or as a user message), for that call only: it is never stored.
+    """
+
+    inject_context: str = ""
+
+
+class Hook(Protocol):
+    """Observes a turn. Hooks must not raise; a failing hook is logged and skipped.
+
+    Events: turn_start, provider_request (before each model call: the only one whose
+    HookResult is used), tool_call_start, tool_call_end and turn_end.
+    """
+
+    async def on_event(self, event: str, data: Mapping[str, Any]) -> HookResult | None: ...

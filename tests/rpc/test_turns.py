@@ -397,10 +397,13 @@ async def test_hooks_are_called_around_the_turn_and_each_tool_call(
     turn_id = events[0].turn_id
     lines = [r.getMessage() for r in caplog.records if r.name == "tandem.hooks"]
     order = [line.split()[0] for line in lines if turn_id in line]
+    # Two model calls: one asks for the tool, one replies.
     assert order == [
         "event=turn_start",
+        "event=provider_request",
         "event=tool_call_start",
         "event=tool_call_end",
+        "event=provider_request",
         "event=turn_end",
     ]
 

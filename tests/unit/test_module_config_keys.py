@@ -81,6 +81,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "auto_compact": True,
     },
     "hooks-logging": {"log_level": "DEBUG"},
+    "tool-todo": {},
+    "hooks-todo-reminder": {"inject_role": "user", "priority": 10, "recent_tool_threshold": 2},
+    "hooks-todo-display": {},
+    "hooks-streaming-ui": {},
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -90,6 +94,8 @@ ACCEPTED_UNREAD: dict[str, frozenset[str]] = {
     "provider-anthropic": frozenset({"priority"}),
     # Echo stands in for any provider, so it takes their keys and connects nowhere.
     "provider-echo": frozenset({"priority", "base_url", "api_key"}),
+    # Hooks run in bundle order; the key is taken so Amplifier bundles need no edit.
+    "hooks-todo-reminder": frozenset({"priority"}),
 }
 
 # What the config must hold besides the key under test.
@@ -140,7 +146,9 @@ class Recording(Mapping[str, Any]):
 
 def scope(kind: str, tmp_path: Path) -> tuple[Any, ...]:
     """What a module of this kind is built with besides its config."""
-    return (Sandbox(tmp_path.resolve()),) if kind == "tool" else ()
+    if kind in ("tool", "hook"):
+        return (Sandbox(tmp_path.resolve(), state=tmp_path.resolve()),)
+    return ()
 
 
 async def build(name: str, config: Mapping[str, Any], tmp_path: Path) -> None:
@@ -169,6 +177,10 @@ def test_every_built_in_module_is_covered() -> None:
         "loop-streaming",
         "context-simple",
         "hooks-logging",
+        "tool-todo",
+        "hooks-todo-reminder",
+        "hooks-todo-display",
+        "hooks-streaming-ui",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 
@@ -205,7 +217,7 @@ async def test_each_declared_key_is_accepted_alone(name: str, key: str, tmp_path
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 async def test_unknown_keys_are_what_the_set_leaves_out(name: str, tmp_path: Path) -> None:
-    unknown = AMPLIFIER_ONLY[name] | {"not_a_key"}
+    unknown = AMPLIFIER_ONLY.get(name, frozenset()) | {"not_a_key"}
     assert not unknown & declared(name)
     config = Recording({**SAMPLES[name], **dict.fromkeys(unknown, True)})
     # Accepted without a look: preparation is what reports them, located, as a WARNING.
