@@ -43,6 +43,23 @@ class ContextFile:
 
 
 @dataclass(frozen=True)
+class PreparedSkill:
+    """A skill of a package (`NS:skills/NAME/SKILL.md` and its folder), for tool-skills."""
+
+    name: str
+    description: str
+    namespace: str
+    # The folder's path in the package, e.g. "skills/review".
+    folder: str
+    # SKILL.md without its frontmatter.
+    body: str
+    # The folder's other files by path inside it ("reference/x.md" -> text).
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    version: str = ""
+    license: str = ""
+
+
+@dataclass(frozen=True)
 class PreparedBundle:
     """An immutable, fully prepared config revision, shared by every session on it.
 
@@ -72,6 +89,8 @@ class PreparedBundle:
     agents: tuple[PreparedAgent, ...] = ()
     # In the order they appear in the system context, each once.
     context: tuple[ContextFile, ...] = ()
+    # Skills handed to a tool-skills module, by name (each once).
+    skills: tuple[PreparedSkill, ...] = ()
 
     @property
     def system_instruction(self) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,23 +22,28 @@ from session_service.prepare.model import (
     PreparationFailed,
     PreparedAgent,
     PreparedBundle,
+    PreparedSkill,
     ResolvedModule,
 )
 from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.resolve import Lookups, Resolver
 from session_service.prepare.source import ConfigSource, FetchedConfig
 from session_service.workspace import Sandbox
+from shared.bundle.document import split_parts
 from shared.bundle.literal_secrets import is_secret_key
+from shared.bundle.loader import load_yaml
 from shared.bundle.references import (
     SHIPPED_NAMESPACE,
     Site,
     UnresolvableReference,
     document_references,
     find_mentions,
+    is_valid_namespace,
+    is_valid_path,
     parse_reference,
 )
 from shared.bundle.refs import EnvReference, substitute
-from shared.bundle.validate import Limits, validate_agent, validate_document
+from shared.bundle.validate import Limits, Severity, validate_agent, validate_document
 from shared.cpu import CpuSlots
 from shared.errors import (
     FailedPrecondition,
@@ -53,6 +60,16 @@ DEFAULT_CONTEXT = "context-simple"
 PARSE_SLOTS = 2
 # What context files may add to a session's system context, in all.
 MAX_CONTEXT_BYTES = 2 * 1024 * 1024
+# The tool module that gets the skills of the packages composed, and the config key they
+# reach it under. The key is reserved: a bundle that sets it is refused.
+SKILLS_MODULE = "tool-skills"
+SKILLS_CONFIG_KEY = "_tandem_skills"
+# What skills may hand a session, in all: how many, and their files' text.
+MAX_SKILLS = 200
+MAX_SKILL_BYTES = 1024 * 1024
+# Skill files read per namespace (or named skill): one ListConfigs page at most.
+MAX_SKILL_FILES = 1000
+SKILLS_FOLDER = "skills"
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,8 @@ class _Composition:
     agents: dict[str, PreparedAgent] = field(default_factory=dict)
     context: dict[str, ContextFile] = field(default_factory=dict)
     context_bytes: int = 0
+    # The package namespaces of the bundles composed, the outermost last.
+    namespaces: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,7 +244,9 @@ class Preparer:
         composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
         masked = copy.deepcopy(composed)
         expanded = self._expand(tenant_id, composed, "", work)
-        modules = self._resolve(expanded, work)
+        modules, skills = await self._with_skills(
+            self._resolve(expanded, work), work, time_remaining
+        )
         if work.problems:
             raise _failure(fetched, work.problems)
         provider = default_provider(expanded, work.depths)
@@ -254,6 +275,7 @@ class Preparer:
             default_provider_field=provider[1] if provider else "",
             agents=tuple(work.agents.values()),
             context=tuple(work.context.values()),
+            skills=skills,
         )
 
     async def _parse(
@@ -338,6 +360,10 @@ class Preparer:
             merged = merge_bundles(merged, sub_merged)
             instruction = sub_instruction or instruction
         work.chain.append(bundle.label)
+        if bundle.namespace and bundle.namespace != SHIPPED_NAMESPACE:
+            # Moved to the end: the outermost bundle of a package decides its place.
+            work.namespaces.pop(bundle.namespace, None)
+            work.namespaces[bundle.namespace] = None
         depth = len(stack) - 1
         for list_key in MODULE_LISTS:
             for entry in bundle.data.get(list_key) or []:
@@ -423,6 +449,124 @@ class Preparer:
                 else f"context.include of {bundle.label}"
             )
             work.context[config.name] = ContextFile(config.name, origin, config.yaml_content)
+
+    async def _with_skills(
+        self, modules: list[ResolvedModule], work: _Composition, time_remaining: float | None
+    ) -> tuple[list[ResolvedModule], tuple[PreparedSkill, ...]]:
+        """Hands the skills of the packages composed (and those the module's `skills` key
+        names) to each tool-skills module, under SKILLS_CONFIG_KEY of its config."""
+        wanted = [
+            i for i, m in enumerate(modules) if m.kind == "tool" and m.module == SKILLS_MODULE
+        ]
+        if not wanted:
+            return modules, ()
+        # (namespace, "" for all its skills or "skills/NAME" for one) -> where it was named.
+        sources: dict[tuple[str, str], str] = {(ns, ""): "" for ns in work.namespaces}
+        for index in wanted:
+            sources.update(_named_skill_sources(modules[index], work))
+        found: dict[str, PreparedSkill] = {}
+        budget = _SkillBudget()
+        for (namespace, folder), where in sources.items():
+            for skill in await self._read_skills(namespace, folder, where, work, time_remaining):
+                # A folder reached twice (its package, then by name) counts once.
+                if not budget.take(skill, work):
+                    break
+                # A later source (the outer package, then the module's own list) wins a name.
+                found[skill.name] = skill
+        skills = tuple(found[name] for name in sorted(found))
+        handed = [{**dataclasses.asdict(s), "files": dict(s.files)} for s in skills]
+        for index in wanted:
+            module = modules[index]
+            config = module.config if isinstance(module.config, Mapping) else {}
+            if SKILLS_CONFIG_KEY in config:
+                work.problems.append(
+                    PreconditionViolation(
+                        "RESERVED_CONFIG_KEY",
+                        f"{module.field}.config.{SKILLS_CONFIG_KEY}",
+                        "is reserved: preparation fills it with the skills of the packages "
+                        "composed; list extra ones under `skills`",
+                    )
+                )
+            # A new mapping: the composed document keeps the bundle's own settings.
+            modules[index] = dataclasses.replace(
+                module, config={**config, SKILLS_CONFIG_KEY: handed}
+            )
+        return modules, skills
+
+    async def _read_skills(
+        self,
+        namespace: str,
+        folder: str,
+        where: str,
+        work: _Composition,
+        time_remaining: float | None,
+    ) -> list[PreparedSkill]:
+        """The skills stored under `NS:skills/` (or the one folder named), by folder."""
+        pattern = f"{folder or SKILLS_FOLDER}/*"
+        if folder:
+            # Named on purpose: creating it later must invalidate what is prepared now.
+            work.lookups.asked.add(f"{namespace}:{folder}/SKILL.md")
+        configs = await self._client.find(
+            f"namespace = {json.dumps(namespace)} AND path = {json.dumps(pattern)}",
+            time_remaining,
+            limit=MAX_SKILL_FILES,
+        )
+        if len(configs) >= MAX_SKILL_FILES:
+            work.warnings.append(
+                FieldViolation(
+                    where or f"{namespace}:{pattern}",
+                    f"more than {MAX_SKILL_FILES - 1} skill files; only some were read",
+                )
+            )
+        folders: dict[str, dict[str, FetchedConfig]] = {}
+        for config in configs:
+            parts = config.path.split("/")
+            if len(parts) >= 3 and parts[0] == SKILLS_FOLDER:
+                folders.setdefault("/".join(parts[:2]), {})["/".join(parts[2:])] = config
+        if folder and "SKILL.md" not in folders.get(folder, {}):
+            work.problems.append(
+                PreconditionViolation(
+                    "SKILL_NOT_FOUND",
+                    where,
+                    f"{namespace}:{folder} has no SKILL.md stored in this tenant",
+                )
+            )
+            return []
+        skills: list[PreparedSkill] = []
+        for name in sorted(folders):
+            files = folders[name]
+            document = files.pop("SKILL.md", None)
+            if document is None:
+                continue
+            for config in (document, *files.values()):
+                # Like a context file: an edit to any of them invalidates the prepared bundle.
+                work.lookups.asked.add(config.name)
+                work.included[config.name] = (config.config_id, config.revision)
+            read = await self._cpu.run(_read_skill, document.yaml_content, self._limits)
+            if isinstance(read, FieldViolation):
+                work.warnings.append(
+                    FieldViolation(
+                        document.name,
+                        f"skill skipped: {read.description}",
+                        read.line,
+                        read.column,
+                    )
+                )
+                continue
+            meta, body = read
+            skills.append(
+                PreparedSkill(
+                    name=meta.get("name") or name.rsplit("/", 1)[-1],
+                    description=meta["description"],
+                    namespace=namespace,
+                    folder=name,
+                    body=body,
+                    files={path: files[path].yaml_content for path in sorted(files)},
+                    version=meta.get("version", ""),
+                    license=meta.get("license", ""),
+                )
+            )
+        return skills
 
     def _expand(
         self, tenant_id: str, value: Any, path: str, work: _Composition, key: str = ""
@@ -514,6 +658,117 @@ class Preparer:
 
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 120 else text[:117] + "...")
+
+
+@dataclass
+class _SkillBudget:
+    """MAX_SKILLS and MAX_SKILL_BYTES over every skill read; the first overrun is reported."""
+
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    size: int = 0
+    exceeded: bool = False
+
+    def take(self, skill: PreparedSkill, work: _Composition) -> bool:
+        if self.exceeded:
+            return False
+        if (skill.namespace, skill.folder) in self.seen:
+            return True
+        self.seen.add((skill.namespace, skill.folder))
+        self.size += sum(len(t.encode()) for t in (skill.body, *skill.files.values()))
+        where = f"{skill.namespace}:{skill.folder}"
+        if len(self.seen) > MAX_SKILLS:
+            problem = ("TOO_MANY_SKILLS", f"more than {MAX_SKILLS} skills")
+        elif self.size > MAX_SKILL_BYTES:
+            problem = (
+                "SKILLS_TOO_LARGE",
+                f"skill files add up to more than {MAX_SKILL_BYTES} bytes",
+            )
+        else:
+            return True
+        self.exceeded = True
+        work.problems.append(PreconditionViolation(problem[0], where, problem[1]))
+        return False
+
+
+def _named_skill_sources(module: ResolvedModule, work: _Composition) -> dict[tuple[str, str], str]:
+    """The namespaces (`NS`) and skills (`NS:skills/NAME`) a tool-skills `skills` key adds."""
+    config = module.config if isinstance(module.config, Mapping) else {}
+    value = config.get("skills")
+    if value is None:
+        return {}
+    expected = "a package namespace (NS) or one of its skills (NS:skills/NAME)"
+    if not isinstance(value, list):
+        work.problems.append(
+            PreconditionViolation(
+                "INVALID_SKILL_REFERENCE", f"{module.field}.config.skills", f"must list {expected}s"
+            )
+        )
+        return {}
+    sources: dict[tuple[str, str], str] = {}
+    for index, item in enumerate(value):
+        where = f"{module.field}.config.skills[{index}]"
+        namespace, colon, path = item.partition(":") if isinstance(item, str) else ("", "", "")
+        segments = path.split("/")
+        if not is_valid_namespace(namespace) or (
+            colon
+            and not (len(segments) == 2 and segments[0] == SKILLS_FOLDER and is_valid_path(path))
+        ):
+            work.problems.append(
+                PreconditionViolation("INVALID_SKILL_REFERENCE", where, f"must be {expected}")
+            )
+            continue
+        sources[(namespace, path)] = where
+    return sources
+
+
+_SKILL_NAME_LIMIT = 128
+
+
+def _read_skill(text: str, limits: Limits) -> tuple[dict[str, str], str] | FieldViolation:
+    """A SKILL.md's frontmatter (name, description, version, license) and body, or why not."""
+    parts = split_parts(text)
+    if not parts.has_frontmatter:
+        return FieldViolation("", "a SKILL.md starts with YAML frontmatter between --- lines", 1, 1)
+    # The tenant's text: loaded as plain data within the same caps as a bundle.
+    loaded, violations = load_yaml(parts.yaml, limits, parts.line_offset)
+    errors = [v for v in violations if v.severity is Severity.ERROR]
+    if loaded is None or errors:
+        first = (errors or violations)[0] if (errors or violations) else None
+        if first is None:
+            return FieldViolation("", "its frontmatter cannot be read", 1, 1)
+        return FieldViolation(
+            "",
+            f"{first.message} (line {first.line}, column {first.column})",
+            first.line,
+            first.column,
+        )
+    root = loaded.root
+    if not isinstance(root, dict):
+        return FieldViolation("", "its frontmatter must be a mapping", 2, 1)
+    description = root.get("description")
+    if not isinstance(description, str) or not description.strip():
+        line, column = loaded.locations.key(("description",))
+        return FieldViolation("", "`description` must be a non-empty string", line, column)
+    name = root.get("name", "")
+    if name and (
+        not isinstance(name, str)
+        or len(name) > _SKILL_NAME_LIMIT
+        or not name.isprintable()
+        or name.strip() != name
+    ):
+        line, column = loaded.locations.value(("name",))
+        return FieldViolation(
+            "",
+            f"`name` must be printable text of at most {_SKILL_NAME_LIMIT} characters",
+            line,
+            column,
+        )
+    meta = {"name": str(name or ""), "description": description.strip()}
+    for key in ("version", "license"):
+        value = root.get(key)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            meta[key] = str(value)
+    return meta, (parts.body or "").strip()
 
 
 def _agent(config: FetchedConfig, limits: Limits) -> PreparedAgent | None:
