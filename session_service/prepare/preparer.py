@@ -506,11 +506,24 @@ class Preparer:
         if folder:
             # Named on purpose: creating it later must invalidate what is prepared now.
             work.lookups.asked.add(f"{namespace}:{folder}/SKILL.md")
-        configs = await self._client.find(
-            f"namespace = {json.dumps(namespace)} AND path = {json.dumps(pattern)}",
-            time_remaining,
-            limit=MAX_SKILL_FILES,
-        )
+        try:
+            configs = await self._client.find(
+                f"namespace = {json.dumps(namespace)} AND path = {json.dumps(pattern)}",
+                time_remaining,
+                limit=MAX_SKILL_FILES,
+            )
+        except Unavailable as exc:
+            # Larger than a message may be: the package's doing, not an outage to retry.
+            if exc.metadata.get("upstream_code") != "RESOURCE_EXHAUSTED":
+                raise
+            work.problems.append(
+                PreconditionViolation(
+                    "SKILLS_TOO_LARGE",
+                    where or f"{namespace}:{pattern}",
+                    "the skill files are larger than one ConfigService reply may be",
+                )
+            )
+            return []
         if len(configs) >= MAX_SKILL_FILES:
             work.warnings.append(
                 FieldViolation(

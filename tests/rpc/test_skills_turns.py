@@ -280,3 +280,27 @@ async def test_skills_past_the_caps_are_refused(
         [problem] = prepared.violations
         assert problem.message.startswith(f"{violation}:")
         assert problem.field.startswith("skillkit:skills/")
+
+
+async def test_skill_files_too_large_for_one_reply_are_a_located_violation(
+    sqlite_url: str,
+) -> None:
+    # SessionService takes replies of at most 64 KiB; the skill folder holds more.
+    async with running_pair(
+        sqlite_url,
+        modules=installed_with(MODULES),
+        session={"max_receive_message_bytes": 64 * 1024},
+    ) as stack:
+        await import_files(
+            stack,
+            {
+                "bundle.md": root_bundle([]),
+                "skills/review/SKILL.md": REVIEW,
+                "skills/review/reference/big.md": "x" * (100 * 1024),
+            },
+        )
+        prepared = await prepare(stack, "skillkit")
+        assert not prepared.valid
+        [problem] = prepared.violations
+        assert problem.message.startswith("SKILLS_TOO_LARGE:")
+        assert problem.field == "skillkit:skills/*"
