@@ -7,6 +7,7 @@ narrow it:
 
 - `timeout`: seconds a whole call may take, redirects and body included; lowered to the
   operator's limit if higher.
+- `search_timeout`: the same for web_search only, if it should be shorter still.
 - `max_bytes`: the most bytes of a response read; lowered to the operator's limit if higher.
 - `default_limit`: bytes web_fetch returns when the call gives no `limit` (default 200 KiB).
 - `max_results`: search results asked for and shown, 1 to 50 (default 5).
@@ -156,6 +157,15 @@ class _Allowance:
         return host == self.host
 
 
+def _plain_network(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 network as the IPv4 network it is (addresses are compared so)."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((int(mapped), network.prefixlen - 96))
+    return network
+
+
 def _allowance(entry: str) -> _Allowance | None:
     """An operator entry (`host`, `host:port`, an IP, `[v6]:port`, a CIDR network) parsed;
     None for one that cannot be understood, which then admits nothing."""
@@ -163,7 +173,7 @@ def _allowance(entry: str) -> _Allowance | None:
     if not text:
         return None
     try:
-        return _Allowance(network=ipaddress.ip_network(text, strict=False))
+        return _Allowance(network=_plain_network(ipaddress.ip_network(text, strict=False)))
     except ValueError:
         pass
     host, port = text, ""
@@ -183,7 +193,7 @@ def _allowance(entry: str) -> _Allowance | None:
     if not host:
         return None
     try:
-        return _Allowance(network=ipaddress.ip_network(host), port=number)
+        return _Allowance(network=_plain_network(ipaddress.ip_network(host)), port=number)
     except ValueError:
         return _Allowance(host=host, port=number)
 
@@ -347,6 +357,7 @@ def _flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
 @dataclass(frozen=True)
 class _Settings:
     timeout: float
+    search_timeout: float
     max_bytes: int
     default_limit: int
     max_results: int
@@ -360,8 +371,10 @@ def _settings(config: Mapping[str, Any], sandbox: Sandbox) -> _Settings:
     policy = sandbox.policy.web
     timeout = _positive_number(config, "timeout")
     max_bytes = _positive_integer(config, "max_bytes")
+    limit = min(timeout or policy.timeout_seconds, policy.timeout_seconds)
     return _Settings(
-        timeout=min(timeout or policy.timeout_seconds, policy.timeout_seconds),
+        timeout=limit,
+        search_timeout=min(_positive_number(config, "search_timeout") or limit, limit),
         max_bytes=min(max_bytes or policy.max_bytes, policy.max_bytes),
         default_limit=_positive_integer(config, "default_limit") or DEFAULT_LIMIT,
         max_results=_positive_integer(config, "max_results", MAX_RESULTS) or DEFAULT_MAX_RESULTS,
@@ -373,6 +386,7 @@ def _settings(config: Mapping[str, Any], sandbox: Sandbox) -> _Settings:
 
 _CHECKS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "timeout": lambda c: _positive_number(c, "timeout"),
+    "search_timeout": lambda c: _positive_number(c, "search_timeout"),
     "max_bytes": lambda c: _positive_integer(c, "max_bytes"),
     "default_limit": lambda c: _positive_integer(c, "default_limit"),
     "max_results": lambda c: _positive_integer(c, "max_results", MAX_RESULTS),
@@ -474,14 +488,20 @@ class WebTool:
             # The model's own URL, shortened: a huge one would crowd out the reason.
             url = given if len(given) <= 500 else given[:500] + "..."
             try:
-                return ToolResult(await self._within_time(self._fetch(given.strip(), arguments)))
+                return ToolResult(
+                    await self._within_time(
+                        self._fetch(given.strip(), arguments), self._settings.timeout
+                    )
+                )
             except _Refused as exc:
                 return ToolResult(f"Could not fetch {url}: {exc}", is_error=True)
             except Exception as exc:
                 return ToolResult(f"Could not fetch {url}: {type(exc).__name__}.", is_error=True)
         if name == "web_search":
             try:
-                return ToolResult(await self._within_time(self._search(arguments)))
+                return ToolResult(
+                    await self._within_time(self._search(arguments), self._settings.search_timeout)
+                )
             except _Refused as exc:
                 return ToolResult(f"web_search failed: {exc}", is_error=True)
             except Exception as exc:
@@ -490,15 +510,13 @@ class WebTool:
             f"Unknown tool {name!r}; this module offers web_search and web_fetch.", is_error=True
         )
 
-    async def _within_time(self, work: Coroutine[Any, Any, str]) -> str:
+    async def _within_time(self, work: Coroutine[Any, Any, str], seconds: float) -> str:
         # One deadline covers resolving, every redirect and reading the body.
         try:
-            async with asyncio.timeout(self._settings.timeout):
+            async with asyncio.timeout(seconds):
                 return await work
-        except TimeoutError:
-            raise _Refused(f"timed out after {self._settings.timeout:g} seconds") from None
-        except httpx2.TimeoutException:
-            raise _Refused(f"timed out after {self._settings.timeout:g} seconds") from None
+        except (TimeoutError, httpx2.TimeoutException):
+            raise _Refused(f"timed out after {seconds:g} seconds") from None
         except httpx2.ConnectError:
             raise _Refused("could not connect to the server") from None
         except httpx2.RemoteProtocolError:

@@ -123,6 +123,25 @@ async def test_a_name_is_resolved_once_and_the_checked_address_is_what_is_connec
     assert seen.headers["Host"] == f"localhost:{server.port}"
 
 
+@pytest.mark.parametrize(
+    ("entry", "host"),
+    [
+        ("127.0.0.0/8", "127.0.0.1"),
+        ("127.0.0.1:{port}", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("LOCALHOST:{port}", "localhost."),
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+    ],
+)
+async def test_each_form_of_operator_allowance_admits_its_destination(
+    tmp_path: Path, server: WebServer, entry: str, host: str
+) -> None:
+    tool = allowing(tmp_path, entry.format(port=server.port))
+    result = await fetch(tool, f"http://{host}:{server.port}/")
+    assert result.is_error is False, result.content
+    assert len(server.seen()) == 1
+
+
 async def test_json_and_plain_text_come_back_as_they_are(tmp_path: Path) -> None:
     document = json.dumps({"tide": "high", "at": "14:02"}).encode()
     pages = {
@@ -229,6 +248,17 @@ async def test_an_http_error_is_a_tool_error(tmp_path: Path, server: WebServer) 
     result = await fetch(allowing(tmp_path, "127.0.0.1"), server.url("/missing"))
     assert result.is_error is True
     assert result.content == f"Could not fetch {server.url('/missing')}: HTTP 404 Not Found"
+
+
+async def test_a_server_too_slow_for_the_bundle_timeout_is_a_tool_error(tmp_path: Path) -> None:
+    with web_server({"/slow": Page(b"late", "text/plain", delay=1.0)}) as running:
+        policy = sandbox(tmp_path, private_allow=("127.0.0.1",), search_url=running.url("/slow"))
+        tool = WebTool({"timeout": 0.2}, policy)
+        fetched = await fetch(tool, running.url("/slow"))
+        searched = await tool.call("web_search", {"query": "tides"})
+    assert fetched.content == f"Could not fetch {running.url('/slow')}: timed out after 0.2 seconds"
+    assert searched.content == "web_search failed: timed out after 0.2 seconds"
+    assert fetched.is_error is searched.is_error is True
 
 
 # --- refusals -------------------------------------------------------------------------------

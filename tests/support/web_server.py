@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class Page:
     content_type: str = "text/html; charset=utf-8"
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Seconds to wait before answering, for a server too slow for the caller.
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,17 @@ class WebServer:
                         Seen(parts.path, parse_qs(parts.query), dict(self.headers.items()))
                     )
                 page = server.pages.get(parts.path, Page(b"not here", "text/plain", 404))
-                self.send_response(page.status)
-                self.send_header("Content-Type", page.content_type)
-                self.send_header("Content-Length", str(len(page.body)))
-                for name, value in page.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                # A client that stops reading at its byte cap may hang up mid-body.
+                if page.delay:
+                    time.sleep(page.delay)
+                # A client that stops reading at its byte cap, or gave up waiting, may have
+                # hung up already.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(page.status)
+                    self.send_header("Content-Type", page.content_type)
+                    self.send_header("Content-Length", str(len(page.body)))
+                    for name, value in page.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
                     self.wfile.write(page.body)
 
             def log_message(self, format: str, *args: object) -> None:
