@@ -20,6 +20,8 @@ from session_service.sessions.model import (
 )
 from session_service.sessions.service import SessionService
 from session_service.turns.model import (
+    AgentCompleted,
+    AgentStarted,
     ContentDelta,
     Event,
     EventBody,
@@ -78,6 +80,9 @@ def session_pb(session: Session) -> session_pb2.Session:
         message_count=session.message_count,
         last_sequence=session.last_sequence,
         active_turn_id=session.active_turn_id,
+        parent_session_id=session.parent_session_id,
+        agent=session.agent,
+        display_name=session.display_name,
         tags=dict(session.tags),
         create_time=timestamp(session.create_time),
         update_time=timestamp(session.update_time),
@@ -167,6 +172,31 @@ def _turn_cancelled(wire: events_pb2.SessionEvent, body: TurnCancelled) -> None:
     wire.turn_cancelled.CopyFrom(cancelled)
 
 
+def _agent_started(wire: events_pb2.SessionEvent, body: AgentStarted) -> None:
+    wire.agent_started.CopyFrom(
+        events_pb2.AgentStarted(
+            tool_call_id=body.tool_call_id,
+            agent=body.agent,
+            session_id=body.session_id,
+            child_turn_id=body.child_turn_id,
+            resumed=body.resumed,
+        )
+    )
+
+
+def _agent_completed(wire: events_pb2.SessionEvent, body: AgentCompleted) -> None:
+    wire.agent_completed.CopyFrom(
+        events_pb2.AgentCompleted(
+            tool_call_id=body.tool_call_id,
+            agent=body.agent,
+            session_id=body.session_id,
+            child_turn_id=body.child_turn_id,
+            outcome=body.outcome,
+            error_message=body.error_message,
+        )
+    )
+
+
 # Each function takes the body type it is filed under.
 EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any], None]] = {
     TurnStarted: _turn_started,
@@ -178,6 +208,8 @@ EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any],
     TurnCompleted: _turn_completed,
     TurnFailed: _turn_failed,
     TurnCancelled: _turn_cancelled,
+    AgentStarted: _agent_started,
+    AgentCompleted: _agent_completed,
 }
 
 
@@ -281,6 +313,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             tags=dict(request.tags),
             request_id=request.request_id,
             start=request.start,
+            display_name=request.display_name,
             time_remaining=context.time_remaining(),
         )
         return session_pb(created)

@@ -116,6 +116,10 @@ class Session:
     message_count: int = 0
     last_sequence: int = 0
     active_turn_id: str = ""
+    # A child session runs one agent of its parent's bundle for the parent's turns.
+    parent_session_id: str = ""
+    agent: str = ""
+    display_name: str = ""
 
     @property
     def etag(self) -> str:
@@ -207,6 +211,29 @@ def check_tags(tags: Mapping[str, str]) -> None:
         raise InvalidArgument("Invalid tags.", reason="INVALID_TAGS", violations=violations)
 
 
+MAX_DISPLAY_NAME_CHARS = 256
+
+
+def display_name_problem(name: str) -> str:
+    """What is wrong with a display name ("" when nothing is)."""
+    if len(name) > MAX_DISPLAY_NAME_CHARS:
+        return f"at most {MAX_DISPLAY_NAME_CHARS} characters"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "must not contain control characters"
+    return ""
+
+
+def check_display_name(name: str) -> None:
+    """Refuses a display name a listing could not show on one line."""
+    problem = display_name_problem(name)
+    if problem:
+        raise InvalidArgument(
+            f"Invalid display_name: {problem}.",
+            reason="INVALID_DISPLAY_NAME",
+            violations=[FieldViolation("display_name", problem)],
+        )
+
+
 def check_message(
     role: Role | None, content: str, tool_calls: Sequence[ToolCall], tool_call_id: str
 ) -> Role:
@@ -260,6 +287,9 @@ def session_to_json(session: Session) -> dict[str, object]:
         "message_count": session.message_count,
         "last_sequence": session.last_sequence,
         "active_turn_id": session.active_turn_id,
+        "parent_session_id": session.parent_session_id,
+        "agent": session.agent,
+        "display_name": session.display_name,
     }
 
 
@@ -278,6 +308,10 @@ def session_from_json(data: Mapping[str, Any]) -> Session:
         message_count=int(data["message_count"]),
         last_sequence=int(data["last_sequence"]),
         active_turn_id=data["active_turn_id"],
+        # Absent from responses recorded before child sessions and names existed.
+        parent_session_id=data.get("parent_session_id", ""),
+        agent=data.get("agent", ""),
+        display_name=data.get("display_name", ""),
     )
 
 

@@ -19,6 +19,7 @@ from session_service.sessions.model import (
     Status,
     ToolCall,
     Transition,
+    check_display_name,
     check_message,
     check_session_id,
     check_tags,
@@ -47,7 +48,7 @@ from shared.listing import (
 )
 from shared.quotas import PolicyLookup, check_count, unlimited
 
-FILTER_FIELDS = ("config_id", "status")
+FILTER_FIELDS = ("config_id", "status", "parent_session_id", "agent")
 FILTER_PREFIXES = ("tags.",)
 CREATE_METHOD = "CreateSession"
 MAX_ERROR_MESSAGE = 4096
@@ -95,6 +96,7 @@ class SessionService:
         tags: Mapping[str, str] | None = None,
         request_id: str = "",
         start: bool = False,
+        display_name: str = "",
         time_remaining: float | None = None,
     ) -> Session:
         """Prepares the config (pinning the revision it gets) and stores a new session.
@@ -108,8 +110,9 @@ class SessionService:
         if request_id:
             check_request_id(request_id)
         check_tags(tags or {})
+        check_display_name(display_name)
         request_fingerprint = _create_fingerprint(
-            config_id, config_revision, session_id, tags or {}, start
+            config_id, config_revision, session_id, tags or {}, start, display_name
         )
         if request_id:
             async with self._unit_of_work() as uow:
@@ -129,6 +132,7 @@ class SessionService:
             update_time=now,
             version=1,
             tags=dict(tags or {}),
+            display_name=display_name,
         )
         return await first_response(
             lambda: self._store_new(tenant_id, session, request_id, request_fingerprint)
@@ -357,16 +361,24 @@ def _check_config_reference(config_id: str, revision: int, revision_field: str) 
 
 
 def _create_fingerprint(
-    config_id: str, revision: int, session_id: str, tags: Mapping[str, str], start: bool
+    config_id: str,
+    revision: int,
+    session_id: str,
+    tags: Mapping[str, str],
+    start: bool,
+    display_name: str,
 ) -> str:
     """What makes two CreateSession requests the same request (all but its request_id)."""
-    request = {
+    request: dict[str, object] = {
         "config_id": config_id,
         "config_revision": revision,
         "session_id": session_id,
         "tags": dict(sorted(tags.items())),
         "start": start,
     }
+    if display_name:
+        # Only when given, so fingerprints recorded before names existed still match.
+        request["display_name"] = display_name
     return fingerprint(json.dumps(request, sort_keys=True).encode())
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.turns.model import (
+    AgentCompleted,
+    AgentStarted,
     ContentDelta,
     EventBody,
     EventKind,
@@ -136,6 +138,27 @@ def _encode_turn_cancelled(body: TurnCancelled) -> dict[str, Any]:
     }
 
 
+def _encode_agent_started(body: AgentStarted) -> dict[str, Any]:
+    return {
+        "tool_call_id": body.tool_call_id,
+        "agent": body.agent,
+        "session_id": body.session_id,
+        "child_turn_id": body.child_turn_id,
+        "resumed": body.resumed,
+    }
+
+
+def _encode_agent_completed(body: AgentCompleted) -> dict[str, Any]:
+    return {
+        "tool_call_id": body.tool_call_id,
+        "agent": body.agent,
+        "session_id": body.session_id,
+        "child_turn_id": body.child_turn_id,
+        "outcome": body.outcome,
+        "error_message": body.error_message,
+    }
+
+
 # Each function takes the body type it is filed under.
 _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnStarted: _encode_turn_started,
@@ -147,6 +170,8 @@ _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnCompleted: _encode_turn_completed,
     TurnFailed: _encode_turn_failed,
     TurnCancelled: _encode_turn_cancelled,
+    AgentStarted: _encode_agent_started,
+    AgentCompleted: _encode_agent_completed,
 }
 
 
@@ -221,6 +246,27 @@ def _decode_turn_cancelled(data: Mapping[str, Any]) -> TurnCancelled:
     )
 
 
+def _decode_agent_started(data: Mapping[str, Any]) -> AgentStarted:
+    return AgentStarted(
+        tool_call_id=str(data.get("tool_call_id", "")),
+        agent=str(data.get("agent", "")),
+        session_id=str(data.get("session_id", "")),
+        child_turn_id=str(data.get("child_turn_id", "")),
+        resumed=bool(data.get("resumed", False)),
+    )
+
+
+def _decode_agent_completed(data: Mapping[str, Any]) -> AgentCompleted:
+    return AgentCompleted(
+        tool_call_id=str(data.get("tool_call_id", "")),
+        agent=str(data.get("agent", "")),
+        session_id=str(data.get("session_id", "")),
+        child_turn_id=str(data.get("child_turn_id", "")),
+        outcome=str(data.get("outcome", "")),
+        error_message=str(data.get("error_message", "")),
+    )
+
+
 _Decoders = Mapping[EventKind, Callable[[Mapping[str, Any]], EventBody]]
 
 _DECODERS_V1: _Decoders = {
@@ -233,6 +279,8 @@ _DECODERS_V1: _Decoders = {
     EventKind.TURN_COMPLETED: _decode_turn_completed,
     EventKind.TURN_FAILED: _decode_turn_failed,
     EventKind.TURN_CANCELLED: _decode_turn_cancelled,
+    EventKind.AGENT_STARTED: _decode_agent_started,
+    EventKind.AGENT_COMPLETED: _decode_agent_completed,
 }
 
 _DECODERS: Mapping[int, _Decoders] = {

@@ -32,6 +32,7 @@ class SessionRow(Base):
     __table_args__ = (
         Index("ix_sessions_config", "tenant_id", "config_id"),
         Index("ix_sessions_status", "tenant_id", "status"),
+        Index("ix_sessions_parent", "tenant_id", "parent_session_id"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -43,6 +44,10 @@ class SessionRow(Base):
     message_count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     active_turn_id: Mapped[str] = mapped_column(String(64), default="")
+    # A child session: the session that started it, and the agent it runs.
+    parent_session_id: Mapped[str] = mapped_column(String(64), default="")
+    agent: Mapped[str] = mapped_column(String(256), default="")
+    display_name: Mapped[str] = mapped_column(String(256), default="")
     tags: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     # Bumped on every write: the etag, and the guard for concurrent lifecycle changes.
     version: Mapped[int] = mapped_column(BigInteger, default=1)

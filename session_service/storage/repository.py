@@ -76,6 +76,9 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.message_count,
     _SESSIONS.c.last_sequence,
     _SESSIONS.c.active_turn_id,
+    _SESSIONS.c.parent_session_id,
+    _SESSIONS.c.agent,
+    _SESSIONS.c.display_name,
 )
 _SESSION_KEY = (_SESSIONS.c.tenant_id == bindparam("k_tenant")) & (
     _SESSIONS.c.session_id == bindparam("k_session")
@@ -202,6 +205,9 @@ def _session(row: Any) -> Session:
         message_count=row.message_count,
         last_sequence=row.last_sequence,
         active_turn_id=row.active_turn_id,
+        parent_session_id=row.parent_session_id,
+        agent=row.agent,
+        display_name=row.display_name,
     )
 
 
@@ -214,6 +220,7 @@ def _changeable(session: Session) -> dict[str, Any]:
         "message_count": session.message_count,
         "last_sequence": session.last_sequence,
         "active_turn_id": session.active_turn_id,
+        "display_name": storable(session.display_name),
         "tags": storable(dict(session.tags)),
         "version": session.version,
         "update_time": session.update_time,
@@ -275,6 +282,8 @@ class SessionRepository:
                     "session_id": session.session_id,
                     "config_id": session.config_id,
                     "create_time": session.create_time,
+                    "parent_session_id": session.parent_session_id,
+                    "agent": session.agent,
                     **_changeable(session),
                 },
             )
@@ -342,8 +351,8 @@ class SessionRepository:
         clauses: list[ColumnElement[bool]] = [SessionRow.tenant_id == tenant_id]
         for condition in conditions:
             value = condition.value
-            if condition.field == "config_id":
-                column: Any = SessionRow.config_id
+            if condition.field in _PLAIN_FILTER_COLUMNS:
+                column: Any = _PLAIN_FILTER_COLUMNS[condition.field]
             elif condition.field == "status":
                 column = SessionRow.status
                 value = value.upper().removeprefix("SESSION_STATUS_")
@@ -357,6 +366,14 @@ class SessionRepository:
                 clause = not_(clause) | column.is_(None)
             clauses.append(clause)
         return clauses
+
+
+# Filter fields compared with their column as they are.
+_PLAIN_FILTER_COLUMNS: Mapping[str, Any] = {
+    "config_id": SessionRow.config_id,
+    "parent_session_id": SessionRow.parent_session_id,
+    "agent": SessionRow.agent,
+}
 
 
 def _rowcount(result: Any) -> int:

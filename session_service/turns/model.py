@@ -23,6 +23,8 @@ class EventKind(Enum):
     TURN_COMPLETED = "turn_completed"
     TURN_FAILED = "turn_failed"
     TURN_CANCELLED = "turn_cancelled"
+    AGENT_STARTED = "agent_started"
+    AGENT_COMPLETED = "agent_completed"
 
 
 TERMINAL_KINDS = frozenset(
@@ -113,6 +115,31 @@ class TurnCancelled:
     partial_message: Message | None
 
 
+@dataclass(frozen=True)
+class AgentStarted:
+    """A tool call handed work to an agent, running as a child session."""
+
+    kind: ClassVar[EventKind] = EventKind.AGENT_STARTED
+    tool_call_id: str
+    agent: str
+    session_id: str
+    child_turn_id: str
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class AgentCompleted:
+    """The agent's turn ended: COMPLETED, FAILED or CANCELLED, and why when it did not."""
+
+    kind: ClassVar[EventKind] = EventKind.AGENT_COMPLETED
+    tool_call_id: str
+    agent: str
+    session_id: str
+    child_turn_id: str
+    outcome: str
+    error_message: str
+
+
 # What one event says: exactly one of these.
 EventBody: TypeAlias = (
     TurnStarted
@@ -124,6 +151,8 @@ EventBody: TypeAlias = (
     | TurnCompleted
     | TurnFailed
     | TurnCancelled
+    | AgentStarted
+    | AgentCompleted
 )
 
 

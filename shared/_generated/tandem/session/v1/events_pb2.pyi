@@ -37,6 +37,8 @@ class SessionEvent(_message.Message):
     TURN_COMPLETED_FIELD_NUMBER: _builtins.int
     TURN_FAILED_FIELD_NUMBER: _builtins.int
     TURN_CANCELLED_FIELD_NUMBER: _builtins.int
+    AGENT_STARTED_FIELD_NUMBER: _builtins.int
+    AGENT_COMPLETED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per session, strictly increasing and gap-free."""
     turn_id: _builtins.str
@@ -60,6 +62,10 @@ class SessionEvent(_message.Message):
     def turn_failed(self) -> Global___TurnFailed: ...
     @_builtins.property
     def turn_cancelled(self) -> Global___TurnCancelled: ...
+    @_builtins.property
+    def agent_started(self) -> Global___AgentStarted: ...
+    @_builtins.property
+    def agent_completed(self) -> Global___AgentCompleted: ...
     def __init__(
         self,
         *,
@@ -75,12 +81,14 @@ class SessionEvent(_message.Message):
         turn_completed: Global___TurnCompleted | None = ...,
         turn_failed: Global___TurnFailed | None = ...,
         turn_cancelled: Global___TurnCancelled | None = ...,
+        agent_started: Global___AgentStarted | None = ...,
+        agent_completed: Global___AgentCompleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -315,3 +323,79 @@ class TurnCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TurnCancelled: _TypeAlias = TurnCancelled  # noqa: Y015
+
+@_typing.final
+class AgentStarted(_message.Message):
+    """A tool call of this turn handed work to an agent, which runs as a child session with a
+    log of its own: follow it with StreamEvents on session_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CHILD_TURN_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    agent: _builtins.str
+    session_id: _builtins.str
+    """The child session."""
+    child_turn_id: _builtins.str
+    """The child's turn that does the work."""
+    resumed: _builtins.bool
+    """True when an earlier child session was continued rather than a new one made."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        child_turn_id: _builtins.str = ...,
+        resumed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "child_turn_id", b"child_turn_id", "resumed", b"resumed", "session_id", b"session_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentStarted: _TypeAlias = AgentStarted  # noqa: Y015
+
+@_typing.final
+class AgentCompleted(_message.Message):
+    """The agent's turn ended; the tool call's result follows in ToolCallCompleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CHILD_TURN_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    agent: _builtins.str
+    session_id: _builtins.str
+    child_turn_id: _builtins.str
+    outcome: _builtins.str
+    """How the child's turn ended: "COMPLETED", "FAILED" or "CANCELLED"."""
+    error_message: _builtins.str
+    """Why it failed or was cancelled; empty when it completed."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        child_turn_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "child_turn_id", b"child_turn_id", "error_message", b"error_message", "outcome", b"outcome", "session_id", b"session_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentCompleted: _TypeAlias = AgentCompleted  # noqa: Y015

@@ -102,6 +102,9 @@ class Session(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    PARENT_SESSION_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Immutable. Chosen by the client on create, or generated."""
     config_id: _builtins.str
@@ -119,6 +122,16 @@ class Session(_message.Message):
     """Output only. The running turn, if any."""
     etag: _builtins.str
     """Output only."""
+    parent_session_id: _builtins.str
+    """Output only. Set on a child session: the session whose turn started it to run an
+    agent (see AgentStarted). Empty for a session a client created.
+    """
+    agent: _builtins.str
+    """Output only. The agent of the parent's bundle this child session runs."""
+    display_name: _builtins.str
+    """A human-readable name. hooks-session-naming sets it from the first exchange when it is
+    empty.
+    """
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -144,10 +157,13 @@ class Session(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        parent_session_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "error_message", b"error_message", "etag", b"etag", "last_sequence", b"last_sequence", "message_count", b"message_count", "session_id", b"session_id", "status", b"status", "tags", b"tags", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "agent", b"agent", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "display_name", b"display_name", "error_message", b"error_message", "etag", b"etag", "last_sequence", b"last_sequence", "message_count", b"message_count", "parent_session_id", b"parent_session_id", "session_id", b"session_id", "status", b"status", "tags", b"tags", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

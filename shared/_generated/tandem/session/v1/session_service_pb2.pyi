@@ -51,6 +51,7 @@ class CreateSessionRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     config_revision: _builtins.int
     """0 for the latest revision; the session stays pinned to the one it gets."""
@@ -60,6 +61,8 @@ class CreateSessionRequest(_message.Message):
     """A repeat with the same id returns the first response and writes nothing."""
     start: _builtins.bool
     """Create the session directly ACTIVE."""
+    display_name: _builtins.str
+    """Optional; at most 256 characters, no control characters."""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -71,10 +74,11 @@ class CreateSessionRequest(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         start: _builtins.bool = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "display_name", b"display_name", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,7 +114,9 @@ class ListSessionsRequest(_message.Message):
     """0 means 50; at most 1000."""
     page_token: _builtins.str
     filter: _builtins.str
-    """For example: config_id = "abc" AND status = ACTIVE AND tags.team = "core"."""
+    """For example: config_id = "abc" AND status = ACTIVE AND tags.team = "core". Also
+    parent_session_id and agent, to list the child sessions a session started.
+    """
     def __init__(
         self,
         *,
