@@ -191,6 +191,8 @@ async def test_writes_outside_the_workspace_do_not_reach_the_host(tmp_path: Path
         "touch /usr/tandem-escape",
         "touch /etc/tandem-escape",
         "mount -o remount,rw /usr && touch /usr/tandem-escape",
+        # The namespace's root is the host's root: kernel settings must stay out of reach.
+        "echo tandem > /proc/sys/kernel/hostname",
     ):
         result = await _run(tool, command)
         assert result.is_error is True, command
