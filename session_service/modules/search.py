@@ -26,8 +26,9 @@ outside. Binary files (a NUL byte in their first 8 KiB) are skipped.
 
 Bounds: every walk stops at `max_files` entries and grep at `max_bytes_scanned`, and the work
 runs in a worker thread that stops when the call is cancelled. A pathological regex (one that
-backtracks exponentially) is bounded only by those caps and the line length: Python's `re`
-cannot be interrupted mid-match, so such a pattern can keep one worker busy for long.
+backtracks exponentially) is bounded only by those caps: Python's `re` can be neither
+interrupted nor timed out mid-match, and it holds the interpreter lock while it matches, so
+such a pattern on one long enough line can stall the whole service until that match ends.
 """
 
 from __future__ import annotations

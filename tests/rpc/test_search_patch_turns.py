@@ -7,10 +7,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from tests.support.modules import installed_with
 from tests.support.pair import Stack, running_pair
+from tests.support.rpc import detail, rpc_error
 from tests.support.turns import Event, active_session, bundle, collect, kinds, send
 
 MODULES = {
@@ -104,3 +107,18 @@ async def test_apply_patch_changes_a_file_that_a_later_read_shows(stack: Stack) 
     assert "'greet.py': hunk 1" in refused[1]
     assert notes == ("read_file", "patched in a turn\n", False)
     assert events[-1].turn_completed.message.content == "Patched."
+
+
+@pytest.mark.parametrize(
+    ("module", "key"),
+    [("tool-search", "allowed_paths"), ("tool-apply-patch", "allowed_write_paths")],
+)
+async def test_a_bundle_cannot_point_the_tools_at_the_host(
+    stack: Stack, module: str, key: str
+) -> None:
+    tools = [{"module": module, "config": {key: ["/etc"]}}]
+    error = await rpc_error(active_session(stack, bundle({}, tools=tools), "host"))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    [violation] = detail(error, error_details_pb2.PreconditionFailure).violations
+    assert violation.type == "TOOL_PATH_NOT_ALLOWED"
+    assert violation.subject == f"tools[0].config.{key}"
