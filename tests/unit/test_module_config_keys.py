@@ -17,6 +17,7 @@ import pytest
 
 from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.modules import GROUPS, load_factory
+from session_service.tool_policy import BashPolicy, ToolPolicy
 from session_service.workspace import Sandbox
 
 # The modules this distribution registers, by name: (kind, implementation).
@@ -85,6 +86,18 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "hooks-todo-reminder": {"inject_role": "user", "priority": 10, "recent_tool_threshold": 2},
     "hooks-todo-display": {},
     "hooks-streaming-ui": {},
+    "tool-web": {
+        "timeout": 10,
+        "search_timeout": 5,
+        "max_bytes": 1024,
+        "default_limit": 1024,
+        "max_results": 5,
+        "extract_text": True,
+        "allowed_domains": ["example.org"],
+        "blocked_domains": ["example.net"],
+    },
+    "tool-bash": {"timeout": 10, "max_output_bytes": 1024},
+    "tool-skills": {"skills": ["acme"], "_tandem_skills": []},
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -96,6 +109,8 @@ ACCEPTED_UNREAD: dict[str, frozenset[str]] = {
     "provider-echo": frozenset({"priority", "base_url", "api_key"}),
     # Hooks run in bundle order; the key is taken so Amplifier bundles need no edit.
     "hooks-todo-reminder": frozenset({"priority"}),
+    # Preparation reads it (which packages' skills to hand over), not the tool.
+    "tool-skills": frozenset({"skills"}),
 }
 
 # What the config must hold besides the key under test.
@@ -114,6 +129,8 @@ AMPLIFIER_ONLY: dict[str, frozenset[str]] = {
     "loop-streaming": frozenset({"timeout", "buffer_size"}),
     "context-simple": frozenset({"storage_path"}),
     "hooks-logging": frozenset({"output_dir", "mode"}),
+    "tool-web": frozenset({"search_engine", "working_dir"}),
+    "tool-skills": frozenset({"skills_dirs", "skills_dir"}),
 }
 
 
@@ -147,8 +164,14 @@ class Recording(Mapping[str, Any]):
 def scope(kind: str, tmp_path: Path) -> tuple[Any, ...]:
     """What a module of this kind is built with besides its config."""
     if kind in ("tool", "hook"):
-        return (Sandbox(tmp_path.resolve(), state=tmp_path.resolve()),)
+        return (sandbox(tmp_path),)
     return ()
+
+
+def sandbox(tmp_path: Path) -> Sandbox:
+    """A session sandbox on a server that enables every tool (tool-bash is off by default)."""
+    policy = ToolPolicy(bash=BashPolicy(enabled=True))
+    return Sandbox(tmp_path.resolve(), policy=policy, state=tmp_path.resolve())
 
 
 async def build(name: str, config: Mapping[str, Any], tmp_path: Path) -> None:
@@ -181,6 +204,9 @@ def test_every_built_in_module_is_covered() -> None:
         "hooks-todo-reminder",
         "hooks-todo-display",
         "hooks-streaming-ui",
+        "tool-web",
+        "tool-bash",
+        "tool-skills",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 
@@ -232,14 +258,20 @@ CHECKED = sorted(
 
 
 def test_the_modules_that_reach_the_host_check_their_settings() -> None:
-    assert CHECKED == ["provider-anthropic", "provider-openai", "tool-filesystem"]
+    assert CHECKED == [
+        "provider-anthropic",
+        "provider-openai",
+        "tool-bash",
+        "tool-filesystem",
+        "tool-web",
+    ]
 
 
 @pytest.mark.parametrize("name", CHECKED)
 def test_check_config_reads_only_declared_keys(name: str, tmp_path: Path) -> None:
     kind, implementation = BUILT_IN[name]
     check = load_factory(implementation).check_config
-    reach: Any = Sandbox(tmp_path.resolve()) if kind == "tool" else EgressPolicy("*:*")
+    reach: Any = sandbox(tmp_path) if kind == "tool" else EgressPolicy("*:*")
     config = Recording(SAMPLES[name])
     assert check(config, reach) == []
     assert config.read <= declared(name)
