@@ -98,6 +98,16 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "tool-bash": {"timeout": 10, "max_output_bytes": 1024},
     "tool-skills": {"skills": ["acme"], "_tandem_skills": []},
+    "tool-search": {
+        "allowed_paths": ["."],
+        "max_results": 100,
+        "default_limits": {"content": 50},
+        "max_file_size": 1024,
+        "max_files": 100,
+        "max_bytes_scanned": 4096,
+        "exclusions": ["node_modules"],
+    },
+    "tool-apply-patch": {"allowed_write_paths": ["."], "denied_write_paths": ["secrets"]},
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -131,6 +141,8 @@ AMPLIFIER_ONLY: dict[str, frozenset[str]] = {
     "hooks-logging": frozenset({"output_dir", "mode"}),
     "tool-web": frozenset({"search_engine", "working_dir"}),
     "tool-skills": frozenset({"skills_dirs", "skills_dir"}),
+    "tool-search": frozenset({"working_dir", "timeout"}),
+    "tool-apply-patch": frozenset({"working_dir", "engine"}),
 }
 
 
@@ -207,6 +219,8 @@ def test_every_built_in_module_is_covered() -> None:
         "tool-web",
         "tool-bash",
         "tool-skills",
+        "tool-search",
+        "tool-apply-patch",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 
@@ -261,8 +275,10 @@ def test_the_modules_that_reach_the_host_check_their_settings() -> None:
     assert CHECKED == [
         "provider-anthropic",
         "provider-openai",
+        "tool-apply-patch",
         "tool-bash",
         "tool-filesystem",
+        "tool-search",
         "tool-web",
     ]
 
