@@ -23,6 +23,7 @@ from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments, observe_gauges
+from session_service.turns.agents import AgentLimits
 from session_service.turns.engine import TurnRunner
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
@@ -152,6 +153,12 @@ async def build(
         ),
         TurnInstruments.create(telemetry),
         workspaces=workspaces,
+        sessions=service,
+        # Agents start their turns through the turn service, which needs this runner first.
+        turns=lambda: turns,
+        agent_limits=AgentLimits(
+            max_depth=settings.agents_max_depth, max_concurrent=settings.agents_max_concurrent
+        ),
     )
     turns = TurnService(
         unit_of_work,

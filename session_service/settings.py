@@ -69,6 +69,10 @@ class SessionServiceSettings(ServiceSettings):
     tools_web_search_url: str = ""
     tools_web_max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     tools_web_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Agents (tool-delegate, tool-task) run as child sessions: how deep they may nest (a
+    # client's session is depth 0), and how many one turn runs at once.
+    agents_max_depth: int = Field(default=3, ge=0)
+    agents_max_concurrent: int = Field(default=4, gt=0)
     # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
     egress_allow: str = DEFAULT_EGRESS_ALLOW
 

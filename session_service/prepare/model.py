@@ -31,6 +31,15 @@ class PreparedAgent:
     # The agent file's config name, or the label of the bundle that declared it.
     source: str
     instruction: str = ""
+    # What the agent file sets besides `meta` (providers, tools, hooks, session), as written.
+    overlay: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The modules a child session running the agent gets: its overlay composed over the
+    # parent's document. None: the parent's modules.
+    modules: tuple[ResolvedModule, ...] | None = None
+    # The tool modules the agent names itself: kept even when the parent excludes them.
+    declared_tools: frozenset[str] = frozenset()
+    default_provider: str = ""
+    default_provider_field: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ from shared.errors import (
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
 DEFAULT_CONTEXT = "context-simple"
+# What an agent file may set for the child sessions that run it, besides its `meta`.
+AGENT_OVERLAY_KEYS = ("providers", "tools", "hooks", "session")
 # Documents parsed at once, off the event loop.
 PARSE_SLOTS = 2
 # What context files may add to a session's system context, in all.
@@ -247,6 +250,7 @@ class Preparer:
         modules, skills = await self._with_skills(
             self._resolve(expanded, work), work, time_remaining
         )
+        agents = await self._agent_modules(tenant_id, expanded, work, time_remaining)
         if work.problems:
             raise _failure(fetched, work.problems)
         provider = default_provider(expanded, work.depths)
@@ -273,10 +277,60 @@ class Preparer:
             warnings=tuple(work.warnings),
             default_provider=provider[0] if provider else "",
             default_provider_field=provider[1] if provider else "",
-            agents=tuple(work.agents.values()),
+            agents=agents,
             context=tuple(work.context.values()),
             skills=skills,
         )
+
+    async def _agent_modules(
+        self,
+        tenant_id: str,
+        document: Mapping[str, Any],
+        work: _Composition,
+        time_remaining: float | None,
+    ) -> tuple[PreparedAgent, ...]:
+        """Each agent, with the modules a child session running it gets.
+
+        An agent file's providers, tools, hooks and session settings are composed over the
+        parent's (expanded) document by the rules of includes, then resolved and checked
+        like the bundle's own: a module that is not installed, or a setting that reaches too
+        far, fails preparation, located under `agents.NAME`.
+        """
+        agents: list[PreparedAgent] = []
+        for agent in work.agents.values():
+            if not agent.overlay:
+                agents.append(agent)
+                continue
+            label = f"agents.{agent.name}"
+            overlay = self._expand(tenant_id, agent.overlay, label, work)
+            composed = merge_bundles(document, overlay)
+            scratch = _Composition()
+            resolved = self._resolve(composed, scratch)
+            resolved, _ = await self._with_skills(resolved, work, time_remaining)
+            work.problems.extend(
+                PreconditionViolation(
+                    p.type, f"{label} ({agent.source}): {p.subject}", p.description
+                )
+                for p in scratch.problems
+            )
+            work.warnings.extend(
+                FieldViolation(f"{label}.{w.field}", w.description) for w in scratch.warnings
+            )
+            provider = default_provider(composed, {})
+            declared = {
+                str(entry.get("module") if isinstance(entry, Mapping) else entry)
+                for entry in overlay.get("tools") or []
+            }
+            agents.append(
+                dataclasses.replace(
+                    agent,
+                    modules=tuple(resolved),
+                    declared_tools=frozenset(declared),
+                    default_provider=provider[0] if provider else "",
+                    default_provider_field=provider[1] if provider else "",
+                )
+            )
+        return tuple(agents)
 
     async def _parse(
         self, text: str, label: str, work: _Composition, namespace: str = ""
@@ -617,14 +671,18 @@ class Preparer:
             source = str(entry.get("source", "") or "")
             implementation = self._registry.resolve(kind, name)
             if implementation is None:
-                installed = ", ".join(self._registry.names(kind)) or "none"
+                names = self._registry.names(kind)
+                # The nearest names first: a long list is cut short in the error's details.
+                close = difflib.get_close_matches(name, names, n=2)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
                 work.problems.append(
                     PreconditionViolation(
                         "MODULE_NOT_INSTALLED",
                         f"{origin}: {where}",
                         f"{kind} module {name!r}"
                         + (f" (source {source})" if source else "")
-                        + f" is not installed; installed {kind} modules: {installed}",
+                        + f" is not installed; {hint}installed {kind} modules: "
+                        + (", ".join(names) or "none"),
                     )
                 )
                 return
@@ -793,8 +851,13 @@ def _agent(config: FetchedConfig, limits: Limits) -> PreparedAgent | None:
     if not isinstance(meta, Mapping):
         return None
     name = str(meta.get("name") or config.name.rsplit("/", 1)[-1])
+    overlay = {key: value for key, value in result.bundle.data.items() if key in AGENT_OVERLAY_KEYS}
     return PreparedAgent(
-        name, str(meta.get("description") or ""), config.name, result.bundle.instruction
+        name,
+        str(meta.get("description") or ""),
+        config.name,
+        result.bundle.instruction,
+        overlay=overlay,
     )
 
 

@@ -97,12 +97,15 @@ class SessionService:
         request_id: str = "",
         start: bool = False,
         display_name: str = "",
+        parent_session_id: str = "",
+        agent: str = "",
         time_remaining: float | None = None,
     ) -> Session:
         """Prepares the config (pinning the revision it gets) and stores a new session.
 
         A retry with the same request_id and the same request returns the first response;
-        the same request_id with another request is refused.
+        the same request_id with another request is refused. parent_session_id and agent
+        make a child session that runs one agent for its parent's turns.
         """
         _check_config_reference(config_id, config_revision, "config_revision")
         if session_id:
@@ -133,6 +136,8 @@ class SessionService:
             version=1,
             tags=dict(tags or {}),
             display_name=display_name,
+            parent_session_id=parent_session_id,
+            agent=agent,
         )
         return await first_response(
             lambda: self._store_new(tenant_id, session, request_id, request_fingerprint)

@@ -26,12 +26,22 @@ from opentelemetry.trace import StatusCode
 from session_service.ports import SessionUoWFactory
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import load_factory
+from session_service.prepare.spawn import for_agent, spawn_exclusions
 from session_service.sessions.model import Message, Role, ToolCall
 from session_service.telemetry import TurnInstruments
 from session_service.turns import model as log  # the log's events, beside the provider's
+from session_service.turns.agents import (
+    AgentLauncher,
+    AgentLimits,
+    CreatesSessions,
+    ParentTurn,
+    SendsMessages,
+)
 from session_service.turns.model import TurnStatus
 from session_service.turns.protocols import (
+    CURRENT_TOOL_CALL,
     DEFAULT_MAX_ITERATIONS,
+    AgentHost,
     ChatMessage,
     ContextModule,
     Finish,
@@ -63,7 +73,7 @@ from session_service.turns.writer import (
 from session_service.workspace import Sandbox, Workspaces
 from shared.clock import utcnow
 from shared.db.faults import is_transient
-from shared.errors import TandemError
+from shared.errors import FailedPrecondition, TandemError
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +95,9 @@ class TurnJob:
     last_sequence: int
     message_count: int
     turn_context: Mapping[str, Any] = field(default_factory=dict)
+    # Set in a child session: the agent of the parent's bundle it runs, and the parent.
+    agent: str = ""
+    parent_session_id: str = ""
 
 
 @dataclass
@@ -101,7 +114,20 @@ def _load(module: ResolvedModule, *scope: Any) -> Any:
     return load_factory(module.implementation)(dict(module.config), *scope)
 
 
-def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
+def _agent_bundle(bundle: PreparedBundle, agent: str) -> PreparedBundle:
+    """A child session's bundle: its agent composed over the parent's (see prepare.spawn)."""
+    try:
+        return for_agent(bundle, agent, spawn_exclusions(bundle))
+    except KeyError:
+        raise FailedPrecondition(
+            f"The session runs agent {agent!r}, which its config revision no longer offers.",
+            reason="AGENT_NOT_FOUND",
+        ) from None
+
+
+def _instantiate(
+    bundle: PreparedBundle, sandbox: Sandbox, agents: AgentHost | None = None
+) -> _Modules:
     by_kind: dict[str, list[ResolvedModule]] = {}
     for module in bundle.modules:
         by_kind.setdefault(module.kind, []).append(module)
@@ -127,7 +153,16 @@ def _instantiate(bundle: PreparedBundle, sandbox: Sandbox) -> _Modules:
     specs: list[ToolSpec] = []
     for module in by_kind.get("tool", []):
         # Tools touch the host, so each gets the session's sandbox, never more.
-        tool: Tool = _load(module, sandbox)
+        if getattr(load_factory(module.implementation), "AGENTS", False):
+            if agents is None:
+                raise ProviderError(
+                    "AGENTS_UNAVAILABLE", f"{module.module} needs agents, which cannot run here."
+                )
+            tool: Tool = load_factory(module.implementation)(
+                dict(module.config), sandbox, agents=agents
+            )
+        else:
+            tool = _load(module, sandbox)
         for spec in tool.specs():
             # The first module to offer a name keeps it; the model sees each name once.
             if spec.name not in tools:
@@ -184,9 +219,19 @@ class TurnRunner:
         instruments: TurnInstruments | None = None,
         *,
         workspaces: Workspaces,
+        sessions: CreatesSessions | None = None,
+        turns: Callable[[], SendsMessages] | None = None,
+        agent_limits: AgentLimits | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._workspaces = workspaces
+        # Agents run as child sessions, made and started through the session and turn use
+        # cases; without them (tests of the runner alone) agent calls are refused.
+        self._agents = (
+            AgentLauncher(unit_of_work, sessions, turns, self, agent_limits)
+            if sessions is not None and turns is not None
+            else None
+        )
         self._instruments = instruments or TurnInstruments.off()
         self._prepare = prepare
         self._signals = signals
@@ -241,6 +286,13 @@ class TurnRunner:
         task.cancel()
         return True
 
+    async def join(self, turn_id: str) -> None:
+        """Returns when the turn (if it runs here) has ended; cancelling the caller raises in
+        the caller and leaves the turn running."""
+        task = self._tasks.get(turn_id)
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
     async def wait(self, turn_id: str) -> None:
         """Returns when the turn (if it runs here) has ended."""
         task = self._tasks.get(turn_id)
@@ -289,6 +341,7 @@ class TurnRunner:
             lambda: self.stopping,
             self._instruments,
             lambda: self._workspaces.sandbox(job.tenant_id, job.session_id),
+            self._agents,
         )
         started = time.perf_counter()
         # The task was started inside SendMessage, so this span is a child of that RPC's.
@@ -329,9 +382,11 @@ class _Turn:
         stopping: Callable[[], bool],
         instruments: TurnInstruments,
         sandbox: Callable[[], Sandbox],
+        agents: AgentLauncher | None = None,
     ) -> None:
         self._job = job
         self._sandbox = sandbox
+        self._agents = agents
         self._stopping = stopping
         self._instruments = instruments
         self._started = time.perf_counter()
@@ -425,11 +480,28 @@ class _Turn:
         bundle: PreparedBundle = await self._prepare(
             job.tenant_id, job.config_id, job.config_revision
         )
-        modules = _instantiate(bundle, await asyncio.to_thread(self._sandbox))
+        if job.agent:
+            bundle = _agent_bundle(bundle, job.agent)
+        transcript: list[ChatMessage] = []
+        host = None
+        if self._agents is not None:
+            host = self._agents.host(
+                ParentTurn(
+                    job.tenant_id,
+                    job.session_id,
+                    job.parent_session_id,
+                    job.config_id,
+                    job.config_revision,
+                    bundle,
+                    self._writer.add,
+                    lambda: tuple(transcript),
+                )
+            )
+        modules = _instantiate(bundle, await asyncio.to_thread(self._sandbox), host)
         self._provider = modules.provider
         self._hooks = modules.hooks
         await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})
-        transcript = [_chat(m) for m in await self._transcript()]
+        transcript.extend(_chat(m) for m in await self._transcript())
         limit = modules.loop.max_iterations or DEFAULT_MAX_ITERATIONS
         for _ in range(limit):
             system, messages = modules.context.build(
@@ -467,8 +539,8 @@ class _Turn:
                         arguments_json=call.arguments_json,
                     )
                 )
-            for call in calls:
-                result = await self._run_tool(modules, call)
+            results = await self._run_tools(modules, calls)
+            for call, result in zip(calls, results, strict=True):
                 tool_message = self._writer.add_message(
                     Message(
                         message_id=uuid.uuid4().hex,
@@ -477,13 +549,6 @@ class _Turn:
                         sequence=0,
                         create_time=utcnow(),
                         tool_call_id=call.tool_call_id,
-                    )
-                )
-                await self._writer.add(
-                    log.ToolCallCompleted(
-                        tool_call_id=call.tool_call_id,
-                        result=result.content,
-                        is_error=result.is_error,
                     )
                 )
                 transcript.append(
@@ -584,6 +649,31 @@ class _Turn:
         if usage.model:
             span.set_attribute("gen_ai.response.model", usage.model)
 
+    async def _run_tools(
+        self, modules: _Modules, calls: Sequence[ToolCallRequest]
+    ) -> list[ToolResult]:
+        """Runs the calls of one model response at once (agents among them run side by side);
+        each call's ToolCallCompleted is logged as it ends, the results come back in order."""
+
+        async def one(call: ToolCallRequest) -> ToolResult:
+            result = await self._run_tool(modules, call)
+            await self._writer.add(
+                log.ToolCallCompleted(
+                    tool_call_id=call.tool_call_id,
+                    result=result.content,
+                    is_error=result.is_error,
+                )
+            )
+            return result
+
+        if len(calls) == 1:
+            return [await one(calls[0])]
+        # A task group: when the turn is cancelled or one call cannot be logged, the others
+        # are cancelled too, rather than left running.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(call)) for call in calls]
+        return [task.result() for task in tasks]
+
     async def _run_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
         # Arguments and results stay out of the span: they may carry user data or secrets.
         with self._instruments.tracer.start_as_current_span(
@@ -598,6 +688,7 @@ class _Turn:
 
     async def _call_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
         tool = modules.tools.get(call.name)
+        CURRENT_TOOL_CALL.set(call.tool_call_id)
         data = {"turn_id": self._job.turn_id, "tool_call_id": call.tool_call_id, "name": call.name}
         await self._hook("tool_call_start", data)
         if tool is None:
@@ -610,9 +701,11 @@ class _Turn:
             except ValueError as exc:
                 result = ToolResult(f"Invalid arguments for {call.name}: {exc}", is_error=True)
             else:
+                # A tool that bounds its own calls (an agent's turn) is not cut short here.
+                own = getattr(tool, "RUNS_OWN_TIMEOUT", False)
                 timeout = modules.loop.tool_timeout_seconds
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(None if own else timeout):
                         result = await tool.call(call.name, arguments)
                 except TimeoutError:
                     result = ToolResult(

@@ -7,6 +7,7 @@ references already expanded) when a turn needs it. Nothing here knows about gRPC
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -183,3 +184,58 @@ class Hook(Protocol):
     """
 
     async def on_event(self, event: str, data: Mapping[str, Any]) -> HookResult | None: ...
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """An agent a turn may hand work to."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    """How an agent's turn, in its child session, ended."""
+
+    session_id: str
+    turn_id: str
+    # COMPLETED, FAILED or CANCELLED.
+    outcome: str
+    # Its final reply (the partial one when it did not complete).
+    text: str
+    # Why it failed or was cancelled.
+    error: str = ""
+
+
+# The id of the tool call a task is running: set by the engine around each call, so what a
+# tool does on its behalf (an agent's events) names the call even when calls run at once.
+CURRENT_TOOL_CALL: ContextVar[str] = ContextVar("tandem_tool_call", default="")
+
+
+class AgentRefused(Exception):
+    """An agent call that cannot start; the message is safe to show the model."""
+
+
+class AgentHost(Protocol):
+    """Runs agents of the session's bundle as child sessions, for tool-delegate and tool-task.
+
+    A tool module that declares `AGENTS = True` is constructed with one, as the keyword
+    argument `agents`.
+    """
+
+    @property
+    def agents(self) -> Sequence[AgentInfo]:
+        """The agents of the bundle, by name."""
+        ...
+
+    def transcript(self) -> Sequence[ChatMessage]:
+        """The parent's conversation so far, this turn included."""
+        ...
+
+    async def run(self, agent: str, instruction: str, *, session_id: str = "") -> AgentRun:
+        """Runs one turn of the agent in a new child session (or in session_id, an earlier
+        child of this session) and waits for it; the parent's log ties it to the tool call
+        being run (CURRENT_TOOL_CALL). Cancelling the call cancels that turn. Raises
+        AgentRefused when the call cannot start."""
+        ...

@@ -264,6 +264,8 @@ class TurnService:
             last_sequence=begun.event.sequence,
             message_count=begun.user_message.sequence,
             turn_context=dict(turn_context or {}),
+            agent=session.agent,
+            parent_session_id=session.parent_session_id,
         )
         return _Started(job, [*([reaped] if reaped else []), begun.event], lease)
 

@@ -260,7 +260,7 @@ async def test_an_unknown_module_is_failed_precondition_naming_it(stack: Stack) 
         stack,
         "app",
         "bundle:\n  name: app\ntools:\n  - module: tool-filesystem\n"
-        "  - module: tool-bash\n    source: git+https://example.invalid/tool-bash\n",
+        "  - module: tool-mcp\n    source: git+https://example.invalid/tool-mcp\n",
     )
     error = await rpc_error(
         stack.sessions.CreateSession(session_service_pb2.CreateSessionRequest(config_id="app"))
@@ -269,9 +269,10 @@ async def test_an_unknown_module_is_failed_precondition_naming_it(stack: Stack) 
     assert error_info(error).reason == "MODULE_NOT_INSTALLED"
     [violation] = detail(error, error_details_pb2.PreconditionFailure).violations
     assert violation.subject == "config:app: tools[1]"
-    assert "tool-bash" in violation.description
-    assert "git+https://example.invalid/tool-bash" in violation.description
-    assert "tool-filesystem" in violation.description  # what is installed instead
+    assert "tool-mcp" in violation.description
+    assert "git+https://example.invalid/tool-mcp" in violation.description
+    # What is installed instead, nearest first (a long list is cut in the middle).
+    assert "is not installed; did you mean tool-search" in violation.description
 
 
 async def test_a_variable_the_operator_does_not_allow_is_reported(stack: Stack) -> None:

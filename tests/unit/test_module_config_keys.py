@@ -8,7 +8,7 @@ looks at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.modules import GROUPS, load_factory
 from session_service.tool_policy import BashPolicy, ToolPolicy
+from session_service.turns.protocols import AgentInfo, AgentRefused, AgentRun, ChatMessage
 from session_service.workspace import Sandbox
 
 # The modules this distribution registers, by name: (kind, implementation).
@@ -108,6 +109,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "exclusions": ["node_modules"],
     },
     "tool-apply-patch": {"allowed_write_paths": ["."], "denied_write_paths": ["secrets"]},
+    "tool-delegate": {
+        "features": {"self_delegation": {"enabled": False}},
+        "settings": {"exclude_tools": ["delegate"], "timeout": 60},
+    },
+    "tool-task": {},
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -143,6 +149,7 @@ AMPLIFIER_ONLY: dict[str, frozenset[str]] = {
     "tool-skills": frozenset({"skills_dirs", "skills_dir"}),
     "tool-search": frozenset({"working_dir", "timeout"}),
     "tool-apply-patch": frozenset({"working_dir", "engine"}),
+    "tool-task": frozenset({"max_recursion_depth"}),
 }
 
 
@@ -186,10 +193,25 @@ def sandbox(tmp_path: Path) -> Sandbox:
     return Sandbox(tmp_path.resolve(), policy=policy, state=tmp_path.resolve())
 
 
+class NoAgents:
+    """An AgentHost with no agents: constructing an agent tool reads only its config."""
+
+    agents: Sequence[AgentInfo] = ()
+
+    def transcript(self) -> Sequence[ChatMessage]:
+        return ()
+
+    async def run(self, agent: str, instruction: str, *, session_id: str = "") -> AgentRun:
+        raise AgentRefused("no agents here")
+
+
 async def build(name: str, config: Mapping[str, Any], tmp_path: Path) -> None:
     """Builds the module from config, then releases what it opened."""
     kind, implementation = BUILT_IN[name]
-    module = load_factory(implementation)(config, *scope(kind, tmp_path))
+    factory = load_factory(implementation)
+    # Agent tools are handed the turn's agents as well.
+    extra = {"agents": NoAgents()} if getattr(factory, "AGENTS", False) else {}
+    module = factory(config, *scope(kind, tmp_path), **extra)
     close = getattr(module, "aclose", None)
     if close is not None:
         await close()
@@ -221,6 +243,8 @@ def test_every_built_in_module_is_covered() -> None:
         "tool-skills",
         "tool-search",
         "tool-apply-patch",
+        "tool-delegate",
+        "tool-task",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 
