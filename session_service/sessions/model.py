@@ -185,14 +185,24 @@ class Session:
         )
 
     def turn_written(
-        self, last_sequence: int, messages_added: int, now: datetime, *, ended: bool = False
+        self,
+        last_sequence: int,
+        messages_added: int,
+        now: datetime,
+        *,
+        ended: bool = False,
+        display_name: str = "",
     ) -> Session:
-        """The session after its running turn wrote events up to last_sequence (and ended)."""
+        """The session after its running turn wrote events up to last_sequence (and ended).
+
+        display_name names the session, unless it has a name already.
+        """
         return self._written(
             now,
             last_sequence=last_sequence,
             message_count=self.message_count + messages_added,
             active_turn_id="" if ended else self.active_turn_id,
+            display_name=self.display_name or display_name,
         )
 
 

@@ -27,7 +27,7 @@ from session_service.ports import SessionUoWFactory
 from session_service.prepare.model import PreparedBundle, ResolvedModule
 from session_service.prepare.modules import load_factory
 from session_service.prepare.spawn import for_agent, spawn_exclusions
-from session_service.sessions.model import Message, Role, ToolCall
+from session_service.sessions.model import Message, Role, ToolCall, display_name_problem
 from session_service.telemetry import TurnInstruments
 from session_service.turns import model as log  # the log's events, beside the provider's
 from session_service.turns.agents import (
@@ -400,6 +400,8 @@ class _Turn:
         self._text: list[str] = []
         self._hooks: list[Hook] = []
         self._provider: Provider | None = None
+        # The conversation as the model sees it, once the turn has read it.
+        self._conversation: list[ChatMessage] = []
 
     async def run(self) -> None:
         try:
@@ -483,6 +485,7 @@ class _Turn:
         if job.agent:
             bundle = _agent_bundle(bundle, job.agent)
         transcript: list[ChatMessage] = []
+        self._conversation = transcript
         host = None
         if self._agents is not None:
             host = self._agents.host(
@@ -507,7 +510,11 @@ class _Turn:
             system, messages = modules.context.build(
                 TurnContext(bundle.system_instruction, transcript, job.turn_context)
             )
-            injected = await self._hook("provider_request", {"turn_id": job.turn_id})
+            injected = [
+                r.inject_context
+                for r in await self._hook("provider_request", {"turn_id": job.turn_id})
+                if r.inject_context
+            ]
             if injected:
                 messages = with_injected_context(messages, injected)
             calls, stop_reason = await self._model_call(
@@ -717,18 +724,27 @@ class _Turn:
         await self._hook("tool_call_end", {**data, "is_error": result.is_error})
         return result
 
-    async def _hook(self, event: str, data: Mapping[str, Any]) -> list[str]:
-        """Tells every hook; the context they ask to inject, in hook order."""
-        injected: list[str] = []
+    async def _hook(self, event: str, data: Mapping[str, Any]) -> list[HookResult]:
+        """Tells every hook; what they ask of the turn, in hook order."""
+        results: list[HookResult] = []
         for hook in self._hooks:
             try:
                 result = await hook.on_event(event, data)
             except Exception as exc:
                 _log.warning("hook failed on %s", event, exc_info=exc)
                 continue
-            if isinstance(result, HookResult) and result.inject_context:
-                injected.append(result.inject_context)
-        return injected
+            if isinstance(result, HookResult):
+                results.append(result)
+        return results
+
+    def _turn_end(self, status: str) -> dict[str, Any]:
+        users = [m.content for m in self._conversation if m.role == "user"]
+        return {
+            "turn_id": self._job.turn_id,
+            "status": status,
+            "user_turns": len(users),
+            "first_user_message": users[0] if users else "",
+        }
 
     def _assistant(self, text: str) -> Message:
         return self._writer.add_message(
@@ -746,9 +762,20 @@ class _Turn:
         await self._writer.add(
             log.TurnCompleted(stop_reason=stop_reason or "end_turn", message=message)
         )
-        await self._writer.flush(end=TurnStatus.COMPLETED)
+        # Asked before the end is stored, so a name lands with it: a client that saw the
+        # turn complete sees the name too.
+        ending = await self._hook("turn_ending", self._turn_end("COMPLETED"))
+        name = next(
+            (
+                r.session_name
+                for r in ending
+                if r.session_name and not display_name_problem(r.session_name)
+            ),
+            "",
+        )
+        await self._writer.flush(end=TurnStatus.COMPLETED, display_name=name)
         self.status = "COMPLETED"
-        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "COMPLETED"})
+        await self._hook("turn_end", self._turn_end("COMPLETED"))
 
     async def _end_failed(self, code: str, detail: str) -> None:
         if self._text:
@@ -756,11 +783,11 @@ class _Turn:
         await self._writer.add(log.TurnFailed(code=code, message=detail))
         await self._writer.flush(end=TurnStatus.FAILED)
         self.status, self.failure = "FAILED", code
-        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "FAILED"})
+        await self._hook("turn_end", self._turn_end("FAILED"))
 
     async def _end_cancelled(self) -> None:
         # The partial reply is kept: it is what the user saw.
         partial = self._assistant("".join(self._text)) if self._text else None
         await self._writer.add(log.TurnCancelled(reason="cancelled", partial_message=partial))
         await self._writer.flush(end=TurnStatus.CANCELLED)
-        await self._hook("turn_end", {"turn_id": self._job.turn_id, "status": "CANCELLED"})
+        await self._hook("turn_end", self._turn_end("CANCELLED"))

@@ -104,11 +104,12 @@ async def append(
     origin: str,
     lease_expires: datetime | None = None,
     end: TurnStatus | None = None,
+    display_name: str = "",
 ) -> Session:
     """Writes the running turn's events and transcript messages; with end, the turn ends.
 
     The caller checked that session still names the turn as active. Its lease moves to
-    lease_expires when given.
+    lease_expires when given. display_name names a session that has no name yet.
     """
     turn_id = session.active_turn_id
     for message in messages:
@@ -116,7 +117,9 @@ async def append(
     if events:
         await uow.events.append(tenant_id, session.session_id, events, origin)
     last = events[-1].sequence if events else session.last_sequence
-    written = session.turn_written(last, len(messages), now, ended=end is not None)
+    written = session.turn_written(
+        last, len(messages), now, ended=end is not None, display_name=display_name
+    )
     await uow.sessions.save(tenant_id, written)
     await uow.turns.update(
         tenant_id,

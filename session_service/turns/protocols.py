@@ -171,16 +171,20 @@ class HookResult:
 
     inject_context is text the next model call sees after the conversation (appended to the
     last tool result, or as a user message), for that call only: it is never stored.
+    session_name, returned at turn_ending, names a session that has no display_name yet.
     """
 
     inject_context: str = ""
+    session_name: str = ""
 
 
 class Hook(Protocol):
     """Observes a turn. Hooks must not raise; a failing hook is logged and skipped.
 
-    Events: turn_start, provider_request (before each model call: the only one whose
-    HookResult is used), tool_call_start, tool_call_end and turn_end.
+    Events: turn_start, provider_request (before each model call; its inject_context is
+    used), tool_call_start, tool_call_end, turn_ending (a completed turn, before its end is
+    stored; its session_name is stored with it) and turn_end. Both turn events carry
+    status, user_turns and first_user_message.
     """
 
     async def on_event(self, event: str, data: Mapping[str, Any]) -> HookResult | None: ...

@@ -212,8 +212,9 @@ class EventWriter:
         self._messages.clear()
         self.last_sequence = self.committed_sequence
 
-    async def flush(self, *, end: TurnStatus | None = None) -> None:
-        """Writes what is queued in one transaction; with end, also closes the turn.
+    async def flush(self, *, end: TurnStatus | None = None, display_name: str = "") -> None:
+        """Writes what is queued in one transaction; with end, also closes the turn (and
+        gives an unnamed session display_name, in the same transaction).
 
         Raises TurnLost, EventNotStored (the queue is dropped) or StorageUnavailable (the
         queue is kept).
@@ -226,7 +227,7 @@ class EventWriter:
             if not events and not messages and end is None:
                 return
             try:
-                lease = await self._write_retrying(events, messages, end)
+                lease = await self._write_retrying(events, messages, end, display_name)
             except (TurnLost, EventNotStored) as exc:
                 self.problem = exc
                 self.discard()
@@ -248,7 +249,11 @@ class EventWriter:
             self._signals.hub.publish(self._key, events, None if end is not None else lease)
 
     async def _write_retrying(
-        self, events: Sequence[Event], messages: Sequence[Message], end: TurnStatus | None
+        self,
+        events: Sequence[Event],
+        messages: Sequence[Message],
+        end: TurnStatus | None,
+        display_name: str = "",
     ) -> datetime:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -257,7 +262,7 @@ class EventWriter:
         while True:
             try:
                 async with bounded(self._options.call_seconds):
-                    return await self._write(events, messages, end, retry=attempt > 0)
+                    return await self._write(events, messages, end, display_name, retry=attempt > 0)
             except TurnLost as exc:
                 _log.warning("%s; it stops without writing", exc)
                 raise
@@ -295,6 +300,7 @@ class EventWriter:
         events: Sequence[Event],
         messages: Sequence[Message],
         end: TurnStatus | None,
+        display_name: str,
         *,
         retry: bool,
     ) -> datetime:
@@ -321,6 +327,7 @@ class EventWriter:
                 origin=self._signals.origin,
                 lease_expires=lease,
                 end=end,
+                display_name=display_name,
             )
             await uow.commit()
         return lease

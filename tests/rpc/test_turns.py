@@ -404,6 +404,7 @@ async def test_hooks_are_called_around_the_turn_and_each_tool_call(
         "event=tool_call_start",
         "event=tool_call_end",
         "event=provider_request",
+        "event=turn_ending",
         "event=turn_end",
     ]
 
