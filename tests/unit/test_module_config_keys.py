@@ -114,6 +114,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "settings": {"exclude_tools": ["delegate"], "timeout": 60},
     },
     "tool-task": {},
+    "hooks-session-naming": {"initial_trigger_turn": 2, "max_name_length": 40},
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -150,6 +151,9 @@ AMPLIFIER_ONLY: dict[str, frozenset[str]] = {
     "tool-search": frozenset({"working_dir", "timeout"}),
     "tool-apply-patch": frozenset({"working_dir", "engine"}),
     "tool-task": frozenset({"max_recursion_depth"}),
+    "hooks-session-naming": frozenset(
+        {"update_interval_turns", "max_description_length", "max_retries", "model_role"}
+    ),
 }
 
 
@@ -245,6 +249,7 @@ def test_every_built_in_module_is_covered() -> None:
         "tool-apply-patch",
         "tool-delegate",
         "tool-task",
+        "hooks-session-naming",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 
