@@ -3,7 +3,8 @@
 The tools' names, descriptions and argument schemas follow Amplifier's tool-search module, so
 prompts written for those work here; results are the same JSON objects (`total_matches`,
 `results`, `files`, `counts`, `results_capped`...), plus a `notice` sentence whenever a cap or
-a skipped file left something out. The search is pure Python (`re`, no ripgrep).
+a skipped file left something out. The search is pure Python (the `regex` package, no
+ripgrep).
 
 Config keys (see CONFIG_KEYS):
 
@@ -18,6 +19,8 @@ Config keys (see CONFIG_KEYS):
 - `max_bytes_scanned`: the most file bytes one grep reads in all (default 64 MiB).
 - `exclusions`: folder (and file) names skipped below the searched path unless the call sets
   `include_ignored` (default: node_modules, .git, .venv and other build or cache folders).
+- `regex_timeout_seconds`: the most time one call may spend matching, across all its files
+  (default and ceiling 2.0): a bundle may only lower it; a larger value is held to 2.0.
 
 Confinement: the `path` argument is resolved (symlinks included) and must lie under an allowed
 folder. The walk opens each folder and file relative to its parent's descriptor with
@@ -25,25 +28,49 @@ O_NOFOLLOW and never follows a symbolic link, so no link (or one swapped in mid-
 outside. Binary files (a NUL byte in their first 8 KiB) are skipped.
 
 Bounds: every walk stops at `max_files` entries and grep at `max_bytes_scanned`, and the work
-runs in a worker thread that stops when the call is cancelled. A pathological regex (one that
-backtracks exponentially) is bounded only by those caps: Python's `re` can be neither
-interrupted nor timed out mid-match, and it holds the interpreter lock while it matches, so
-such a pattern on one long enough line can stall the whole service until that match ends.
+runs in a worker thread that stops when the call is cancelled.
+
+Hostile patterns: the model's regular expression (and every glob, which becomes one) is compiled
+and matched with the `regex` package rather than `re`, because `re` can be neither timed out
+nor interrupted and holds the interpreter lock while it matches, so one pattern that backtracks
+exponentially (`(a|aa)+$` on a long line of `a`s) would stall every session in the process.
+Each match runs with `concurrent=True`, so it releases that lock, and with a timeout of what is
+left of `regex_timeout_seconds`: the time spent matching is counted across every line and file
+of the call, so many slow matches cannot add up past it either. Running out of that time ends
+the call with an error result ("the regular expression took too long: simplify it"), not with
+partial results: the line being matched when time ran out is neither a match nor a miss, so
+any counts or file lists would be wrong without saying where. Each timed match costs a few
+microseconds, so grep searches a file's text whole and then only the lines that need it; a
+pattern that matches most lines of tens of MiB can still run out of time (narrow path or glob).
+`regex` expands counted repeats when it compiles (`(?:a{1000}){1000}` is a million nodes), so
+a pattern whose nested counts multiply past MAX_PATTERN_EXPANSION is refused before it is
+compiled, and compiled patterns are kept out of `regex`'s cache, which holds up to 500.
+
+Compatibility: compiled with `regex`'s default V0 syntax, which is `re`'s; `-i` (IGNORECASE
+with simple case folding, Unicode by default), and `multiline` (MULTILINE and DOTALL) mean what
+they mean in `re`. `regex` also accepts syntax that `re` refuses (`\\p{L}`, fuzzy matching,
+recursion), and inside `[...]`, `[:alpha:]` is a POSIX class for `regex` where `re` saw its
+characters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import regex  # type: ignore[import-untyped]
 
 from session_service.turns.protocols import ToolResult, ToolSpec
 from session_service.workspace import Sandbox
@@ -56,6 +83,8 @@ DEFAULT_LIMITS: Mapping[str, int] = {"files_with_matches": 200, "content": 500, 
 DEFAULT_MAX_FILE_SIZE = 1 * MIB
 DEFAULT_MAX_FILES = 20_000
 DEFAULT_MAX_BYTES_SCANNED = 64 * MIB
+# Also the ceiling: a bundle may only lower it, since a tenant's pattern burns a core that long.
+DEFAULT_REGEX_TIMEOUT_SECONDS = 2.0
 # Amplifier's list: folders that hold dependencies, caches and build output, not sources.
 DEFAULT_EXCLUSIONS = (
     "node_modules",
@@ -87,6 +116,8 @@ MAX_CONTEXT_LINES = 50
 # Each open folder holds a descriptor while the walk is below it.
 MAX_DEPTH = 64
 MAX_PATTERN_CHARS = 4096
+# Nodes a compiled pattern may have once counted repeats are copied out (about 270 bytes each).
+MAX_PATTERN_EXPANSION = 50_000
 BINARY_SNIFF_BYTES = 8192
 
 # grep's `type` argument: Amplifier's names and aliases, as file name patterns.
@@ -149,6 +180,10 @@ class _Stopped(Exception):
     """The call was cancelled: the worker thread gives up."""
 
 
+class _LineByLine(Exception):
+    """Searching a file's text whole was too slow: search its lines one by one instead."""
+
+
 # --- configuration -------------------------------------------------------------------------
 
 
@@ -159,6 +194,19 @@ def _positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key} must be a positive integer")
     return value
+
+
+def _seconds(config: Mapping[str, Any], key: str, ceiling: float) -> float:
+    """A bundle's time limit, held to the ceiling (also the default): it may only lower it."""
+    value = config.get(key)
+    if value is None:
+        return ceiling
+    # `value != value` is NaN; no float() before min(), which a huge int would overflow.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        raise ValueError(f"{key} must be a positive number of seconds")
+    if value <= 0:
+        raise ValueError(f"{key} must be a positive number of seconds")
+    return float(min(value, ceiling))
 
 
 def _search_roots(config: Mapping[str, Any], sandbox: Sandbox) -> tuple[Path, ...]:
@@ -203,10 +251,92 @@ def _exclusions(config: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(value)
 
 
+# --- patterns ------------------------------------------------------------------------------
+
+# `regex` ships no type information; a compiled pattern is one of its Pattern objects.
+Compiled = Any
+
+_COUNTED_REPEAT = re.compile(r"\{(\d*)(?:,\d*)?\}")
+
+
+def pattern_expansion(pattern: str, ceiling: int = MAX_PATTERN_EXPANSION) -> int:
+    """An over-estimate of the nodes `regex` compiles pattern into (stops counting at ceiling+1).
+
+    `regex` copies a counted repeat's body out `{min}` times, so nested counts multiply; the
+    scan is lexical (escapes and `[...]` are single atoms, alternatives are added up), which
+    can only over-count.
+    """
+    over = ceiling + 1
+    groups: list[list[int]] = [[]]  # the atoms' sizes in each open group, innermost last
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            groups[-1].append(1)
+            i += 2
+            continue
+        if char == "[":
+            j = i + 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            groups[-1].append(1)
+            i = j + 1
+            continue
+        if char == "(":
+            groups.append([])
+        elif char == ")" and len(groups) > 1:
+            inner = groups.pop()
+            groups[-1].append(min(max(sum(inner), 1), over))
+        elif char == "{" and groups[-1] and (repeat := _COUNTED_REPEAT.match(pattern, i)):
+            low = repeat.group(1)
+            # Past the ceiling the exact count no longer matters (and int() of a long digit run
+            # is slow).
+            times = over if len(low) > 9 else max(int(low or "0"), 1)
+            groups[-1][-1] = min(groups[-1][-1] * times, over)
+            i = repeat.end()
+            continue
+        else:
+            groups[-1].append(1)
+        i += 1
+    while len(groups) > 1:
+        inner = groups.pop()
+        groups[-1].append(min(max(sum(inner), 1), over))
+    return min(sum(groups[0]), over)
+
+
+def compile_pattern(pattern: str, flags: int = 0) -> Compiled:
+    """The pattern compiled by `regex` (V0, `re`'s syntax), or ValueError saying why not."""
+    if pattern_expansion(pattern) > MAX_PATTERN_EXPANSION:
+        raise ValueError(
+            "counted repeats such as {1000} multiply, when nested, past"
+            + f" {MAX_PATTERN_EXPANSION} copies; use smaller counts"
+        )
+    try:
+        # Not cached: a tenant could otherwise keep hundreds of large compiled patterns alive.
+        return regex.compile(pattern, flags, cache_pattern=False)
+    except Exception as exc:
+        # regex.error, or whatever else a hostile pattern makes its compiler raise.
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    finally:
+        _forget(pattern)
+
+
+def _forget(pattern: str) -> None:
+    # `regex` remembers every pattern it compiles in a locale table that only its cache trims;
+    # with the cache off it would grow for every distinct pattern a tenant sends.
+    table = getattr(getattr(regex, "_main", None), "_locale_sensitive", None)
+    if isinstance(table, dict):
+        table.pop((str, pattern), None)
+
+
 # --- glob patterns -------------------------------------------------------------------------
 
 
-def glob_regex(pattern: str, *, anywhere: bool) -> re.Pattern[str]:
+def glob_regex(pattern: str, *, anywhere: bool) -> Compiled:
     """A glob (`*`, `?`, `[...]`, `**`, `{a,b}`) as a regex over `/`-separated paths.
 
     With anywhere, a pattern without `/` matches a name at any depth (as ripgrep's --glob).
@@ -260,8 +390,8 @@ def glob_regex(pattern: str, *, anywhere: bool) -> re.Pattern[str]:
         i += 1
     out.append(")" * braces)
     try:
-        return re.compile("".join(out) + r"\Z", re.DOTALL)
-    except re.error:
+        return compile_pattern("".join(out) + r"\Z", regex.DOTALL)
+    except ValueError:
         raise _Refused(f"Invalid glob pattern {pattern!r}.") from None
 
 
@@ -279,6 +409,9 @@ class _Budget:
     max_entries: int
     max_bytes: int
     stop: threading.Event
+    # Seconds of matching left, and the error when they run out.
+    seconds: float
+    too_slow: str
     entries: int = 0
     bytes: int = 0
     walk_cut: bool = False
@@ -288,10 +421,93 @@ class _Budget:
     binary: int = 0
     unreadable: int = 0
     links: int = 0
+    matches_tried: int = 0
+    # Whether grep may still search a file's text whole; the first timeout there ends that.
+    whole_text: bool = True
+    trial_seconds: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trial_seconds = self.seconds / 4
 
     def check(self) -> None:
         if self.stop.is_set():
             raise _Stopped
+
+    def search(self, pattern: Compiled, text: str) -> bool:
+        """Whether pattern occurs in text, within the call's matching time."""
+        self._before_match()
+        started = time.monotonic()
+        try:
+            return pattern.search(text, timeout=self.seconds, concurrent=True) is not None
+        except TimeoutError:
+            raise _Refused(self.too_slow) from None
+        finally:
+            self.seconds -= time.monotonic() - started
+
+    def match(self, pattern: Compiled, text: str) -> bool:
+        """Whether pattern matches at the start of text, within the call's matching time."""
+        self._before_match()
+        started = time.monotonic()
+        try:
+            return pattern.match(text, timeout=self.seconds, concurrent=True) is not None
+        except TimeoutError:
+            raise _Refused(self.too_slow) from None
+        finally:
+            self.seconds -= time.monotonic() - started
+
+    def count(self, pattern: Compiled, text: str) -> int:
+        """How many times pattern occurs in text, within the call's matching time."""
+        self._before_match()
+        started = time.monotonic()
+        try:
+            # The timeout covers the whole iteration, not each step.
+            return sum(1 for _ in pattern.finditer(text, timeout=self.seconds, concurrent=True))
+        except TimeoutError:
+            raise _Refused(self.too_slow) from None
+        finally:
+            self.seconds -= time.monotonic() - started
+
+    def spans(self, pattern: Compiled, text: str) -> list[tuple[int, int]]:
+        """Where pattern occurs in text, within the call's matching time."""
+        self._before_match()
+        started = time.monotonic()
+        try:
+            found = pattern.finditer(text, timeout=self.seconds, concurrent=True)
+            return [(hit.start(), hit.end()) for hit in found]
+        except TimeoutError:
+            raise _Refused(self.too_slow) from None
+        finally:
+            self.seconds -= time.monotonic() - started
+
+    def spans_from(
+        self, pattern: Compiled, text: str, pos: int
+    ) -> Generator[tuple[int, int], None, None]:
+        """Where pattern matches in the whole text from pos on (close it when done).
+
+        Raises _LineByLine when the search takes longer than a quarter of the call's matching
+        time: a pattern whose classes cross newlines can be far slower on a whole file than on
+        its lines, and that is no reason to refuse it.
+        """
+        self._before_match()
+        limit = min(self.seconds, self.trial_seconds)
+        started = time.monotonic()
+        try:
+            # The timeout covers the whole iteration, not each step.
+            for found in pattern.finditer(text, pos, timeout=limit, concurrent=True):
+                yield found.start(), found.end()
+        except TimeoutError:
+            self.whole_text = False
+            raise _LineByLine from None
+        finally:
+            self.seconds -= time.monotonic() - started
+
+    def _before_match(self) -> None:
+        # A file of short lines is many quick matches: look for a cancel now and then.
+        self.matches_tried += 1
+        if self.matches_tried % 256 == 0:
+            self.check()
+        if self.seconds <= 0:
+            raise _Refused(self.too_slow)
 
     def notices(self, max_file_size: int) -> list[str]:
         said: list[str] = []
@@ -520,6 +736,7 @@ class SearchTool:
             "max_files",
             "max_bytes_scanned",
             "exclusions",
+            "regex_timeout_seconds",
         }
     )
 
@@ -534,6 +751,9 @@ class SearchTool:
             config, "max_bytes_scanned", DEFAULT_MAX_BYTES_SCANNED
         )
         self.exclusions = _exclusions(config)
+        self.regex_timeout = _seconds(
+            config, "regex_timeout_seconds", DEFAULT_REGEX_TIMEOUT_SECONDS
+        )
 
     @staticmethod
     def check_config(config: Mapping[str, Any], sandbox: Sandbox) -> list[tuple[str, str]]:
@@ -618,6 +838,8 @@ class SearchTool:
                 + "\n- Set explicit `head_limit: 0` for the most results allowed"
                 + f" ({self.max_results})"
                 + f"\n- Files over {self.max_file_size} bytes and binary files are skipped"
+                + f"\n- A call may spend {_seconds_text(self.regex_timeout)} s matching in all;"
+                + " a slower pattern is an error: simplify it"
                 + "\n\nPATTERN SYNTAX:"
                 + "\n- Literal braces need escaping: `interface\\{\\}` to find `interface{}`"
                 + "\n- Case insensitive: use `-i: true`"
@@ -783,8 +1005,16 @@ class SearchTool:
             raise _Refused(f"Path not found: {given}")
         return resolved
 
-    def _budget(self, stop: threading.Event) -> _Budget:
-        return _Budget(self.max_files, self.max_bytes_scanned, stop)
+    def _budget(self, stop: threading.Event, what: str, hint: str = "") -> _Budget:
+        limit = _seconds_text(self.regex_timeout)
+        return _Budget(
+            self.max_files,
+            self.max_bytes_scanned,
+            stop,
+            self.regex_timeout,
+            f"{what} took too long (more than {limit} s of matching in this call):"
+            + f" simplify it{hint}.",
+        )
 
     # --- glob ----------------------------------------------------------------------------
 
@@ -820,7 +1050,7 @@ class SearchTool:
         if not _has_magic(parts[-1]) and len(literal) == len(parts) - 1:
             literal.append(parts[-1])
         deep = any("**" in part for part in parts)
-        budget = self._budget(stop)
+        budget = self._budget(stop, "The glob pattern")
         walk = _Walk(
             base,
             budget,
@@ -831,13 +1061,13 @@ class SearchTool:
         found: list[tuple[float, dict[str, Any]]] = []
         with contextlib.closing(walk.entries()) as entries:
             for entry in entries:
-                if not matcher.match(entry.rel):
+                if not budget.match(matcher, entry.rel):
                     continue
                 if kind == "file" and not stat.S_ISREG(entry.info.st_mode):
                     continue
                 if kind == "dir" and not entry.is_dir:
                     continue
-                if any(rule.match(entry.rel) for rule in excluded):
+                if any(budget.match(rule, entry.rel) for rule in excluded):
                     continue
                 found.append(
                     (
@@ -879,12 +1109,17 @@ class SearchTool:
         if mode not in OUTPUT_MODES:
             raise _Refused(f"Argument 'output_mode' must be one of {', '.join(OUTPUT_MODES)}.")
         multiline = _flag(arguments, "multiline", False)
-        flags = re.IGNORECASE if _flag(arguments, "-i", False) else 0
+        flags = regex.IGNORECASE if _flag(arguments, "-i", False) else 0
         if multiline:
-            flags |= re.MULTILINE | re.DOTALL
+            flags |= regex.MULTILINE | regex.DOTALL
         try:
-            regex = re.compile(pattern, flags)
-        except (re.error, OverflowError, RecursionError) as exc:
+            compiled = _GrepPattern(
+                compile_pattern(pattern, flags),
+                compile_pattern(pattern, flags | regex.MULTILINE)
+                if not multiline and _line_safe(pattern)
+                else None,
+            )
+        except ValueError as exc:
             raise _Refused(f"Invalid regex pattern: {exc}") from None
         numbers = _flag(arguments, "-n", True)
         after = _count(arguments, "-A") or 0
@@ -904,7 +1139,7 @@ class SearchTool:
         include_ignored = _flag(arguments, "include_ignored", False)
         given = _optional_string(arguments, "path")
         base = self._locate(given)
-        budget = self._budget(stop)
+        budget = self._budget(stop, "The regular expression", ", or narrow path or glob")
 
         # Everything is counted, but only the requested page is kept.
         window_end = offset + limit
@@ -914,12 +1149,17 @@ class SearchTool:
         files_seen = 0
         for shown, text in self._files(base, filters, include_ignored, budget):
             if mode == "content":
-                for result in _line_results(text, regex, multiline, shown, numbers, before, after):
+                results = _line_results(
+                    text, compiled, budget, multiline, shown, numbers, before, after
+                )
+                for result in results:
                     if offset <= total < window_end:
                         kept.append(result)
                     total += 1
             else:
-                found = _match_count(text, regex, multiline, stop_at_first=mode != "count")
+                found = _match_count(
+                    text, compiled, budget, multiline, stop_at_first=mode != "count"
+                )
                 if not found:
                     continue
                 if mode == "files_with_matches":
@@ -960,9 +1200,9 @@ class SearchTool:
             output["notice"] = " ".join(notices)
         return output
 
-    def _file_filters(self, arguments: Mapping[str, Any]) -> list[re.Pattern[str]]:
+    def _file_filters(self, arguments: Mapping[str, Any]) -> list[Compiled]:
         """The glob and type arguments as patterns every searched file must match."""
-        filters: list[re.Pattern[str]] = []
+        filters: list[Compiled] = []
         glob = _optional_string(arguments, "glob")
         if glob:
             filters.append(glob_regex(glob, anywhere=True))
@@ -982,14 +1222,14 @@ class SearchTool:
     def _files(
         self,
         base: Path,
-        filters: Sequence[re.Pattern[str]],
+        filters: Sequence[Compiled],
         include_ignored: bool,
         budget: _Budget,
     ) -> Iterator[tuple[str, str]]:
         """(shown path, text) of every searchable file at or below base."""
         if not base.is_dir():
             # One file named by the call: its own name is what the filters see.
-            if all(rule.match(base.name) for rule in filters):
+            if all(budget.match(rule, base.name) for rule in filters):
                 text = _read_text(base, None, budget, self.max_file_size)
                 if text is not None:
                     yield self._shown(base), text
@@ -999,7 +1239,7 @@ class SearchTool:
             for entry in entries:
                 if not stat.S_ISREG(entry.info.st_mode):
                     continue
-                if not all(rule.match(entry.rel) for rule in filters):
+                if not all(budget.match(rule, entry.rel) for rule in filters):
                     continue
                 if entry.info.st_size > self.max_file_size:
                     budget.too_big += 1
@@ -1011,6 +1251,10 @@ class SearchTool:
                     yield self._joined(base, entry.rel), text
 
 
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
 def _split_lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -1018,24 +1262,105 @@ def _split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _match_count(text: str, regex: re.Pattern[str], multiline: bool, stop_at_first: bool) -> int:
+@dataclass(frozen=True)
+class _GrepPattern:
+    """The model's pattern, and the same with MULTILINE when whole texts may stand for lines."""
+
+    line: Compiled
+    whole: Compiled | None
+
+
+# What can look past the edges of a match: lookarounds, inline flags, conditionals and other
+# `(?...)` groups, verbs such as `(*SKIP)`, and the string anchors `\A`, `\Z`, `\z`, `\G`, `\K`.
+_LOOKS_AROUND = re.compile(r"\(\?(?!:)|\(\*|\\[AZzGK]")
+
+
+def _line_safe(pattern: str) -> bool:
+    """Whether a match of pattern within one line of a text is exactly a match in that line alone.
+
+    With MULTILINE, `^` and `$` meet a line's edges in the text as at a string's, and `\\b`
+    sees a newline as it sees an edge; only what the check refuses can tell the two apart.
+    """
+    return _LOOKS_AROUND.search(pattern) is None
+
+
+def _matching_lines(
+    lines: list[str], pattern: _GrepPattern, budget: _Budget, first_only: bool
+) -> list[int]:
+    """Indexes of the lines that pattern matches, each line taken on its own."""
+    if pattern.whole is not None and budget.whole_text:
+        with contextlib.suppress(_LineByLine):
+            return _matching_lines_in_text(lines, pattern.line, pattern.whole, budget, first_only)
+    found: list[int] = []
+    for index, line in enumerate(lines):
+        if budget.search(pattern.line, line):
+            found.append(index)
+            if first_only:
+                break
+    return found
+
+
+def _matching_lines_in_text(
+    lines: list[str], line_pattern: Compiled, whole: Compiled, budget: _Budget, first_only: bool
+) -> list[int]:
+    """_matching_lines with one search of the joined text rather than one per line.
+
+    Each timed search costs microseconds however short the line, and most lines match nothing.
+    A match within one line is a match of that line; one that spans lines leaves each of them
+    to be searched alone. No matching line is missed: every search finds the leftmost match
+    after the last, which either lies before a line's own match or covers it.
+    """
+    text = "\n".join(lines)
+    starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
+    matched: list[int] = []
+    unsure: list[int] = []
+    pos = 0
+    while pos <= len(text):
+        restart: int | None = None
+        with contextlib.closing(budget.spans_from(whole, text, pos)) as spans:
+            for start, end in spans:
+                first = bisect.bisect_right(starts, start) - 1
+                if first >= len(lines):
+                    break
+                if text.find("\n", start, end) != -1:
+                    last = bisect.bisect_right(starts, end - 1) - 1
+                    unsure.extend(range(first, min(last, len(lines) - 1) + 1))
+                elif matched and matched[-1] == first:
+                    # A line's further matches tell nothing, and a pattern such as `\s` or `x*`
+                    # has dozens: go on from the next line instead.
+                    restart = starts[first + 1]
+                    break
+                else:
+                    matched.append(first)
+                    if first_only:
+                        return matched
+        if restart is None:
+            break
+        pos = restart
+    known = set(matched)
+    for index in unsure:
+        if index not in known and budget.search(line_pattern, lines[index]):
+            known.add(index)
+            if first_only:
+                break
+    return sorted(known)
+
+
+def _match_count(
+    text: str, pattern: _GrepPattern, budget: _Budget, multiline: bool, stop_at_first: bool
+) -> int:
     """Matching lines (or, in multiline mode, matches) in text; 1 at most with stop_at_first."""
     if multiline:
         if stop_at_first:
-            return 1 if regex.search(text) else 0
-        return sum(1 for _ in regex.finditer(text))
-    found = 0
-    for line in _split_lines(text):
-        if regex.search(line):
-            found += 1
-            if stop_at_first:
-                return found
-    return found
+            return 1 if budget.search(pattern.line, text) else 0
+        return budget.count(pattern.line, text)
+    return len(_matching_lines(_split_lines(text), pattern, budget, stop_at_first))
 
 
 def _line_results(
     text: str,
-    regex: re.Pattern[str],
+    pattern: _GrepPattern,
+    budget: _Budget,
     multiline: bool,
     shown: str,
     numbers: bool,
@@ -1051,12 +1376,12 @@ def _line_results(
         for raw in text.split("\n"):
             starts.append(starts[-1] + len(raw) + 1)
         final = max(0, len(lines) - 1)
-        for match in regex.finditer(text):
-            first = min(_line_at(starts, match.start()), final)
-            last = min(_line_at(starts, max(match.start(), match.end() - 1)), final)
+        for start, end in budget.spans(pattern.line, text):
+            first = min(_line_at(starts, start), final)
+            last = min(_line_at(starts, max(start, end - 1)), final)
             hits.append((first, last))
     else:
-        hits = [(i, i) for i, line in enumerate(lines) if regex.search(line)]
+        hits = [(i, i) for i in _matching_lines(lines, pattern, budget, first_only=False)]
     for first, last in hits:
         result: dict[str, Any] = {
             "file": shown,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -342,3 +343,107 @@ def test_bad_caps_are_refused(tree: Tree, key: str, value: Any) -> None:
 def test_default_limits_never_exceed_max_results(tree: Tree) -> None:
     tool = tree.tool(max_results=50, default_limits={"count": 10})
     assert tool.limits == {"files_with_matches": 50, "content": 50, "count": 10}
+
+
+# --- hostile patterns ----------------------------------------------------------------------
+
+# Backtracks exponentially on a line of `a`s that does not end the way it wants: with `re` this
+# line held the interpreter lock for many seconds, with every other session waiting on it.
+CATASTROPHIC = r"(a|aa)+$"
+CATASTROPHIC_LINE = "a" * 38 + "b\n"
+
+
+@pytest.mark.timeout(15)
+async def test_a_catastrophic_regex_is_a_timeout_error(tree: Tree) -> None:
+    tree.write("slow.txt", "ok\n" + CATASTROPHIC_LINE)
+    for mode in ("files_with_matches", "content", "count"):
+        result = await _refused(
+            tree.tool(),
+            "grep",
+            "The regular expression took too long (more than 2 s of matching in this call)",
+            "simplify it",
+            pattern=CATASTROPHIC,
+            output_mode=mode,
+        )
+        assert "slow.txt" not in result.content
+    # Multiline mode searches the whole file at once: bounded the same way.
+    await _refused(
+        tree.tool(regex_timeout_seconds=0.5),
+        "grep",
+        "more than 0.5 s",
+        pattern=CATASTROPHIC,
+        multiline=True,
+    )
+
+
+@pytest.mark.timeout(15)
+async def test_the_event_loop_runs_while_a_slow_regex_matches(tree: Tree) -> None:
+    tree.write("slow.txt", CATASTROPHIC_LINE)
+    grep = asyncio.create_task(tree.tool().call("grep", {"pattern": CATASTROPHIC}))
+    ticks = 0
+    while ticks < 10 and not grep.done():
+        await asyncio.sleep(0.05)
+        ticks += 1
+    # The loop got its turns while the match ran, rather than only after it ended.
+    assert (ticks, grep.done()) == (10, False)
+    result = await grep
+    assert result.is_error
+    assert "took too long" in result.content
+
+
+@pytest.mark.timeout(15)
+async def test_the_matching_time_is_one_budget_for_all_files(tree: Tree) -> None:
+    # Each line alone matches well within the limit; thirty of them do not.
+    for index in range(30):
+        tree.write(f"many/f{index:02}.txt", "a" * 28 + "b\n")
+    await _refused(
+        tree.tool(regex_timeout_seconds=1.0),
+        "grep",
+        "took too long (more than 1 s of matching in this call)",
+        pattern=CATASTROPHIC,
+        path="many",
+        output_mode="count",
+    )
+
+
+@pytest.mark.timeout(15)
+async def test_a_catastrophic_glob_is_a_timeout_error(tree: Tree) -> None:
+    tree.write("a" * 60 + "d", "")
+    pattern = "{a,aa}" * 30
+    tool = tree.tool(regex_timeout_seconds=0.5)
+    await _refused(tool, "glob", "The glob pattern took too long", pattern=pattern)
+    # grep's glob filter shares grep's budget.
+    await _refused(tool, "grep", "took too long", pattern="x", glob=pattern)
+
+
+async def test_a_pattern_that_compiles_to_millions_of_nodes_is_refused(tree: Tree) -> None:
+    await _refused(
+        tree.tool(),
+        "grep",
+        "Invalid regex pattern",
+        "counted repeats",
+        pattern=r"(?:(?:(?:a{100}){100}){100}){100}",
+    )
+    # Small counts are fine.
+    output = await _ok(tree.tool(), "grep", pattern=r"hel{2}o", output_mode="count")
+    assert output["counts"] == {"docs/guide.md": 1, "src/pkg/util.py": 1}
+
+
+async def test_patterns_the_regex_package_adds_work(tree: Tree) -> None:
+    tree.write("unicode.txt", "naïve café\nplain\n")
+    output = await _ok(tree.tool(), "grep", pattern=r"\p{L}+é", output_mode="content")
+    assert [r["content"] for r in output["results"]] == ["naïve café"]
+
+
+def test_a_bundle_may_only_lower_the_regex_timeout(tree: Tree) -> None:
+    assert tree.tool().regex_timeout == 2.0
+    assert tree.tool(regex_timeout_seconds=0.25).regex_timeout == 0.25
+    for above in (600, 10**400, float("inf")):
+        assert tree.tool(regex_timeout_seconds=above).regex_timeout == 2.0
+    for bad in (0, -1, "2", True, float("nan"), [1]):
+        with pytest.raises(ValueError, match="regex_timeout_seconds"):
+            tree.tool(regex_timeout_seconds=bad)
+    grep = next(
+        spec for spec in tree.tool(regex_timeout_seconds=0.5).specs() if spec.name == "grep"
+    )
+    assert "0.5 s matching" in grep.description

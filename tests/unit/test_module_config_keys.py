@@ -107,6 +107,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "max_files": 100,
         "max_bytes_scanned": 4096,
         "exclusions": ["node_modules"],
+        "regex_timeout_seconds": 1.5,
     },
     "tool-apply-patch": {"allowed_write_paths": ["."], "denied_write_paths": ["secrets"]},
     "tool-delegate": {
