@@ -16,6 +16,7 @@ _WRITE = (
     "AppendMessage",
     "SendMessage",
     "CancelTurn",
+    "DecideApproval",
 )
 
 # DeleteSession (and any method added later without a line here) needs ADMIN: it erases a

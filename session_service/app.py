@@ -27,6 +27,7 @@ from session_service.turns.agents import AgentLimits
 from session_service.turns.engine import TurnRunner
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
+from session_service.turns.sweeper import ApprovalSweeper
 from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
@@ -174,6 +175,10 @@ async def build(
     else:
         # One process owns an embedded database: a turn still RUNNING was cut off by a restart.
         await turns.recover_orphans()
+    sweeper = ApprovalSweeper(
+        turns, signals.approval_deadlines, idle_seconds=settings.approval_sweep_seconds
+    )
+    sweeper.start()
     servicer = SessionServicer(service, turns)
     binding = ServiceBinding(
         SERVICE_NAME,
@@ -202,6 +207,7 @@ async def build(
         finishers=[runner.shutdown],
         closers=[
             *closers,
+            sweeper.stop,
             watcher.stop,
             close_channel,
             lambda: dispose_engine(engine),

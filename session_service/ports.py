@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from session_service.sessions.model import Message, Session
-from session_service.turns.model import Event, Turn, TurnStatus
+from session_service.turns.model import Approval, ApprovalStatus, Event, Turn, TurnStatus
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
@@ -145,6 +145,39 @@ class EventRepo(Protocol):
         """The event at sequence, if there is one."""
 
 
+class ApprovalRepo(Protocol):
+    """Tool calls waiting turns paused for, and the decisions on them."""
+
+    async def add(self, tenant_id: str, approvals: Sequence[Approval]) -> None:
+        """Records calls that wait for a decision."""
+
+    async def of_turn(self, tenant_id: str, session_id: str, turn_id: str) -> list[Approval]:
+        """Every approval of one turn, oldest first."""
+
+    async def decide(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        tool_call_id: str,
+        status: ApprovalStatus,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        """Records the decision on one call."""
+
+    async def close_turn(
+        self, tenant_id: str, session_id: str, turn_id: str, now: datetime
+    ) -> None:
+        """Closes what the turn still waits on (it ended without them)."""
+
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, Approval]]:
+        """Pending approvals, of any tenant, whose time ran out; with their tenant."""
+
+    async def next_expiry(self) -> datetime | None:
+        """When the first pending approval (of any tenant) runs out of time, if any does."""
+
+
 class RateRepo(Protocol):
     """Tenants' token buckets; callers hold the tenant's lock while they read and write."""
 
@@ -181,6 +214,10 @@ class SessionUoW(Transaction, Protocol):
     @property
     def idempotency(self) -> IdempotencyRepo:
         """Stored first responses."""
+
+    @property
+    def approvals(self) -> ApprovalRepo:
+        """Approvals of waiting turns."""
 
 
 class SessionUoWFactory(Protocol):

@@ -22,6 +22,8 @@ from session_service.sessions.service import SessionService
 from session_service.turns.model import (
     AgentCompleted,
     AgentStarted,
+    ApprovalDecided,
+    ApprovalRequested,
     ContentDelta,
     Event,
     EventBody,
@@ -42,6 +44,7 @@ from shared._generated.tandem.session.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
 )
+from shared.errors import FieldViolation, InvalidArgument
 from shared.identifiers import MAX_TAGS
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
@@ -197,6 +200,23 @@ def _agent_completed(wire: events_pb2.SessionEvent, body: AgentCompleted) -> Non
     )
 
 
+def _approval_requested(wire: events_pb2.SessionEvent, body: ApprovalRequested) -> None:
+    requested = events_pb2.ApprovalRequested(
+        tool_call_id=body.tool_call_id, name=body.name, arguments_json=body.arguments_json
+    )
+    if body.expire_time is not None:
+        requested.expire_time.CopyFrom(timestamp(body.expire_time))
+    wire.approval_requested.CopyFrom(requested)
+
+
+def _approval_decided(wire: events_pb2.SessionEvent, body: ApprovalDecided) -> None:
+    wire.approval_decided.CopyFrom(
+        events_pb2.ApprovalDecided(
+            tool_call_id=body.tool_call_id, approved=body.approved, reason=body.reason
+        )
+    )
+
+
 # Each function takes the body type it is filed under.
 EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any], None]] = {
     TurnStarted: _turn_started,
@@ -210,6 +230,8 @@ EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any],
     TurnCancelled: _turn_cancelled,
     AgentStarted: _agent_started,
     AgentCompleted: _agent_completed,
+    ApprovalRequested: _approval_requested,
+    ApprovalDecided: _approval_decided,
 }
 
 
@@ -466,3 +488,30 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
         session_id = required(request.session_id, "session_id")
         turn_id = await self._turns.cancel(caller_tenant(), session_id, request.turn_id)
         return session_service_pb2.CancelTurnResponse(turn_id=turn_id)
+
+    async def DecideApproval(
+        self, request: session_service_pb2.DecideApprovalRequest, context: Context
+    ) -> session_service_pb2.DecideApprovalResponse:
+        session_id = required(request.session_id, "session_id")
+        tool_call_id = required(request.tool_call_id, "tool_call_id")
+        request_type = session_service_pb2.DecideApprovalRequest
+        if request.decision not in (request_type.DECISION_APPROVE, request_type.DECISION_DENY):
+            raise InvalidArgument(
+                "decision must be DECISION_APPROVE or DECISION_DENY.",
+                reason="DECISION_REQUIRED",
+                violations=[
+                    FieldViolation("decision", "must be DECISION_APPROVE or DECISION_DENY")
+                ],
+            )
+        decided = await self._turns.decide(
+            caller_tenant(),
+            session_id,
+            tool_call_id,
+            request.decision == request_type.DECISION_APPROVE,
+            request.reason,
+        )
+        return session_service_pb2.DecideApprovalResponse(
+            turn_id=decided.turn_id,
+            resumed=decided.resumed,
+            pending_tool_call_ids=list(decided.pending),
+        )

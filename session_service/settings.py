@@ -73,6 +73,9 @@ class SessionServiceSettings(ServiceSettings):
     # client's session is depth 0), and how many one turn runs at once.
     agents_max_depth: int = Field(default=3, ge=0)
     agents_max_concurrent: int = Field(default=4, gt=0)
+    # Approvals that wait past their timeout are denied: at the deadline by the replica
+    # that paused the turn, and within this long by any replica (should that one be gone).
+    approval_sweep_seconds: float = Field(default=30.0, gt=0)
     # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
     egress_allow: str = DEFAULT_EGRESS_ALLOW
 

@@ -22,6 +22,8 @@ from session_service.sessions.model import Message, Role, ToolCall
 from session_service.turns.model import (
     AgentCompleted,
     AgentStarted,
+    ApprovalDecided,
+    ApprovalRequested,
     ContentDelta,
     EventBody,
     EventKind,
@@ -159,6 +161,19 @@ def _encode_agent_completed(body: AgentCompleted) -> dict[str, Any]:
     }
 
 
+def _encode_approval_requested(body: ApprovalRequested) -> dict[str, Any]:
+    return {
+        "tool_call_id": body.tool_call_id,
+        "name": body.name,
+        "arguments_json": body.arguments_json,
+        "expire_time": body.expire_time.isoformat() if body.expire_time else None,
+    }
+
+
+def _encode_approval_decided(body: ApprovalDecided) -> dict[str, Any]:
+    return {"tool_call_id": body.tool_call_id, "approved": body.approved, "reason": body.reason}
+
+
 # Each function takes the body type it is filed under.
 _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnStarted: _encode_turn_started,
@@ -172,6 +187,8 @@ _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnCancelled: _encode_turn_cancelled,
     AgentStarted: _encode_agent_started,
     AgentCompleted: _encode_agent_completed,
+    ApprovalRequested: _encode_approval_requested,
+    ApprovalDecided: _encode_approval_decided,
 }
 
 
@@ -267,6 +284,24 @@ def _decode_agent_completed(data: Mapping[str, Any]) -> AgentCompleted:
     )
 
 
+def _decode_approval_requested(data: Mapping[str, Any]) -> ApprovalRequested:
+    expire = data.get("expire_time")
+    return ApprovalRequested(
+        tool_call_id=str(data.get("tool_call_id", "")),
+        name=str(data.get("name", "")),
+        arguments_json=str(data.get("arguments_json", "")),
+        expire_time=datetime.fromisoformat(str(expire)) if expire else None,
+    )
+
+
+def _decode_approval_decided(data: Mapping[str, Any]) -> ApprovalDecided:
+    return ApprovalDecided(
+        tool_call_id=str(data.get("tool_call_id", "")),
+        approved=bool(data.get("approved", False)),
+        reason=str(data.get("reason", "")),
+    )
+
+
 _Decoders = Mapping[EventKind, Callable[[Mapping[str, Any]], EventBody]]
 
 _DECODERS_V1: _Decoders = {
@@ -281,6 +316,8 @@ _DECODERS_V1: _Decoders = {
     EventKind.TURN_CANCELLED: _decode_turn_cancelled,
     EventKind.AGENT_STARTED: _decode_agent_started,
     EventKind.AGENT_COMPLETED: _decode_agent_completed,
+    EventKind.APPROVAL_REQUESTED: _decode_approval_requested,
+    EventKind.APPROVAL_DECIDED: _decode_approval_decided,
 }
 
 _DECODERS: Mapping[int, _Decoders] = {

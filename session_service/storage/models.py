@@ -132,3 +132,25 @@ class TenantUsageRow(Base):
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     sessions: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApprovalRow(Base):
+    """A tool call a waiting turn paused for, and the decision on it."""
+
+    __tablename__ = "session_approvals"
+    __table_args__ = (
+        # The sweeper's question: which pending calls ran out of time?
+        Index("ix_session_approvals_expiry", "status", "expire_time"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    turn_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tool_call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    arguments_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    expire_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decide_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

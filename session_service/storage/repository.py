@@ -42,6 +42,7 @@ from session_service.sessions.model import (
 )
 from session_service.storage import event_codec
 from session_service.storage.models import (
+    ApprovalRow,
     EventRow,
     MessageRow,
     RateBucketRow,
@@ -49,7 +50,14 @@ from session_service.storage.models import (
     TenantUsageRow,
     TurnRow,
 )
-from session_service.turns.model import Event, EventKind, Turn, TurnStatus
+from session_service.turns.model import (
+    Approval,
+    ApprovalStatus,
+    Event,
+    EventKind,
+    Turn,
+    TurnStatus,
+)
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
@@ -62,6 +70,7 @@ _TURNS = cast(Table, TurnRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
 _RATES = cast(Table, RateBucketRow.__table__)
 _USAGE = cast(Table, TenantUsageRow.__table__)
+_APPROVALS = cast(Table, ApprovalRow.__table__)
 
 _SESSION_COLUMNS = (
     _SESSIONS.c.session_id,
@@ -93,7 +102,7 @@ _DELETE_SESSION_PARTS = tuple(
     delete(table).where(
         table.c.tenant_id == bindparam("k_tenant"), table.c.session_id == bindparam("k_session")
     )
-    for table in (_MESSAGES, _TURNS, _EVENTS)
+    for table in (_MESSAGES, _TURNS, _EVENTS, _APPROVALS)
 )
 
 _USAGE_KEY = _USAGE.c.tenant_id == bindparam("k_tenant")
@@ -706,3 +715,148 @@ async def announce(session: AsyncSession, channel: str, payload: str) -> None:
         await session.execute(
             text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
         )
+
+
+_APPROVAL_COLUMNS = (
+    _APPROVALS.c.tenant_id,
+    _APPROVALS.c.session_id,
+    _APPROVALS.c.turn_id,
+    _APPROVALS.c.tool_call_id,
+    _APPROVALS.c.name,
+    _APPROVALS.c.arguments_json,
+    _APPROVALS.c.status,
+    _APPROVALS.c.reason,
+    _APPROVALS.c.create_time,
+    _APPROVALS.c.expire_time,
+    _APPROVALS.c.decide_time,
+)
+_APPROVAL_TURN = (
+    (_APPROVALS.c.tenant_id == bindparam("k_tenant"))
+    & (_APPROVALS.c.session_id == bindparam("k_session"))
+    & (_APPROVALS.c.turn_id == bindparam("k_turn"))
+)
+_OF_TURN = select(*_APPROVAL_COLUMNS).where(_APPROVAL_TURN).order_by(_APPROVALS.c.create_time)
+_DECIDE = (
+    update(_APPROVALS)
+    .where(_APPROVAL_TURN, _APPROVALS.c.tool_call_id == bindparam("k_call"))
+    .values(
+        status=bindparam("new_status"),
+        reason=bindparam("new_reason"),
+        decide_time=bindparam("now"),
+    )
+)
+_CLOSE_TURN = (
+    update(_APPROVALS)
+    .where(_APPROVAL_TURN, _APPROVALS.c.status == ApprovalStatus.PENDING.value)
+    .values(status=ApprovalStatus.CLOSED.value, decide_time=bindparam("now"))
+)
+_EXPIRED = (
+    select(*_APPROVAL_COLUMNS)
+    .where(
+        _APPROVALS.c.status == ApprovalStatus.PENDING.value,
+        _APPROVALS.c.expire_time <= bindparam("now"),
+    )
+    .order_by(_APPROVALS.c.expire_time)
+    .limit(bindparam("limit"))
+)
+
+
+_NEXT_EXPIRY = select(func.min(_APPROVALS.c.expire_time)).where(
+    _APPROVALS.c.status == ApprovalStatus.PENDING.value
+)
+
+
+def _approval(row: Any) -> Approval:
+    return Approval(
+        session_id=row.session_id,
+        turn_id=row.turn_id,
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        arguments_json=row.arguments_json,
+        status=ApprovalStatus(row.status),
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        reason=row.reason,
+        decide_time=row.decide_time,
+    )
+
+
+class ApprovalRepository:
+    """Tool calls waiting turns paused for, and the decisions on them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, tenant_id: str, approvals: Sequence[Approval]) -> None:
+        """Records calls that wait for a decision."""
+        if not approvals:
+            return
+        await self._session.execute(
+            insert(_APPROVALS),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "session_id": a.session_id,
+                    "turn_id": a.turn_id,
+                    "tool_call_id": a.tool_call_id,
+                    "name": storable(a.name),
+                    "arguments_json": storable(a.arguments_json),
+                    "status": a.status.value,
+                    "reason": storable(a.reason),
+                    "create_time": a.create_time,
+                    "expire_time": a.expire_time,
+                    "decide_time": a.decide_time,
+                }
+                for a in approvals
+            ],
+        )
+
+    async def of_turn(self, tenant_id: str, session_id: str, turn_id: str) -> list[Approval]:
+        """Every approval of one turn, oldest first."""
+        rows = await self._session.execute(
+            _OF_TURN, {"k_tenant": tenant_id, "k_session": session_id, "k_turn": turn_id}
+        )
+        return [_approval(row) for row in rows]
+
+    async def decide(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        tool_call_id: str,
+        status: ApprovalStatus,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        """Records the decision on one call."""
+        await self._session.execute(
+            _DECIDE,
+            {
+                "k_tenant": tenant_id,
+                "k_session": session_id,
+                "k_turn": turn_id,
+                "k_call": tool_call_id,
+                "new_status": status.value,
+                "new_reason": storable(reason),
+                "now": now,
+            },
+        )
+
+    async def close_turn(
+        self, tenant_id: str, session_id: str, turn_id: str, now: datetime
+    ) -> None:
+        """Closes what the turn still waits on (it ended without them)."""
+        await self._session.execute(
+            _CLOSE_TURN,
+            {"k_tenant": tenant_id, "k_session": session_id, "k_turn": turn_id, "now": now},
+        )
+
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, Approval]]:
+        """Pending approvals, of any tenant, whose time ran out; with their tenant."""
+        rows = await self._session.execute(_EXPIRED, {"now": now, "limit": limit})
+        return [(row.tenant_id, _approval(row)) for row in rows]
+
+    async def next_expiry(self) -> datetime | None:
+        """When the first pending approval (of any tenant) runs out of time, if any does."""
+        value = await self._session.scalar(_NEXT_EXPIRY)
+        return value if isinstance(value, datetime) else None

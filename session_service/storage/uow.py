@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.storage.models import IdempotencyKey
 from session_service.storage.repository import (
+    ApprovalRepository,
     EventRepository,
     MessageRepository,
     RateBucketRepository,
@@ -25,6 +26,7 @@ class SessionUnitOfWork(UnitOfWork):
     turns: TurnRepository
     events: EventRepository
     rates: RateBucketRepository
+    approvals: ApprovalRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.idempotency = IdempotencyRepository(session, IdempotencyKey)
@@ -33,3 +35,4 @@ class SessionUnitOfWork(UnitOfWork):
         self.turns = TurnRepository(session)
         self.events = EventRepository(session)
         self.rates = RateBucketRepository(session)
+        self.approvals = ApprovalRepository(session)

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -37,7 +38,7 @@ from session_service.turns.agents import (
     ParentTurn,
     SendsMessages,
 )
-from session_service.turns.model import TurnStatus
+from session_service.turns.model import Approval, ApprovalStatus, TurnStatus
 from session_service.turns.protocols import (
     CURRENT_TOOL_CALL,
     DEFAULT_MAX_ITERATIONS,
@@ -98,6 +99,9 @@ class TurnJob:
     # Set in a child session: the agent of the parent's bundle it runs, and the parent.
     agent: str = ""
     parent_session_id: str = ""
+    # A turn that waited for approvals and now goes on: it answers its pending tool calls
+    # (as decided) before it calls the model again.
+    resume: bool = False
 
 
 @dataclass
@@ -189,6 +193,26 @@ def with_injected_context(
     else:
         result.append(ChatMessage("user", text))
     return result
+
+
+def _unanswered(stored: Sequence[Message], turn_id: str) -> list[ToolCallRequest]:
+    """The tool calls of the turn's last model response that have no result yet."""
+    asked = next(
+        (
+            m
+            for m in reversed(stored)
+            if m.role is Role.ASSISTANT and m.turn_id == turn_id and m.tool_calls
+        ),
+        None,
+    )
+    if asked is None:
+        return []
+    answered = {m.tool_call_id for m in stored if m.role is Role.TOOL}
+    return [
+        ToolCallRequest(c.tool_call_id, c.name, c.arguments_json)
+        for c in asked.tool_calls
+        if c.tool_call_id not in answered
+    ]
 
 
 def _chat(message: Message) -> ChatMessage:
@@ -363,7 +387,7 @@ class TurnRunner:
                 self._writers.pop(job.turn_id, None)
                 self.flushes += writer.flushes
                 span.set_attribute("tandem.turn.status", turn.status)
-                if turn.status != "COMPLETED":
+                if turn.status not in ("COMPLETED", "WAITING"):
                     span.set_status(StatusCode.ERROR, turn.failure or turn.status)
                 self._instruments.duration.record(
                     time.perf_counter() - started, {"tandem.turn.status": turn.status}
@@ -504,9 +528,17 @@ class _Turn:
         self._provider = modules.provider
         self._hooks = modules.hooks
         await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})
-        transcript.extend(_chat(m) for m in await self._transcript())
+        stored = await self._transcript()
+        transcript.extend(_chat(m) for m in stored)
         limit = modules.loop.max_iterations or DEFAULT_MAX_ITERATIONS
-        for _ in range(limit):
+        # Model calls this turn made before it paused count against its limit.
+        used = sum(1 for m in stored if m.role is Role.ASSISTANT and m.turn_id == job.turn_id)
+        if job.resume:
+            pending = _unanswered(stored, job.turn_id)
+            if pending and await self._answer(modules, pending, transcript, resumed=True):
+                return
+        while used < limit:
+            used += 1
             system, messages = modules.context.build(
                 TurnContext(bundle.system_instruction, transcript, job.turn_context)
             )
@@ -546,27 +578,121 @@ class _Turn:
                         arguments_json=call.arguments_json,
                     )
                 )
-            results = await self._run_tools(modules, calls)
-            for call, result in zip(calls, results, strict=True):
-                tool_message = self._writer.add_message(
-                    Message(
-                        message_id=uuid.uuid4().hex,
-                        role=Role.TOOL,
-                        content=result.content,
-                        sequence=0,
-                        create_time=utcnow(),
-                        tool_call_id=call.tool_call_id,
-                    )
-                )
-                transcript.append(
-                    ChatMessage(
-                        "tool",
-                        tool_message.content,
-                        tool_call_id=call.tool_call_id,
-                        is_error=result.is_error,
-                    )
-                )
+            if await self._answer(modules, calls, transcript):
+                return
         await self._end_completed(MAX_ITERATIONS_STOP, "")
+
+    async def _answer(
+        self,
+        modules: _Modules,
+        calls: Sequence[ToolCallRequest],
+        transcript: list[ChatMessage],
+        *,
+        resumed: bool = False,
+    ) -> bool:
+        """Runs (or refuses) one model response's tool calls and adds their results; True
+        when some call needs a person's approval, and the turn paused instead."""
+        decided = await self._decisions() if resumed else {}
+        denied: dict[str, str] = {}
+        waiting: list[tuple[ToolCallRequest, float | None]] = []
+        for call in calls:
+            approval = decided.get(call.tool_call_id)
+            if approval is not None:
+                if approval.status is not ApprovalStatus.APPROVED:
+                    denied[call.tool_call_id] = approval.reason or "the approval was denied"
+                continue
+            verdict = await self._approval(call)
+            if verdict.approval == "deny":
+                denied[call.tool_call_id] = verdict.reason or "denied by the bundle's rules"
+            elif verdict.approval == "required":
+                waiting.append((call, verdict.approval_timeout_seconds))
+        if waiting:
+            await self._pause(waiting)
+            return True
+        results = await self._run_tools(modules, calls, denied)
+        for call, result in zip(calls, results, strict=True):
+            tool_message = self._writer.add_message(
+                Message(
+                    message_id=uuid.uuid4().hex,
+                    role=Role.TOOL,
+                    content=result.content,
+                    sequence=0,
+                    create_time=utcnow(),
+                    tool_call_id=call.tool_call_id,
+                )
+            )
+            transcript.append(
+                ChatMessage(
+                    "tool",
+                    tool_message.content,
+                    tool_call_id=call.tool_call_id,
+                    is_error=result.is_error,
+                )
+            )
+        return False
+
+    async def _approval(self, call: ToolCallRequest) -> HookResult:
+        """What the hooks say of one call: a denial wins, then a required approval."""
+        try:
+            arguments: Any = json.loads(call.arguments_json or "{}")
+        except ValueError:
+            arguments = {}
+        results = await self._hook(
+            "tool_approval",
+            {
+                "turn_id": self._job.turn_id,
+                "tool_call_id": call.tool_call_id,
+                "name": call.name,
+                "arguments": arguments if isinstance(arguments, dict) else {},
+            },
+        )
+        denials = [r for r in results if r.approval == "deny"]
+        if denials:
+            return denials[0]
+        required = [r for r in results if r.approval == "required"]
+        if not required:
+            return HookResult()
+        limits = [r.approval_timeout_seconds for r in required if r.approval_timeout_seconds]
+        return HookResult(
+            approval="required", approval_timeout_seconds=min(limits) if limits else None
+        )
+
+    async def _pause(self, waiting: Sequence[tuple[ToolCallRequest, float | None]]) -> None:
+        """Stores the approvals the turn waits on, with ApprovalRequested for each, and the
+        turn as WAITING, in one transaction; the turn's task then ends."""
+        now = utcnow()
+        approvals = [
+            Approval(
+                session_id=self._job.session_id,
+                turn_id=self._job.turn_id,
+                tool_call_id=call.tool_call_id,
+                name=call.name,
+                arguments_json=call.arguments_json,
+                status=ApprovalStatus.PENDING,
+                create_time=now,
+                expire_time=now + timedelta(seconds=timeout) if timeout else None,
+            )
+            for call, timeout in waiting
+        ]
+        for approval in approvals:
+            await self._writer.add(
+                log.ApprovalRequested(
+                    tool_call_id=approval.tool_call_id,
+                    name=approval.name,
+                    arguments_json=approval.arguments_json,
+                    expire_time=approval.expire_time,
+                ),
+                hold=True,
+            )
+        await self._writer.flush(waiting=approvals)
+        self.status = "WAITING"
+
+    async def _decisions(self) -> dict[str, Approval]:
+        async with self._unit_of_work() as uow:
+            approvals = await uow.approvals.of_turn(
+                self._job.tenant_id, self._job.session_id, self._job.turn_id
+            )
+        return {a.tool_call_id: a for a in approvals}
 
     async def _transcript(self) -> list[Message]:
         # A database blip as the turn starts is waited out like one during its writes.
@@ -657,13 +783,29 @@ class _Turn:
             span.set_attribute("gen_ai.response.model", usage.model)
 
     async def _run_tools(
-        self, modules: _Modules, calls: Sequence[ToolCallRequest]
+        self,
+        modules: _Modules,
+        calls: Sequence[ToolCallRequest],
+        denied: Mapping[str, str] | None = None,
     ) -> list[ToolResult]:
-        """Runs the calls of one model response at once (agents among them run side by side);
-        each call's ToolCallCompleted is logged as it ends, the results come back in order."""
+        """Runs the calls of one model response at once (agents among them run side by
+        side), then logs each call's ToolCallCompleted in the order the model asked for
+        them. A denied call (tool call id -> why) does not run: the model gets the reason."""
 
         async def one(call: ToolCallRequest) -> ToolResult:
-            result = await self._run_tool(modules, call)
+            reason = (denied or {}).get(call.tool_call_id)
+            if reason is not None:
+                return ToolResult(f"The call to {call.name} was denied: {reason}", True)
+            return await self._run_tool(modules, call)
+
+        if len(calls) == 1:
+            results = [await one(calls[0])]
+        else:
+            # A task group: when the turn is cancelled, every call still running is too.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(call)) for call in calls]
+            results = [task.result() for task in tasks]
+        for call, result in zip(calls, results, strict=True):
             await self._writer.add(
                 log.ToolCallCompleted(
                     tool_call_id=call.tool_call_id,
@@ -671,15 +813,7 @@ class _Turn:
                     is_error=result.is_error,
                 )
             )
-            return result
-
-        if len(calls) == 1:
-            return [await one(calls[0])]
-        # A task group: when the turn is cancelled or one call cannot be logged, the others
-        # are cancelled too, rather than left running.
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(call)) for call in calls]
-        return [task.result() for task in tasks]
+        return results
 
     async def _run_tool(self, modules: _Modules, call: ToolCallRequest) -> ToolResult:
         # Arguments and results stay out of the span: they may carry user data or secrets.

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from session_service.ports import SessionUoW
 from session_service.sessions.model import Message, Role, Session
 from session_service.turns.model import (
+    Approval,
+    ApprovalDecided,
+    ApprovalStatus,
     Event,
     EventBody,
     Turn,
@@ -27,6 +30,9 @@ from session_service.turns.model import (
     TurnStatus,
     storable_body,
 )
+
+# What a waiting turn's lease column holds: it has no lease, since nothing runs it.
+NO_LEASE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -105,11 +111,14 @@ async def append(
     lease_expires: datetime | None = None,
     end: TurnStatus | None = None,
     display_name: str = "",
+    waiting: Sequence[Approval] = (),
 ) -> Session:
     """Writes the running turn's events and transcript messages; with end, the turn ends.
 
     The caller checked that session still names the turn as active. Its lease moves to
-    lease_expires when given. display_name names a session that has no name yet.
+    lease_expires when given. display_name names a session that has no name yet. With
+    waiting, the turn pauses (WAITING, without a lease) on those approvals: it stays the
+    session's active turn, and nothing runs it until they are decided.
     """
     turn_id = session.active_turn_id
     for message in messages:
@@ -121,14 +130,16 @@ async def append(
         last, len(messages), now, ended=end is not None, display_name=display_name
     )
     await uow.sessions.save(tenant_id, written)
+    if waiting:
+        await uow.approvals.add(tenant_id, waiting)
     await uow.turns.update(
         tenant_id,
         session.session_id,
         turn_id,
         last_sequence=last,
-        status=end,
+        status=TurnStatus.WAITING if waiting else end,
         end_time=now if end is not None else None,
-        lease_expires=lease_expires,
+        lease_expires=NO_LEASE if waiting else lease_expires,
     )
     return written
 
@@ -147,6 +158,45 @@ async def end_with(
     event = Event(session.last_sequence + 1, session.active_turn_id, body, now)
     ended = await append(uow, tenant_id, session, [event], [], now=now, origin=origin, end=end)
     return ended, event
+
+
+async def decide(
+    uow: SessionUoW,
+    tenant_id: str,
+    session: Session,
+    approval: Approval,
+    approved: bool,
+    reason: str,
+    *,
+    now: datetime,
+    origin: str,
+) -> tuple[Session, Event]:
+    """Records the decision on one call of the session's waiting turn, and ApprovalDecided."""
+    status = ApprovalStatus.APPROVED if approved else ApprovalStatus.DENIED
+    await uow.approvals.decide(
+        tenant_id, session.session_id, approval.turn_id, approval.tool_call_id, status, reason, now
+    )
+    event = Event(
+        session.last_sequence + 1,
+        approval.turn_id,
+        storable_body(ApprovalDecided(approval.tool_call_id, approved, reason)),
+        now,
+    )
+    written = await append(uow, tenant_id, session, [event], [], now=now, origin=origin)
+    return written, event
+
+
+async def resume(
+    uow: SessionUoW, tenant_id: str, session: Session, *, lease_expires: datetime
+) -> None:
+    """Makes the session's waiting turn RUNNING again, leased to the caller's replica."""
+    await uow.turns.update(
+        tenant_id,
+        session.session_id,
+        session.active_turn_id,
+        status=TurnStatus.RUNNING,
+        lease_expires=lease_expires,
+    )
 
 
 async def close_stray(uow: SessionUoW, tenant_id: str, session_id: str, turn_id: str) -> None:

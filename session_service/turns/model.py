@@ -25,6 +25,8 @@ class EventKind(Enum):
     TURN_CANCELLED = "turn_cancelled"
     AGENT_STARTED = "agent_started"
     AGENT_COMPLETED = "agent_completed"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_DECIDED = "approval_decided"
 
 
 TERMINAL_KINDS = frozenset(
@@ -140,6 +142,28 @@ class AgentCompleted:
     error_message: str
 
 
+@dataclass(frozen=True)
+class ApprovalRequested:
+    """A tool call waits for a person's decision (DecideApproval); the turn pauses."""
+
+    kind: ClassVar[EventKind] = EventKind.APPROVAL_REQUESTED
+    tool_call_id: str
+    name: str
+    arguments_json: str
+    # When it is denied on its own; None: it waits as long as it takes.
+    expire_time: datetime | None
+
+
+@dataclass(frozen=True)
+class ApprovalDecided:
+    """A waiting tool call was approved or denied (denied too when its time ran out)."""
+
+    kind: ClassVar[EventKind] = EventKind.APPROVAL_DECIDED
+    tool_call_id: str
+    approved: bool
+    reason: str
+
+
 # What one event says: exactly one of these.
 EventBody: TypeAlias = (
     TurnStarted
@@ -153,6 +177,8 @@ EventBody: TypeAlias = (
     | TurnCancelled
     | AgentStarted
     | AgentCompleted
+    | ApprovalRequested
+    | ApprovalDecided
 )
 
 
@@ -180,6 +206,9 @@ class TurnStatus(Enum):
     """Where a turn is."""
 
     RUNNING = "RUNNING"
+    # Paused for approvals: nothing runs it and it holds no lease; a decision resumes it on
+    # whichever replica receives it.
+    WAITING = "WAITING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -218,3 +247,29 @@ def storable_body(body: B) -> B:
             if stored is not value:
                 changes[field.name] = stored
     return dataclasses.replace(body, **changes) if changes else body
+
+
+class ApprovalStatus(Enum):
+    """Where one tool call's approval is."""
+
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    DENIED = "DENIED"
+    # Its turn ended (cancelled) before anyone decided.
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A tool call of a waiting turn that needs a person's decision."""
+
+    session_id: str
+    turn_id: str
+    tool_call_id: str
+    name: str
+    arguments_json: str
+    status: ApprovalStatus
+    create_time: datetime
+    expire_time: datetime | None = None
+    reason: str = ""
+    decide_time: datetime | None = None

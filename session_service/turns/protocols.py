@@ -176,15 +176,23 @@ class HookResult:
 
     inject_context: str = ""
     session_name: str = ""
+    # Returned at tool_approval: "required" pauses the turn until a person decides
+    # (DecideApproval), "deny" refuses the call at once; "" lets it run. reason says why;
+    # approval_timeout_seconds (None: no limit) is how long a required approval may wait
+    # before it counts as denied.
+    approval: str = ""
+    reason: str = ""
+    approval_timeout_seconds: float | None = None
 
 
 class Hook(Protocol):
     """Observes a turn. Hooks must not raise; a failing hook is logged and skipped.
 
     Events: turn_start, provider_request (before each model call; its inject_context is
-    used), tool_call_start, tool_call_end, turn_ending (a completed turn, before its end is
-    stored; its session_name is stored with it) and turn_end. Both turn events carry
-    status, user_turns and first_user_message.
+    used), tool_approval (before a model response's tool calls run, once per call, with
+    name and arguments; its approval is used), tool_call_start, tool_call_end, turn_ending
+    (a completed turn, before its end is stored; its session_name is stored with it) and
+    turn_end. Both turn events carry status, user_turns and first_user_message.
     """
 
     async def on_event(self, event: str, data: Mapping[str, Any]) -> HookResult | None: ...

@@ -33,6 +33,9 @@ async def lease_expired(
     if not session.active_turn_id:
         return False
     turn = await uow.turns.get(tenant_id, session.session_id, session.active_turn_id)
+    if turn is not None and turn.status is TurnStatus.WAITING:
+        # Paused for approvals: nothing runs it, so there is no lease to run out.
+        return False
     return (
         turn is None
         or turn.status is not TurnStatus.RUNNING

@@ -24,7 +24,15 @@ from session_service.sessions.service import session_not_found
 from session_service.turns import log
 from session_service.turns.engine import TurnJob
 from session_service.turns.hub import SessionFeed
-from session_service.turns.model import Event, Turn, TurnStarted, TurnStatus
+from session_service.turns.log import NO_LEASE
+from session_service.turns.model import (
+    ApprovalStatus,
+    Event,
+    Turn,
+    TurnCancelled,
+    TurnStarted,
+    TurnStatus,
+)
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.turns.signals import TurnSignals, log_key
 from session_service.turns.writer import bounded
@@ -46,6 +54,7 @@ from shared.quotas import PolicyLookup, Quotas, check_count, rate_limited, take_
 _log = logging.getLogger(__name__)
 
 MAX_CONTENT_CHARS = 256 * 1024
+MAX_REASON_CHARS = 4096
 READ_BATCH = 500
 
 
@@ -78,6 +87,25 @@ class _Started:
     job: TurnJob
     events: Sequence[Event]
     lease_expires: datetime
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision on a waiting tool call: its turn, whether it resumed, what still waits."""
+
+    turn_id: str
+    resumed: bool
+    pending: tuple[str, ...]
+
+
+def _not_waiting(
+    tool_call_id: str, message: str, reason: str = "APPROVAL_NOT_PENDING"
+) -> Exception:
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        violations=[PreconditionViolation(reason, f"tool_calls/{tool_call_id}", message)],
+    )
 
 
 @dataclass(frozen=True)
@@ -479,7 +507,7 @@ class TurnService:
                         resource_type="Turn",
                         resource_name=turn_id,
                     )
-                if turn.status is not TurnStatus.RUNNING:
+                if turn.status not in (TurnStatus.RUNNING, TurnStatus.WAITING):
                     return turn_id  # already over: cancelling again changes nothing
             elif not session.active_turn_id:
                 raise FailedPrecondition(
@@ -493,12 +521,141 @@ class TurnService:
                 )
             else:
                 turn_id = session.active_turn_id
+            current = await uow.turns.get(tenant_id, session_id, turn_id)
+            if current is not None and current.status is TurnStatus.WAITING:
+                # Nothing runs a paused turn: it ends here, and what it waited on closes.
+                now = utcnow()
+                await uow.approvals.close_turn(tenant_id, session_id, turn_id, now)
+                session, ended = await log.end_with(
+                    uow,
+                    tenant_id,
+                    session,
+                    TurnCancelled(reason="cancelled", partial_message=None),
+                    TurnStatus.CANCELLED,
+                    now=now,
+                    origin=self._signals.origin,
+                )
+                await uow.commit()
+                self._publish(tenant_id, session_id, ended)
+                return turn_id
             await log.request_cancel(uow, tenant_id, session_id, turn_id)
             await uow.commit()
         if reaped is not None:
             self._publish(tenant_id, session_id, reaped)
         self._runner.cancel_local(turn_id)
         return turn_id
+
+    async def decide(
+        self,
+        tenant_id: str,
+        session_id: str,
+        tool_call_id: str,
+        approved: bool,
+        reason: str = "",
+    ) -> Decided:
+        """Approves or denies a tool call the session's waiting turn paused for; the last
+        decision it waits for resumes the turn here. FAILED_PRECONDITION when that call
+        does not wait (no waiting turn, an unknown call, or one decided already)."""
+        if not tool_call_id:
+            raise InvalidArgument(
+                "tool_call_id is required.",
+                reason="TOOL_CALL_ID_REQUIRED",
+                violations=[FieldViolation("tool_call_id", "is required")],
+            )
+        if len(reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(
+                f"reason is longer than {MAX_REASON_CHARS} characters.",
+                reason="REASON_TOO_LONG",
+                violations=[FieldViolation("reason", f"at most {MAX_REASON_CHARS} characters")],
+            )
+        now = utcnow()
+        async with self._unit_of_work(write=True) as uow:
+            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
+            if session is None:
+                raise session_not_found(session_id)
+            turn_id = session.active_turn_id
+            turn = await uow.turns.get(tenant_id, session_id, turn_id) if turn_id else None
+            if turn is None or turn.status is not TurnStatus.WAITING:
+                raise _not_waiting(
+                    tool_call_id, f"Session {session_id!r} has no turn waiting for approval."
+                )
+            approvals = await uow.approvals.of_turn(tenant_id, session_id, turn_id)
+            target = next((a for a in approvals if a.tool_call_id == tool_call_id), None)
+            if target is None:
+                raise _not_waiting(
+                    tool_call_id,
+                    f"Turn {turn_id!r} waits for no approval of tool call {tool_call_id!r}.",
+                )
+            if target.status is not ApprovalStatus.PENDING:
+                raise _not_waiting(
+                    tool_call_id,
+                    f"Tool call {tool_call_id!r} was {target.status.value.lower()} already.",
+                    "APPROVAL_ALREADY_DECIDED",
+                )
+            session, event = await log.decide(
+                uow,
+                tenant_id,
+                session,
+                target,
+                approved,
+                reason,
+                now=now,
+                origin=self._signals.origin,
+            )
+            pending = [
+                a.tool_call_id
+                for a in approvals
+                if a.status is ApprovalStatus.PENDING and a.tool_call_id != tool_call_id
+            ]
+            job = None
+            lease = None
+            if not pending:
+                lease = now + timedelta(seconds=self._options.lease_seconds)
+                await log.resume(uow, tenant_id, session, lease_expires=lease)
+                job = TurnJob(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    turn_id=turn_id,
+                    config_id=session.config_id,
+                    config_revision=session.config_revision,
+                    last_sequence=session.last_sequence,
+                    message_count=session.message_count,
+                    agent=session.agent,
+                    parent_session_id=session.parent_session_id,
+                    resume=True,
+                )
+            await uow.commit()
+        self._signals.hub.publish(log_key(tenant_id, session_id), [event], lease or NO_LEASE)
+        if job is not None:
+            self._runner.start(job)
+        return Decided(turn_id, resumed=job is not None, pending=tuple(pending))
+
+    async def next_approval_expiry(self) -> datetime | None:
+        """When the first pending approval runs out of time, if any does."""
+        async with self._unit_of_work() as uow:
+            return await uow.approvals.next_expiry()
+
+    async def expire_approvals(self, limit: int = 100) -> int:
+        """Denies approvals whose time ran out (on any replica: the first to decide wins).
+
+        Returns how many this call denied.
+        """
+        async with self._unit_of_work() as uow:
+            expired = await uow.approvals.expired(utcnow(), limit)
+        denied = 0
+        for tenant_id, approval in expired:
+            try:
+                await self.decide(
+                    tenant_id,
+                    approval.session_id,
+                    approval.tool_call_id,
+                    False,
+                    "Nobody approved the call in time.",
+                )
+            except (FailedPrecondition, NotFound):
+                continue  # decided, cancelled or deleted meanwhile
+            denied += 1
+        return denied
 
     async def _current(self, tenant_id: str, session_id: str) -> Session:
         """The session, after failing its turn if that turn's lease ran out."""

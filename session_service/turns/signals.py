@@ -9,9 +9,12 @@ NOTIFYs: its hub got those events from memory (and may get the NOTIFY first).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from session_service.turns.hub import EventHub
 
@@ -53,6 +56,30 @@ def parse_events_payload(payload: str) -> Committed:
     return Committed(payload, None)
 
 
+class Deadlines:
+    """The earliest deadline someone noted since it was last taken, and a wake-up for it."""
+
+    def __init__(self) -> None:
+        self._earliest: datetime | None = None
+        self._noted = asyncio.Event()
+
+    def note(self, deadline: datetime) -> None:
+        """A new deadline; the waiter wakes if it is earlier than what it waits for."""
+        if self._earliest is None or deadline < self._earliest:
+            self._earliest = deadline
+        self._noted.set()
+
+    async def wait(self, seconds: float) -> datetime | None:
+        """Waits up to seconds for a noted deadline; returns (and forgets) the earliest."""
+        if not self._noted.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._noted.wait()
+        self._noted.clear()
+        earliest, self._earliest = self._earliest, None
+        return earliest
+
+
 def _unheard() -> bool:
     return False
 
@@ -69,6 +96,8 @@ class TurnSignals:
         # while the cancel channel's listener is connected. Running turns poll their cancel
         # flag often only while it is False.
         self.cancels_heard = cancels_heard
+        # When this replica paused a turn on approvals that time out: the sweeper wakes.
+        self.approval_deadlines = Deadlines()
 
     def on_events_payload(self, payload: str | None) -> None:
         """A NOTIFY (or a reconnect, None: anything may have been missed) on the events channel."""

@@ -33,8 +33,10 @@ from datetime import datetime, timedelta
 from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.sessions.model import Message, storable_message
 from session_service.turns import log
+from session_service.turns.log import NO_LEASE
 from session_service.turns.model import (
     TERMINAL_KINDS,
+    Approval,
     Event,
     EventBody,
     EventKind,
@@ -173,8 +175,9 @@ class EventWriter:
         """The transcript position the next message will take."""
         return self.message_count + len(self._messages) + 1
 
-    async def add(self, body: EventBody) -> None:
-        """Queues an event; anything but a delta is flushed at once, with what came before."""
+    async def add(self, body: EventBody, *, hold: bool = False) -> None:
+        """Queues an event; anything but a delta is flushed at once, with what came before
+        (unless hold: the caller's next flush writes it)."""
         if self.lost:
             raise TurnLost(f"turn {self._turn_id} was failed elsewhere")
         self.last_sequence += 1
@@ -184,6 +187,8 @@ class EventWriter:
         kind = body.kind
         if kind in TERMINAL_KINDS:
             return  # written by the caller's flush(end=...), in the transaction that ends the turn
+        if hold:
+            return
         if kind not in DELTA_KINDS or len(self._pending) >= self._options.flush_events:
             await self.flush()
 
@@ -212,9 +217,16 @@ class EventWriter:
         self._messages.clear()
         self.last_sequence = self.committed_sequence
 
-    async def flush(self, *, end: TurnStatus | None = None, display_name: str = "") -> None:
+    async def flush(
+        self,
+        *,
+        end: TurnStatus | None = None,
+        display_name: str = "",
+        waiting: Sequence[Approval] = (),
+    ) -> None:
         """Writes what is queued in one transaction; with end, also closes the turn (and
-        gives an unnamed session display_name, in the same transaction).
+        gives an unnamed session display_name, in the same transaction); with waiting, the
+        turn pauses on those approvals instead (see log.append).
 
         Raises TurnLost, EventNotStored (the queue is dropped) or StorageUnavailable (the
         queue is kept).
@@ -224,10 +236,10 @@ class EventWriter:
                 raise TurnLost(f"turn {self._turn_id} was failed elsewhere")
             events, self._pending = self._pending, []
             messages, self._messages = self._messages, []
-            if not events and not messages and end is None:
+            if not events and not messages and end is None and not waiting:
                 return
             try:
-                lease = await self._write_retrying(events, messages, end, display_name)
+                lease = await self._write_retrying(events, messages, end, display_name, waiting)
             except (TurnLost, EventNotStored) as exc:
                 self.problem = exc
                 self.discard()
@@ -243,10 +255,16 @@ class EventWriter:
                 self.committed_sequence = events[-1].sequence
             self.message_count += len(messages)
             self.flushes += 1
-            if end is not None:
+            if end is not None or waiting:
+                # Over for this runner: a paused turn is resumed by a new one.
                 self.ended = True
+            deadlines = [a.expire_time for a in waiting if a.expire_time is not None]
+            if deadlines:
+                self._signals.approval_deadlines.note(min(deadlines))
             # Committed: this replica's followers get the events from memory.
-            self._signals.hub.publish(self._key, events, None if end is not None else lease)
+            self._signals.hub.publish(
+                self._key, events, None if end is not None else NO_LEASE if waiting else lease
+            )
 
     async def _write_retrying(
         self,
@@ -254,6 +272,7 @@ class EventWriter:
         messages: Sequence[Message],
         end: TurnStatus | None,
         display_name: str = "",
+        waiting: Sequence[Approval] = (),
     ) -> datetime:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -262,7 +281,9 @@ class EventWriter:
         while True:
             try:
                 async with bounded(self._options.call_seconds):
-                    return await self._write(events, messages, end, display_name, retry=attempt > 0)
+                    return await self._write(
+                        events, messages, end, display_name, waiting, retry=attempt > 0
+                    )
             except TurnLost as exc:
                 _log.warning("%s; it stops without writing", exc)
                 raise
@@ -301,6 +322,7 @@ class EventWriter:
         messages: Sequence[Message],
         end: TurnStatus | None,
         display_name: str,
+        waiting: Sequence[Approval],
         *,
         retry: bool,
     ) -> datetime:
@@ -328,6 +350,7 @@ class EventWriter:
                 lease_expires=lease,
                 end=end,
                 display_name=display_name,
+                waiting=waiting,
             )
             await uow.commit()
         return lease

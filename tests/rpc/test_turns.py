@@ -401,6 +401,7 @@ async def test_hooks_are_called_around_the_turn_and_each_tool_call(
     assert order == [
         "event=turn_start",
         "event=provider_request",
+        "event=tool_approval",
         "event=tool_call_start",
         "event=tool_call_end",
         "event=provider_request",

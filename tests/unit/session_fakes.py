@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from session_service.ports import (
+    ApprovalRepo,
     EventRepo,
     MessageRepo,
     RateRepo,
@@ -22,7 +23,14 @@ from session_service.ports import (
     TurnRepo,
 )
 from session_service.sessions.model import Message, Session, storable, storable_message
-from session_service.turns.model import Event, Turn, TurnStatus, storable_body
+from session_service.turns.model import (
+    Approval,
+    ApprovalStatus,
+    Event,
+    Turn,
+    TurnStatus,
+    storable_body,
+)
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.errors import AlreadyExists
 from shared.idempotency import IdempotencyRepo
@@ -45,6 +53,7 @@ class State:
     events: dict[tuple[str, str, int], Event] = dataclasses.field(default_factory=dict)
     rates: dict[tuple[str, str], Bucket] = dataclasses.field(default_factory=dict)
     keys: Keys = dataclasses.field(default_factory=dict)
+    approvals: dict[tuple[str, str, str, str], Approval] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         """A working copy; values are frozen, so copying the containers is enough."""
@@ -55,6 +64,7 @@ class State:
             dict(self.events),
             dict(self.rates),
             dict(self.keys),
+            dict(self.approvals),
         )
 
 
@@ -153,6 +163,7 @@ class FakeSessionRepo:
         state.messages = {k: v for k, v in state.messages.items() if k[:2] != owner}
         state.turns = {k: v for k, v in state.turns.items() if k[:2] != owner}
         state.events = {k: v for k, v in state.events.items() if k[:2] != owner}
+        state.approvals = {k: v for k, v in state.approvals.items() if k[:2] != owner}
         state.sessions.pop(owner, None)
 
     def _matching(self, tenant_id: str, conditions: Sequence[Condition]) -> list[Session]:
@@ -365,6 +376,76 @@ class FakeRateRepo:
         self._unit.work.rates[(tenant_id, name)] = bucket
 
 
+class FakeApprovalRepo:
+    """Approvals in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def add(self, tenant_id: str, approvals: Sequence[Approval]) -> None:
+        self._unit.writing()
+        for a in approvals:
+            key = (tenant_id, a.session_id, a.turn_id, a.tool_call_id)
+            if key in self._unit.work.approvals:
+                raise DuplicateKey(f"approval {key} exists already")
+            self._unit.work.approvals[key] = a
+
+    async def of_turn(self, tenant_id: str, session_id: str, turn_id: str) -> list[Approval]:
+        found = [
+            a
+            for (tenant, sid, tid, _), a in self._unit.work.approvals.items()
+            if (tenant, sid, tid) == (tenant_id, session_id, turn_id)
+        ]
+        return sorted(found, key=lambda a: a.create_time)
+
+    async def decide(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turn_id: str,
+        tool_call_id: str,
+        status: ApprovalStatus,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        self._unit.writing()
+        key = (tenant_id, session_id, turn_id, tool_call_id)
+        found = self._unit.work.approvals.get(key)
+        if found is not None:
+            self._unit.work.approvals[key] = dataclasses.replace(
+                found, status=status, reason=storable(reason), decide_time=now
+            )
+
+    async def close_turn(
+        self, tenant_id: str, session_id: str, turn_id: str, now: datetime
+    ) -> None:
+        self._unit.writing()
+        for a in await self.of_turn(tenant_id, session_id, turn_id):
+            if a.status is ApprovalStatus.PENDING:
+                key = (tenant_id, session_id, turn_id, a.tool_call_id)
+                self._unit.work.approvals[key] = dataclasses.replace(
+                    a, status=ApprovalStatus.CLOSED, decide_time=now
+                )
+
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, Approval]]:
+        found = [
+            (tenant, a)
+            for (tenant, _, _, _), a in self._unit.work.approvals.items()
+            if a.status is ApprovalStatus.PENDING
+            and a.expire_time is not None
+            and a.expire_time <= now
+        ]
+        return sorted(found, key=lambda pair: pair[1].expire_time or now)[:limit]
+
+    async def next_expiry(self) -> datetime | None:
+        times = [
+            a.expire_time
+            for a in self._unit.work.approvals.values()
+            if a.status is ApprovalStatus.PENDING and a.expire_time is not None
+        ]
+        return min(times, default=None)
+
+
 class FakeSessionUnitOfWork(FakeUnit[State]):
     """One SessionService transaction over a working copy of the database's state."""
 
@@ -413,6 +494,12 @@ class FakeSessionUnitOfWork(FakeUnit[State]):
         """Event logs."""
         _ = self.work
         return FakeEventRepo(self)
+
+    @property
+    def approvals(self) -> ApprovalRepo:
+        """Approvals of waiting turns."""
+        _ = self.work
+        return FakeApprovalRepo(self)
 
     @property
     def rates(self) -> RateRepo:

@@ -116,6 +116,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "tool-task": {},
     "hooks-session-naming": {"initial_trigger_turn": 2, "max_name_length": 40},
+    "hooks-approval": {
+        "tools": {"write_file": {"require_approval": True}},
+        "rules": [{"pattern": "ls *", "action": "auto_approve"}],
+        "default_timeout": 30,
+        "default_action": "deny",
+        "policy_driven_only": True,
+    },
 }
 
 # Keys a module accepts on purpose without reading them itself.
@@ -155,6 +162,7 @@ AMPLIFIER_ONLY: dict[str, frozenset[str]] = {
     "hooks-session-naming": frozenset(
         {"update_interval_turns", "max_description_length", "max_retries", "model_role"}
     ),
+    "hooks-approval": frozenset({"audit"}),
 }
 
 
@@ -251,6 +259,7 @@ def test_every_built_in_module_is_covered() -> None:
         "tool-delegate",
         "tool-task",
         "hooks-session-naming",
+        "hooks-approval",
     }
     assert set(SAMPLES) == set(BUILT_IN)
 

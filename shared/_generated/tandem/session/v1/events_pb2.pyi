@@ -39,6 +39,8 @@ class SessionEvent(_message.Message):
     TURN_CANCELLED_FIELD_NUMBER: _builtins.int
     AGENT_STARTED_FIELD_NUMBER: _builtins.int
     AGENT_COMPLETED_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
+    APPROVAL_DECIDED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per session, strictly increasing and gap-free."""
     turn_id: _builtins.str
@@ -66,6 +68,10 @@ class SessionEvent(_message.Message):
     def agent_started(self) -> Global___AgentStarted: ...
     @_builtins.property
     def agent_completed(self) -> Global___AgentCompleted: ...
+    @_builtins.property
+    def approval_requested(self) -> Global___ApprovalRequested: ...
+    @_builtins.property
+    def approval_decided(self) -> Global___ApprovalDecided: ...
     def __init__(
         self,
         *,
@@ -83,12 +89,14 @@ class SessionEvent(_message.Message):
         turn_cancelled: Global___TurnCancelled | None = ...,
         agent_started: Global___AgentStarted | None = ...,
         agent_completed: Global___AgentCompleted | None = ...,
+        approval_requested: Global___ApprovalRequested | None = ...,
+        approval_decided: Global___ApprovalDecided | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed", "approval_requested", "approval_decided"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -399,3 +407,67 @@ class AgentCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentCompleted: _TypeAlias = AgentCompleted  # noqa: Y015
+
+@_typing.final
+class ApprovalRequested(_message.Message):
+    """A tool call needs a person's decision: the turn pauses (it holds no worker) until
+    DecideApproval approves or denies every such call of its model response, on any replica.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    name: _builtins.str
+    arguments_json: _builtins.str
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the call is denied on its own; unset: it waits as long as it takes."""
+
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "expire_time", b"expire_time", "name", b"name", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalRequested: _TypeAlias = ApprovalRequested  # noqa: Y015
+
+@_typing.final
+class ApprovalDecided(_message.Message):
+    """A waiting tool call was decided; a denial (or a timeout) reaches the model as a tool error
+    carrying the reason.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    approved: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        approved: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "reason", b"reason", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalDecided: _TypeAlias = ApprovalDecided  # noqa: Y015

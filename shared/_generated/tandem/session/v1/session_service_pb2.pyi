@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from shared._generated.tandem.config.v1 import config_pb2 as _config_pb2
 from shared._generated.tandem.session.v1 import session_pb2 as _session_pb2
 import builtins as _builtins
@@ -644,3 +645,77 @@ class PreparedContext(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreparedContext: _TypeAlias = PreparedContext  # noqa: Y015
+
+@_typing.final
+class DecideApprovalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Decision:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[DecideApprovalRequest._Decision.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DECISION_UNSPECIFIED: DecideApprovalRequest._Decision.ValueType  # 0
+        DECISION_APPROVE: DecideApprovalRequest._Decision.ValueType  # 1
+        DECISION_DENY: DecideApprovalRequest._Decision.ValueType  # 2
+
+    class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper): ...
+    DECISION_UNSPECIFIED: DecideApprovalRequest.Decision.ValueType  # 0
+    DECISION_APPROVE: DecideApprovalRequest.Decision.ValueType  # 1
+    DECISION_DENY: DecideApprovalRequest.Decision.ValueType  # 2
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    tool_call_id: _builtins.str
+    decision: Global___DecideApprovalRequest.Decision.ValueType
+    reason: _builtins.str
+    """Why; a denial's reason reaches the model with the tool error."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        decision: Global___DecideApprovalRequest.Decision.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "reason", b"reason", "session_id", b"session_id", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideApprovalRequest: _TypeAlias = DecideApprovalRequest  # noqa: Y015
+
+@_typing.final
+class DecideApprovalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    PENDING_TOOL_CALL_IDS_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn the call belongs to."""
+    resumed: _builtins.bool
+    """True when this decision was the last one the turn waited for, and it resumed."""
+    @_builtins.property
+    def pending_tool_call_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Calls of the turn still waiting for a decision."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        resumed: _builtins.bool = ...,
+        pending_tool_call_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending_tool_call_ids", b"pending_tool_call_ids", "resumed", b"resumed", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideApprovalResponse: _TypeAlias = DecideApprovalResponse  # noqa: Y015

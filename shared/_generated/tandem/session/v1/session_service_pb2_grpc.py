@@ -108,6 +108,11 @@ class SessionServiceStub:
                 request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnRequest.SerializeToString,
                 response_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnResponse.FromString,
                 _registered_method=True)
+        self.DecideApproval = channel.unary_unary(
+                '/tandem.session.v1.SessionService/DecideApproval',
+                request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.SerializeToString,
+                response_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.FromString,
+                _registered_method=True)
         self.PrepareConfig = channel.unary_unary(
                 '/tandem.session.v1.SessionService/PrepareConfig',
                 request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.PrepareConfigRequest.SerializeToString,
@@ -211,6 +216,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideApproval(self, request, context):
+        """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
+        such call of the turn is decided, the turn resumes on this replica. A call that is not
+        waiting (unknown, or decided already) is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PrepareConfig(self, request, context):
         """Dry run: what a session prepared from this config would get.
         """
@@ -290,6 +304,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CancelTurn,
                     request_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnRequest.FromString,
                     response_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnResponse.SerializeToString,
+            ),
+            'DecideApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideApproval,
+                    request_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.FromString,
+                    response_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.SerializeToString,
             ),
             'PrepareConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.PrepareConfig,
@@ -676,6 +695,33 @@ class SessionService:
             '/tandem.session.v1.SessionService/CancelTurn',
             tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnRequest.SerializeToString,
             tandem_dot_session_dot_v1_dot_session__service__pb2.CancelTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.session.v1.SessionService/DecideApproval',
+            tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.SerializeToString,
+            tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,11 @@ class SessionServiceStub:
     StreamEvents: _grpc.UnaryStreamMultiCallable[_session_service_pb2.StreamEventsRequest, _events_pb2.SessionEvent]
     """Replays stored events after after_sequence, then follows live ones."""
     CancelTurn: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]
+    DecideApproval: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DecideApprovalRequest, _session_service_pb2.DecideApprovalResponse]
+    """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
+    such call of the turn is decided, the turn resumes on this replica. A call that is not
+    waiting (unknown, or decided already) is FAILED_PRECONDITION.
+    """
     PrepareConfig: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.PrepareConfigRequest, _session_service_pb2.PrepareConfigResponse]
     """Dry run: what a session prepared from this config would get."""
 
@@ -88,6 +93,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     StreamEvents: _aio.UnaryStreamMultiCallable[_session_service_pb2.StreamEventsRequest, _events_pb2.SessionEvent]  # type: ignore[assignment]
     """Replays stored events after after_sequence, then follows live ones."""
     CancelTurn: _aio.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]  # type: ignore[assignment]
+    DecideApproval: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DecideApprovalRequest, _session_service_pb2.DecideApprovalResponse]  # type: ignore[assignment]
+    """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
+    such call of the turn is decided, the turn resumes on this replica. A call that is not
+    waiting (unknown, or decided already) is FAILED_PRECONDITION.
+    """
     PrepareConfig: _aio.UnaryUnaryMultiCallable[_session_service_pb2.PrepareConfigRequest, _session_service_pb2.PrepareConfigResponse]  # type: ignore[assignment]
     """Dry run: what a session prepared from this config would get."""
 
@@ -199,6 +209,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.CancelTurnRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.CancelTurnResponse, _abc.Awaitable[_session_service_pb2.CancelTurnResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DecideApproval(
+        self,
+        request: _session_service_pb2.DecideApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.DecideApprovalResponse, _abc.Awaitable[_session_service_pb2.DecideApprovalResponse]]:
+        """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
+        such call of the turn is decided, the turn resumes on this replica. A call that is not
+        waiting (unknown, or decided already) is FAILED_PRECONDITION.
+        """
 
     @_abc_1.abstractmethod
     def PrepareConfig(
