@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -250,7 +250,7 @@ class Preparer:
         modules, skills = await self._with_skills(
             self._resolve(expanded, work), work, time_remaining
         )
-        agents = await self._agent_modules(tenant_id, expanded, work, time_remaining)
+        agents = await self._agent_modules(tenant_id, expanded, modules, work, time_remaining)
         if work.problems:
             raise _failure(fetched, work.problems)
         provider = default_provider(expanded, work.depths)
@@ -286,6 +286,7 @@ class Preparer:
         self,
         tenant_id: str,
         document: Mapping[str, Any],
+        parent_modules: Sequence[ResolvedModule],
         work: _Composition,
         time_remaining: float | None,
     ) -> tuple[PreparedAgent, ...]:
@@ -294,8 +295,11 @@ class Preparer:
         An agent file's providers, tools, hooks and session settings are composed over the
         parent's (expanded) document by the rules of includes, then resolved and checked
         like the bundle's own: a module that is not installed, or a setting that reaches too
-        far, fails preparation, located under `agents.NAME`.
+        far, fails preparation, located under `agents.NAME`. What the agent inherits
+        unchanged was reported for the bundle already, and is not reported again.
         """
+        reported = {(p.type, p.description) for p in work.problems}
+        warned = {(w.field, w.description) for w in work.warnings}
         agents: list[PreparedAgent] = []
         for agent in work.agents.values():
             if not agent.overlay:
@@ -304,17 +308,25 @@ class Preparer:
             label = f"agents.{agent.name}"
             overlay = self._expand(tenant_id, agent.overlay, label, work)
             composed = merge_bundles(document, overlay)
-            scratch = _Composition()
-            resolved = self._resolve(composed, scratch)
-            resolved, _ = await self._with_skills(resolved, work, time_remaining)
+            scratch = _Composition(lookups=work.lookups, namespaces=work.namespaces)
+            resolved = await self._agent_skills(
+                self._resolve(composed, scratch), parent_modules, scratch, time_remaining
+            )
+            work.included.update(scratch.included)
             work.problems.extend(
                 PreconditionViolation(
-                    p.type, f"{label} ({agent.source}): {p.subject}", p.description
+                    # The agent file is the origin: the scratch composition knows none.
+                    p.type,
+                    f"{label} ({agent.source}): {p.subject.removeprefix(': ')}",
+                    p.description,
                 )
                 for p in scratch.problems
+                if (p.type, p.description) not in reported
             )
             work.warnings.extend(
-                FieldViolation(f"{label}.{w.field}", w.description) for w in scratch.warnings
+                FieldViolation(f"{label}.{w.field}", w.description)
+                for w in scratch.warnings
+                if (w.field, w.description) not in warned
             )
             provider = default_provider(composed, {})
             declared = {
@@ -331,6 +343,35 @@ class Preparer:
                 )
             )
         return tuple(agents)
+
+    async def _agent_skills(
+        self,
+        modules: list[ResolvedModule],
+        parent_modules: Sequence[ResolvedModule],
+        work: _Composition,
+        time_remaining: float | None,
+    ) -> list[ResolvedModule]:
+        """An agent's modules with their skills: a tool-skills entry the agent inherits as
+        it is takes the skills the bundle's got; only one it configures itself is looked up."""
+        handed = {
+            _skills_key(m): m.config
+            for m in parent_modules
+            if m.kind == "tool" and m.module == SKILLS_MODULE
+        }
+        reused = [
+            dataclasses.replace(m, config=handed[_skills_key(m)])
+            if m.kind == "tool" and m.module == SKILLS_MODULE and _skills_key(m) in handed
+            else m
+            for m in modules
+        ]
+        if all(
+            m.module != SKILLS_MODULE or m.config.get(SKILLS_CONFIG_KEY) is not None
+            for m in reused
+            if m.kind == "tool"
+        ):
+            return reused
+        found, _ = await self._with_skills(reused, work, time_remaining)
+        return found
 
     async def _parse(
         self, text: str, label: str, work: _Composition, namespace: str = ""
@@ -840,6 +881,11 @@ def _read_skill(text: str, limits: Limits) -> tuple[dict[str, str], str] | Field
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             meta[key] = str(value)
     return meta, (parts.body or "").strip()
+
+
+def _skills_key(module: ResolvedModule) -> str:
+    """What makes two tool-skills entries hand over the same skills: their `skills` key."""
+    return json.dumps(module.config.get("skills"), sort_keys=True, default=str)
 
 
 def _agent(config: FetchedConfig, limits: Limits) -> PreparedAgent | None:

@@ -28,6 +28,7 @@ from session_service.turns.model import (
     TurnCancelled,
     TurnCompleted,
     TurnFailed,
+    TurnStatus,
 )
 from session_service.turns.protocols import (
     CURRENT_TOOL_CALL,
@@ -38,7 +39,7 @@ from session_service.turns.protocols import (
 )
 from shared.errors import TandemError
 
-COMPLETED, FAILED, CANCELLED = "COMPLETED", "FAILED", "CANCELLED"
+COMPLETED, FAILED, CANCELLED, WAITING = "COMPLETED", "FAILED", "CANCELLED", "WAITING"
 
 
 class CreatesSessions(Protocol):
@@ -259,6 +260,16 @@ class ChildAgents:
         async with self._launcher.unit_of_work() as uow:
             turn = await uow.turns.get(tenant, session_id, turn_id)
             last = await uow.events.at(tenant, session_id, turn.last_sequence) if turn else None
+        if turn is not None and turn.status is TurnStatus.WAITING:
+            # The agent paused for a person's approval: its session can be continued later.
+            return AgentRun(
+                session_id,
+                turn_id,
+                WAITING,
+                "",
+                "it waits for approval (DecideApproval on its session); continue it later "
+                "with its session_id",
+            )
         body = last.body if last is not None and last.turn_id == turn_id else None
         if isinstance(body, TurnCompleted):
             return AgentRun(session_id, turn_id, COMPLETED, body.message.content)

@@ -212,7 +212,7 @@ class AgentRun:
 
     session_id: str
     turn_id: str
-    # COMPLETED, FAILED or CANCELLED.
+    # COMPLETED, FAILED, CANCELLED, or WAITING (paused for a person's approval).
     outcome: str
     # Its final reply (the partial one when it did not complete).
     text: str

@@ -342,3 +342,131 @@ async def test_delegation_depth_is_capped(shallow: Stack) -> None:
     assert refused.is_error
     assert "nested at most 1 deep" in refused.result
     assert of_kind(child_log, "agent_started") == []
+
+
+async def test_an_agents_own_module_problem_is_reported_under_it_once(stack: Stack) -> None:
+    broken = {
+        "meta": {"name": "mcp-user", "description": "Needs a module we lack."},
+        "tools": [{"module": "tool-mcp"}],
+    }
+    files = {
+        "bundle.md": root([{"reply": "unused"}]),
+        **AGENTS,
+        "agents/mcp-user.md": f"---\n{json.dumps(broken)}\n---\nYou use MCP.\n".encode(),
+    }
+    text = (
+        files["bundle.md"].decode().replace('"include": [', f'"include": ["{NAMESPACE}:mcp-user", ')
+    )
+    files["bundle.md"] = text.encode()
+    imported = await stack.configs.ImportBundle(
+        config_service_pb2.ImportBundleRequest(
+            files=[
+                config_service_pb2.BundleFile(path=path, content=content)
+                for path, content in sorted(files.items())
+            ],
+            source_uri="git+https://example.invalid/team@main",
+        )
+    )
+    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    prepared = await stack.sessions.PrepareConfig(
+        session_service_pb2.PrepareConfigRequest(config_id=root_id)
+    )
+    assert not prepared.valid
+    [violation] = prepared.violations
+    assert violation.field == "agents.mcp-user (team:agents/mcp-user): tools[2]"
+    assert "tool-mcp" in violation.message
+
+
+async def test_an_agent_that_waits_for_approval_leaves_its_session_to_continue(
+    stack: Stack,
+) -> None:
+    writer = {
+        "meta": {"name": "scribe", "description": "Writes files."},
+        "providers": [
+            {
+                "module": "provider-echo",
+                "config": {
+                    "priority": 0,
+                    "script": [
+                        {
+                            "tool_calls": [
+                                {
+                                    "name": "write_file",
+                                    "arguments": {"path": "out.txt", "content": "x"},
+                                }
+                            ]
+                        },
+                        {"reply": "wrote it"},
+                    ],
+                },
+            }
+        ],
+        "tools": [{"module": "tool-filesystem"}],
+        "hooks": [{"module": "hooks-approval", "config": {"tools": ["write_file"]}}],
+    }
+    bundle_text = (
+        root(
+            [
+                {"tool_calls": [delegate("scribe", "Write out.txt", context_depth="none")]},
+                {"reply": "ok"},
+            ]
+        )
+        .decode()
+        .replace('"include": [', f'"include": ["{NAMESPACE}:scribe", ')
+    )
+    files = {
+        "bundle.md": bundle_text.encode(),
+        **AGENTS,
+        "agents/scribe.md": f"---\n{json.dumps(writer)}\n---\nYou write.\n".encode(),
+    }
+    imported = await stack.configs.ImportBundle(
+        config_service_pb2.ImportBundleRequest(
+            files=[
+                config_service_pb2.BundleFile(path=path, content=content)
+                for path, content in sorted(files.items())
+            ],
+            source_uri="git+https://example.invalid/team@main",
+        )
+    )
+    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    created = await stack.sessions.CreateSession(
+        session_service_pb2.CreateSessionRequest(config_id=root_id, start=True)
+    )
+    events = await collect(send(stack.sessions, created.session_id, "Go"))
+    # The parent is not held up: it learns the agent waits, and finishes its turn.
+    assert events[-1].turn_completed.message.content == "ok"
+    [result] = results(events)
+    assert result.is_error
+    assert "waits for approval" in result.result
+    [completed] = of_kind(events, "agent_completed")
+    assert completed.outcome == "WAITING"
+    child = completed.session_id
+    child_log = await events_of_until(stack, child, "approval_requested")
+    call = child_log[-1].approval_requested.tool_call_id
+    decided = await stack.sessions.DecideApproval(
+        session_service_pb2.DecideApprovalRequest(
+            session_id=child,
+            tool_call_id=call,
+            decision=session_service_pb2.DecideApprovalRequest.DECISION_APPROVE,
+        )
+    )
+    assert decided.resumed
+    follower = stack.sessions.StreamEvents(
+        session_service_pb2.StreamEventsRequest(
+            session_id=child, after_sequence=child_log[-1].sequence
+        )
+    )
+    rest = await collect(follower)
+    assert rest[-1].turn_completed.message.content == "wrote it"
+
+
+async def events_of_until(stack: Stack, session_id: str, kind: str) -> list[Event]:
+    """A session's log up to and including its first event of kind."""
+    call = stack.sessions.StreamEvents(
+        session_service_pb2.StreamEventsRequest(session_id=session_id, follow=True)
+    )
+    seen = [await next_event(call)]
+    while seen[-1].WhichOneof("event") != kind:
+        seen.append(await next_event(call))
+    call.cancel()
+    return seen
