@@ -37,6 +37,7 @@ from shared.bundle.references import (
     SHIPPED_NAMESPACE,
     Site,
     UnresolvableReference,
+    canonical_source,
     document_references,
     find_mentions,
     is_valid_namespace,
@@ -66,6 +67,7 @@ MAX_CONTEXT_BYTES = 2 * 1024 * 1024
 # The tool module that gets the skills of the packages composed, and the config key they
 # reach it under. The key is reserved: a bundle that sets it is refused.
 SKILLS_MODULE = "tool-skills"
+_GIT_SOURCE = "git+"
 SKILLS_CONFIG_KEY = "_tandem_skills"
 # What skills may hand a session, in all: how many, and their files' text.
 MAX_SKILLS = 200
@@ -344,6 +346,25 @@ class Preparer:
             )
         return tuple(agents)
 
+    async def _package_namespace(
+        self, source: str, where: str, work: _Composition, time_remaining: float | None
+    ) -> str | None:
+        """The namespace of the package imported with source_uri source, or None (a problem)."""
+        key = canonical_source(source)
+        for config in await self._client.find(
+            f"source_uri = {json.dumps(key)}", time_remaining, limit=1
+        ):
+            if canonical_source(config.source_uri) == key and config.namespace:
+                return config.namespace
+        work.problems.append(
+            PreconditionViolation(
+                "SKILL_SOURCE_NOT_FOUND",
+                where,
+                f"no package of this tenant was imported with source_uri {key}",
+            )
+        )
+        return None
+
     async def _agent_skills(
         self,
         modules: list[ResolvedModule],
@@ -558,7 +579,14 @@ class Preparer:
         # (namespace, "" for all its skills or "skills/NAME" for one) -> where it was named.
         sources: dict[tuple[str, str], str] = {(ns, ""): "" for ns in work.namespaces}
         for index in wanted:
-            sources.update(_named_skill_sources(modules[index], work))
+            for (namespace, folder), where in _named_skill_sources(modules[index], work).items():
+                if namespace.startswith(_GIT_SOURCE):
+                    # A package named by its address: the one imported with that source_uri.
+                    resolved = await self._package_namespace(namespace, where, work, time_remaining)
+                    if resolved is None:
+                        continue
+                    namespace = resolved
+                sources[(namespace, folder)] = where
         found: dict[str, PreparedSkill] = {}
         budget = _SkillBudget()
         for (namespace, folder), where in sources.items():
@@ -808,7 +836,10 @@ def _named_skill_sources(module: ResolvedModule, work: _Composition) -> dict[tup
     value = config.get("skills")
     if value is None:
         return {}
-    expected = "a package namespace (NS) or one of its skills (NS:skills/NAME)"
+    expected = (
+        "a package namespace (NS), one of its skills (NS:skills/NAME), or a package address "
+        "(git+https://HOST/ORG/REPO@REF#subdirectory=skills)"
+    )
     if not isinstance(value, list):
         work.problems.append(
             PreconditionViolation(
@@ -819,6 +850,28 @@ def _named_skill_sources(module: ResolvedModule, work: _Composition) -> dict[tup
     sources: dict[tuple[str, str], str] = {}
     for index, item in enumerate(value):
         where = f"{module.field}.config.skills[{index}]"
+        if isinstance(item, str) and item.startswith(_GIT_SOURCE):
+            try:
+                reference = parse_reference(item)
+            except UnresolvableReference as exc:
+                work.problems.append(
+                    PreconditionViolation("INVALID_SKILL_REFERENCE", where, str(exc))
+                )
+                continue
+            folder = reference.subdirectory
+            segments = folder.split("/") if folder else []
+            if segments and (segments[0] != SKILLS_FOLDER or len(segments) > 2):
+                work.problems.append(
+                    PreconditionViolation(
+                        "INVALID_SKILL_REFERENCE",
+                        where,
+                        "#subdirectory= must be skills or skills/NAME of the package",
+                    )
+                )
+                continue
+            # Resolved to the package's namespace by the caller; "skills" means all of them.
+            sources[(reference.source_uri, folder if len(segments) == 2 else "")] = where
+            continue
         namespace, colon, path = item.partition(":") if isinstance(item, str) else ("", "", "")
         segments = path.split("/")
         if not is_valid_namespace(namespace) or (

@@ -239,6 +239,50 @@ async def test_included_packages_named_skills_and_broken_ones(sqlite_url: str) -
         assert decoded(runbook)["skill_directory"] == "ops:skills/runbook"
 
 
+async def test_skills_named_by_a_package_address(database_url: str) -> None:
+    async with running_pair(database_url, modules=installed_with(MODULES)) as stack:
+        await stack.configs.ImportBundle(
+            config_service_pb2.ImportBundleRequest(
+                files=[
+                    config_service_pb2.BundleFile(path=path, content=text.encode())
+                    for path, text in {
+                        "bundle.md": "---\nbundle:\n  name: ops\n---\n",
+                        "skills/runbook/SKILL.md": RUNBOOK,
+                        "skills/deploy/SKILL.md": DEPLOY,
+                    }.items()
+                ],
+                source_uri="git+https://git.example.invalid/acme/ops@v3",
+            )
+        )
+        # Named as published bundles name them: by address, any @REF, the skills folder or
+        # one skill in it.
+        script: list[dict[str, Any]] = [{"tool_calls": [call(list=True)]}, {"reply": "ok"}]
+        sources = {
+            "all": "git+https://git.example.invalid/acme/ops.git@main#subdirectory=skills",
+            "one": "git+https://GIT.example.invalid/acme/ops@main#subdirectory=skills/runbook",
+        }
+        for name, source in sources.items():
+            await import_files(
+                stack, {"bundle.md": root_bundle(script, {"skills": [source]}, name=name)}
+            )
+        missing = "git+https://git.example.invalid/acme/nothing@main#subdirectory=skills"
+        outside = "git+https://git.example.invalid/acme/ops@main#subdirectory=context"
+        await import_files(
+            stack,
+            {"bundle.md": root_bundle(script, {"skills": [missing, outside]}, name="bad")},
+        )
+        listed = {}
+        for name in sources:
+            events = await collect(send(stack.sessions, await start(stack, name), "list"))
+            listed[name] = [s["name"] for s in decoded(results(events)[0])["skills"]]
+        assert listed == {"all": ["deploy", "runbook"], "one": ["runbook"]}
+        prepared = await prepare(stack, "bad")
+        assert {(v.message.split(":")[0], v.field) for v in prepared.violations} == {
+            ("SKILL_SOURCE_NOT_FOUND", "tools[0].config.skills[0]"),
+            ("INVALID_SKILL_REFERENCE", "tools[0].config.skills[1]"),
+        }
+
+
 async def test_bad_skill_settings_are_located_violations(sqlite_url: str) -> None:
     async with running_pair(sqlite_url, modules=installed_with(MODULES)) as stack:
         tool = {
