@@ -7,7 +7,7 @@ it is asked to run instead of running them.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +15,20 @@ import pytest
 from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import Role, Session, Status, Transition
 from session_service.sessions.service import SessionService
+from session_service.turns import log
 from session_service.turns.engine import TurnJob
-from session_service.turns.model import TurnFailed, TurnStarted, TurnStatus
+from session_service.turns.model import (
+    Approval,
+    ApprovalDecided,
+    ApprovalRequested,
+    ApprovalStatus,
+    Event,
+    EventKind,
+    TurnCancelled,
+    TurnFailed,
+    TurnStarted,
+    TurnStatus,
+)
 from session_service.turns.reaping import ABANDONED
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import (
@@ -526,3 +538,116 @@ async def test_list_sessions_filters_and_pages_oldest_first(sessions: SessionSer
     assert [s.session_id for s in rest.items] == ["s2"]
     active = await sessions.list_sessions(TENANT, "status = ACTIVE", 10, "")
     assert [s.session_id for s in active.items] == ["s1"]
+
+
+# --- Approvals: a turn paused on tool calls --------------------------------------------
+
+
+async def paused_turn(
+    database: FakeSessionDatabase,
+    turns: TurnService,
+    sessions: SessionService,
+    calls: dict[str, datetime | None],
+) -> str:
+    """A turn of session s1 paused on the given tool calls (id -> deadline), as the engine
+    leaves it: its events and approvals stored, the turn WAITING."""
+    await active_session(sessions)
+    accepted = await turns.send(TENANT, "s1", "hello")
+    now = utcnow()
+    async with database.unit_of_work(write=True) as uow:
+        session = await uow.sessions.get(TENANT, "s1", for_update=True)
+        assert session is not None
+        approvals = [
+            Approval("s1", accepted.turn_id, call, "bash", "{}", ApprovalStatus.PENDING, now, due)
+            for call, due in calls.items()
+        ]
+        events = [
+            Event(
+                session.last_sequence + 1 + index,
+                accepted.turn_id,
+                ApprovalRequested(a.tool_call_id, a.name, a.arguments_json, a.expire_time),
+                now,
+            )
+            for index, a in enumerate(approvals)
+        ]
+        await log.append(uow, TENANT, session, events, [], now=now, origin="-", waiting=approvals)
+        await uow.commit()
+    return accepted.turn_id
+
+
+async def test_the_last_decision_resumes_the_waiting_turn(
+    sessions: SessionService,
+    turns: TurnService,
+    runner: RecordingRunner,
+    database: FakeSessionDatabase,
+) -> None:
+    turn_id = await paused_turn(database, turns, sessions, {"a": None, "b": None})
+    waiting = database.turn(TENANT, "s1", turn_id)
+    assert waiting is not None
+    assert waiting.status is TurnStatus.WAITING
+    started = len(runner.jobs)
+
+    first = await turns.decide(TENANT, "s1", "a", True, "fine")
+    assert (first.resumed, first.pending) == (False, ("b",))
+    assert len(runner.jobs) == started
+    with pytest.raises(FailedPrecondition) as twice:
+        await turns.decide(TENANT, "s1", "a", False)
+    assert twice.value.reason == "APPROVAL_ALREADY_DECIDED"
+    with pytest.raises(FailedPrecondition) as unknown:
+        await turns.decide(TENANT, "s1", "zzz", True)
+    assert unknown.value.reason == "APPROVAL_NOT_PENDING"
+
+    second = await turns.decide(TENANT, "s1", "b", False, "too risky")
+    assert (second.resumed, second.pending) == (True, ())
+    job = runner.jobs[-1]
+    session = await sessions.get(TENANT, "s1")
+    assert (job.turn_id, job.resume, job.last_sequence) == (turn_id, True, session.last_sequence)
+    resumed = database.turn(TENANT, "s1", turn_id)
+    assert resumed is not None
+    assert resumed.status is TurnStatus.RUNNING
+    assert resumed.lease_expires > utcnow()
+    decided = [
+        e.body for e in database.events(TENANT, "s1") if e.kind is EventKind.APPROVAL_DECIDED
+    ]
+    assert decided == [ApprovalDecided("a", True, "fine"), ApprovalDecided("b", False, "too risky")]
+    # Once running again, no call waits.
+    with pytest.raises(FailedPrecondition) as running:
+        await turns.decide(TENANT, "s1", "b", True)
+    assert running.value.reason == "APPROVAL_NOT_PENDING"
+
+
+async def test_a_waiting_turn_has_no_lease_to_run_out(
+    sessions: SessionService,
+    database: FakeSessionDatabase,
+    runner: RecordingRunner,
+    signals: TurnSignals,
+) -> None:
+    turns = turn_service(database, runner, signals, lease_seconds=-1.0)
+    turn_id = await paused_turn(database, turns, sessions, {"a": None})
+    assert (await turns.reap(TENANT, "s1")).active_turn_id == turn_id
+    assert await turns.recover_orphans() == 0
+    with pytest.raises(FailedPrecondition):
+        await turns.send(TENANT, "s1", "another")
+
+
+async def test_expired_approvals_are_denied_and_cancel_ends_a_waiting_turn(
+    sessions: SessionService,
+    turns: TurnService,
+    runner: RecordingRunner,
+    database: FakeSessionDatabase,
+) -> None:
+    past = utcnow() - timedelta(seconds=1)
+    later = utcnow() + timedelta(hours=1)
+    turn_id = await paused_turn(database, turns, sessions, {"late": past, "open": later})
+    assert await turns.next_approval_expiry() == past
+    assert await turns.expire_approvals() == 1
+    assert await turns.expire_approvals() == 0
+    assert await turns.next_approval_expiry() == later
+    last = database.events(TENANT, "s1")[-1].body
+    assert last == ApprovalDecided("late", False, "Nobody approved the call in time.")
+
+    assert await turns.cancel(TENANT, "s1", "") == turn_id
+    ended = database.events(TENANT, "s1")[-1]
+    assert isinstance(ended.body, TurnCancelled)
+    assert (await sessions.get(TENANT, "s1")).active_turn_id == ""
+    assert await turns.next_approval_expiry() is None
