@@ -15,9 +15,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from session_service.tool_policy import ToolPolicy
 
@@ -57,6 +58,28 @@ class Sandbox:
         Relative entries are taken from the workspace (`.` is the workspace itself).
         """
         return confine(entry, self.workspace, self.extra_roots)
+
+
+def configured_folders(
+    config: Mapping[str, Any], key: str, sandbox: Sandbox
+) -> tuple[Path, ...] | None:
+    """The folders a tool's config lists under key, each confined to the sandbox; None when
+    the key is unset. ValueError, naming the entry, for one that is not a path or that
+    leaves the sandbox."""
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"{key} must be a list of directory paths")
+    roots: list[Path] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str) or not entry:
+            raise ValueError(f"{key}[{index}] must be a non-empty path string")
+        try:
+            roots.append(sandbox.confine(entry))
+        except ValueError as exc:
+            raise ValueError(f"{key}[{index}] {exc}") from None
+    return tuple(roots)
 
 
 def confine(entry: str, workspace: Path, extra_roots: Sequence[Path]) -> Path:

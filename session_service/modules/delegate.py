@@ -114,6 +114,8 @@ class _AgentTool:
 
     RUNS_OWN_TIMEOUT = True
     AGENTS = True
+    # Agents in one model response work side by side: each in a session of its own.
+    PARALLEL_CALLS = True
 
     def __init__(self, agents: AgentHost, *, resume: bool, timeout: float | None) -> None:
         self._agents = agents

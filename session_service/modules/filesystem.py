@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from session_service.turns.protocols import ToolResult, ToolSpec
-from session_service.workspace import Sandbox
+from session_service.workspace import Sandbox, configured_folders
 
 DEFAULT_MAX_READ_BYTES = 262144
 # Amplifier's name first, then the alias older Tandem bundles use.
@@ -44,20 +44,8 @@ class _Refused(Exception):
 
 
 def _roots(config: Mapping[str, Any], key: str, sandbox: Sandbox) -> tuple[Path, ...]:
-    value = config.get(key)
-    if value is None:
-        return (sandbox.workspace,)
-    if not isinstance(value, list):
-        raise ValueError(f"{key} must be a list of directory paths")
-    roots: list[Path] = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str) or not entry:
-            raise ValueError(f"{key}[{index}] must be a non-empty path string")
-        try:
-            roots.append(sandbox.confine(entry))
-        except ValueError as exc:
-            raise ValueError(f"{key}[{index}] {exc}") from None
-    return tuple(roots)
+    roots = configured_folders(config, key, sandbox)
+    return (sandbox.workspace,) if roots is None else roots
 
 
 def _read_roots(config: Mapping[str, Any], sandbox: Sandbox) -> tuple[Path, ...]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from session_service.turns.protocols import ToolResult, ToolSpec
-from session_service.workspace import Sandbox
+from session_service.workspace import Sandbox, configured_folders
 
 # The largest file a patch may read or produce: patches are for text, not data.
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -499,23 +499,6 @@ def apply_hunks(text: Text, hunks: Sequence[Hunk], label: str) -> Text:
 # --- the tool ------------------------------------------------------------------------------
 
 
-def _roots(config: Mapping[str, Any], key: str, sandbox: Sandbox) -> tuple[Path, ...] | None:
-    value = config.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ValueError(f"{key} must be a list of paths")
-    roots: list[Path] = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str) or not entry:
-            raise ValueError(f"{key}[{index}] must be a non-empty path string")
-        try:
-            roots.append(sandbox.confine(entry))
-        except ValueError as exc:
-            raise ValueError(f"{key}[{index}] {exc}") from None
-    return tuple(roots)
-
-
 @dataclass
 class _Planned:
     """One file's state: on disk before the patch, and what the patch makes of it."""
@@ -534,7 +517,9 @@ class ApplyPatchTool:
 
     def __init__(self, config: Mapping[str, Any], sandbox: Sandbox) -> None:
         self._workspace = sandbox.workspace
-        self.write_roots = _roots(config, "allowed_write_paths", sandbox) or (sandbox.workspace,)
+        self.write_roots = configured_folders(config, "allowed_write_paths", sandbox) or (
+            sandbox.workspace,
+        )
         # Denied paths only narrow: they need not be inside the sandbox to mean something.
         denied = config.get("denied_write_paths")
         if denied is not None and (
@@ -552,7 +537,7 @@ class ApplyPatchTool:
         """Problems with a bundle's folders for this tool, as (config key, message) pairs."""
         problems: list[tuple[str, str]] = []
         try:
-            _roots(config, "allowed_write_paths", sandbox)
+            configured_folders(config, "allowed_write_paths", sandbox)
         except ValueError as exc:
             problems.append(("allowed_write_paths", str(exc)))
         denied = config.get("denied_write_paths")

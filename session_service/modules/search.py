@@ -73,7 +73,7 @@ from typing import Any
 import regex  # type: ignore[import-untyped]
 
 from session_service.turns.protocols import ToolResult, ToolSpec
-from session_service.workspace import Sandbox
+from session_service.workspace import Sandbox, configured_folders
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -210,20 +210,8 @@ def _seconds(config: Mapping[str, Any], key: str, ceiling: float) -> float:
 
 
 def _search_roots(config: Mapping[str, Any], sandbox: Sandbox) -> tuple[Path, ...]:
-    value = config.get("allowed_paths")
-    if value is None:
-        return (sandbox.workspace,)
-    if not isinstance(value, list):
-        raise ValueError("allowed_paths must be a list of directory paths")
-    roots: list[Path] = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str) or not entry:
-            raise ValueError(f"allowed_paths[{index}] must be a non-empty path string")
-        try:
-            roots.append(sandbox.confine(entry))
-        except ValueError as exc:
-            raise ValueError(f"allowed_paths[{index}] {exc}") from None
-    return tuple(roots)
+    roots = configured_folders(config, "allowed_paths", sandbox)
+    return (sandbox.workspace,) if roots is None else roots
 
 
 def _limits(config: Mapping[str, Any], max_results: int) -> dict[str, int]:

@@ -788,9 +788,11 @@ class _Turn:
         calls: Sequence[ToolCallRequest],
         denied: Mapping[str, str] | None = None,
     ) -> list[ToolResult]:
-        """Runs the calls of one model response at once (agents among them run side by
-        side), then logs each call's ToolCallCompleted in the order the model asked for
-        them. A denied call (tool call id -> why) does not run: the model gets the reason."""
+        """Runs the calls of one model response in the order the model asked for them, then
+        logs each call's ToolCallCompleted in that order. Neighbouring calls to tools that
+        may run side by side (agents: PARALLEL_CALLS) run at once; others one at a time, so
+        a write and a read of the same file happen in the order asked. A denied call (tool
+        call id -> why) does not run: the model gets the reason."""
 
         async def one(call: ToolCallRequest) -> ToolResult:
             reason = (denied or {}).get(call.tool_call_id)
@@ -798,13 +800,28 @@ class _Turn:
                 return ToolResult(f"The call to {call.name} was denied: {reason}", True)
             return await self._run_tool(modules, call)
 
-        if len(calls) == 1:
-            results = [await one(calls[0])]
-        else:
+        def parallel(call: ToolCallRequest) -> bool:
+            tool = modules.tools.get(call.name)
+            return bool(getattr(tool, "PARALLEL_CALLS", False))
+
+        results: list[ToolResult] = []
+        index = 0
+        while index < len(calls):
+            batch = [calls[index]]
+            while (
+                parallel(batch[0])
+                and index + len(batch) < len(calls)
+                and parallel(calls[index + len(batch)])
+            ):
+                batch.append(calls[index + len(batch)])
+            index += len(batch)
+            if len(batch) == 1:
+                results.append(await one(batch[0]))
+                continue
             # A task group: when the turn is cancelled, every call still running is too.
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(call)) for call in calls]
-            results = [task.result() for task in tasks]
+                tasks = [group.create_task(one(call)) for call in batch]
+            results.extend(task.result() for task in tasks)
         for call, result in zip(calls, results, strict=True):
             await self._writer.add(
                 log.ToolCallCompleted(

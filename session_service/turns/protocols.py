@@ -126,7 +126,12 @@ class ToolResult:
 
 
 class Tool(Protocol):
-    """A module that offers one or more tools to the model."""
+    """A module that offers one or more tools to the model.
+
+    Optional class attributes: PARALLEL_CALLS (neighbouring calls in one model response may
+    run at once), RUNS_OWN_TIMEOUT (the loop's tool timeout does not apply), AGENTS (built
+    with the turn's AgentHost as `agents`).
+    """
 
     def specs(self) -> Sequence[ToolSpec]: ...
 
