@@ -470,3 +470,35 @@ async def events_of_until(stack: Stack, session_id: str, kind: str) -> list[Even
         seen.append(await next_event(call))
     call.cancel()
     return seen
+
+
+async def test_concurrent_agents_are_capped_per_turn(database_url: str) -> None:
+    async with running_pair(database_url, session={"agents_max_concurrent": 1}) as one_at_a_time:
+        session_id = await team_session(
+            one_at_a_time,
+            [
+                {
+                    "tool_calls": [
+                        delegate("researcher", "Find facts", context_depth="none"),
+                        delegate("writer", "Draft", context_depth="none"),
+                    ]
+                },
+                {"reply": "Both are back."},
+            ],
+        )
+        events = await collect(send(one_at_a_time.sessions, session_id, "Go"))
+    assert events[-1].turn_completed.message.content == "Both are back."
+    # With one slot, the second agent starts only once the first has completed.
+    agent_events = [
+        (e.WhichOneof("event"), getattr(e, str(e.WhichOneof("event"))).agent)
+        for e in events
+        if e.WhichOneof("event") in ("agent_started", "agent_completed")
+    ]
+    first, second = agent_events[0][1], agent_events[2][1]
+    assert agent_events == [
+        ("agent_started", first),
+        ("agent_completed", first),
+        ("agent_started", second),
+        ("agent_completed", second),
+    ]
+    assert {first, second} == {"researcher", "writer"}
