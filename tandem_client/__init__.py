@@ -1,0 +1,3 @@
+"""Tandem's public Python client (work in progress; see issue 18)."""
+
+__all__: list[str] = []
