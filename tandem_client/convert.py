@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import events_pb2, session_pb2, session_service_pb2
-from tandem_client.errors import error_from_status
+from tandem_client.errors import ERROR_CLASSES, TandemError, error_from_status
 from tandem_client.models import (
     ApprovalDecision,
     BundleSummary,
@@ -204,8 +204,11 @@ def event(pb: events_pb2.SessionEvent) -> Event:
         }
     elif kind == "turn_failed":
         failed = pb.turn_failed
-        error = error_from_status(failed.status, code=failed.code, message=failed.message)
-        base |= {"error": error, "error_message": failed.message, "reason": failed.code}
+        base |= {
+            "error": _turn_error(failed),
+            "error_message": failed.message,
+            "reason": failed.code,
+        }
     elif kind == "turn_cancelled":
         cancelled = pb.turn_cancelled
         base |= {
@@ -240,6 +243,18 @@ def event(pb: events_pb2.SessionEvent) -> Event:
             "reason": decided.reason,
         }
     return Event(**base)
+
+
+def _turn_error(failed: events_pb2.TurnFailed) -> TandemError:
+    # code is a status name ("UNAVAILABLE") or a turn's own ("REPLICA_STOPPED"); the packed
+    # status, when the server sends one, is the error as a unary call would raise it.
+    if failed.HasField("status"):
+        error = error_from_status(failed.status, message=failed.message or None)
+        error.reason = error.reason or failed.code
+        return error
+    if failed.code in ERROR_CLASSES:
+        return ERROR_CLASSES[failed.code](failed.message)
+    return TandemError(failed.message, code="UNKNOWN", reason=failed.code)
 
 
 def approval(pb: session_service_pb2.DecideApprovalResponse) -> ApprovalDecision:

@@ -18,6 +18,7 @@ from tandem_client import (
     InvalidArgument,
     NotFound,
     Tandem,
+    Unavailable,
     text_of,
 )
 from tests.support.pair import Stack
@@ -256,16 +257,17 @@ async def test_decide_approval_resumes_a_paused_turn(stack: Stack) -> None:
 class CuttingProxy:
     """A TCP proxy to a server that can cut every open connection at once."""
 
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.rsplit(":", 1)
-        self._upstream = (host, int(port))
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        host, upstream_port = upstream.rsplit(":", 1)
+        self._upstream = (host, int(upstream_port))
+        self._port = port
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> CuttingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
         return self
 
     @property
@@ -375,3 +377,86 @@ async def test_errors_of_session_calls_are_typed(stack: Stack) -> None:
         with pytest.raises(FailedPrecondition) as refused:
             await client.sessions.complete(session.session_id)
         assert refused.value.reason == "ILLEGAL_TRANSITION"
+
+
+async def test_a_failed_turn_ends_the_chat_with_its_error(stack: Stack) -> None:
+    script = [
+        {"reply": "Partial answer", "fail": {"code": "PROVIDER_UNAVAILABLE", "message": "down"}}
+    ]
+    async with client_of(stack) as client:
+        config = await client.configs.create("failing", bundle({"script": script}))
+        session = await client.sessions.create(config.config_id, start=True)
+        result = await client.sessions.reply(session.session_id, "hi")
+    assert result.outcome == "FAILED"
+    assert result.text == "Partial answer"
+    failed = result.events[-1]
+    assert (failed.kind, failed.reason, failed.error_message) == (
+        "turn_failed",
+        "PROVIDER_UNAVAILABLE",
+        "down",
+    )
+    assert failed.error is not None
+    assert (failed.error.reason, failed.error.message) == ("PROVIDER_UNAVAILABLE", "down")
+
+
+async def test_cancel_ends_a_stalled_turn(stack: Stack) -> None:
+    async with client_of(stack) as client:
+        config = await client.configs.create("stall", bundle({"script": [{"stall": True}]}))
+        session = await client.sessions.create(config.config_id, start=True)
+        chat = client.sessions.chat(session.session_id, "wait")
+        started = await anext(chat)
+        assert await client.sessions.cancel(session.session_id) == started.turn_id
+        rest = [e async for e in chat]
+        assert rest[-1].kind == "turn_cancelled"
+        assert (await client.sessions.get(session.session_id)).active_turn_id == ""
+
+
+async def test_a_create_is_retried_across_an_outage_and_writes_once(stack: Stack) -> None:
+    # A port nothing listens on yet: the first attempts fail with UNAVAILABLE.
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    async with AsyncTandem(f"127.0.0.1:{port}", retries=8) as client:
+        creating = asyncio.create_task(client.configs.create("late", bundle({"reply": "hi"})))
+        await asyncio.sleep(0.5)
+        assert not creating.done()
+        async with CuttingProxy(stack.config_app.server.address, port):
+            made = await asyncio.wait_for(creating, 30)
+    async with client_of(stack) as direct:
+        listed = await direct.configs.list(filter='name = "late"')
+    assert [c.config_id for c in listed] == [made.config_id]
+
+
+async def test_a_call_that_never_reaches_a_server_raises_unavailable(stack: Stack) -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    async with AsyncTandem(f"127.0.0.1:{port}", retries=1) as client:
+        with pytest.raises(Unavailable) as unreachable:
+            await client.configs.get("anything")
+    assert unreachable.value.code == "UNAVAILABLE"
+
+
+def close_with_an_open_stream(config_target: str, session_target: str) -> list[str]:
+    client = Tandem(config_target, session_target=session_target)
+    config = client.configs.create("follow", bundle({"reply": "hi"}))
+    session = client.sessions.create(config.config_id, start=True)
+    client.sessions.reply(session.session_id, "Hello")
+    following = client.sessions.stream(session.session_id, follow=True)
+    first = next(following)
+    # Closing the client ends the stream it still follows.
+    client.close()
+    with pytest.raises(RuntimeError):
+        client.sessions.get(session.session_id)
+    return [first.kind, *(e.kind for e in following)]
+
+
+async def test_the_blocking_client_closes_with_a_stream_open(stack: Stack) -> None:
+    kinds = await asyncio.to_thread(
+        close_with_an_open_stream,
+        stack.config_app.server.address,
+        stack.session_app.server.address,
+    )
+    assert kinds == ["turn_started"]
