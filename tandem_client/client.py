@@ -12,16 +12,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
 
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
-from shared._generated.tandem.session.v1 import session_service_pb2
+from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from tandem_client import convert
 from tandem_client.errors import InvalidArgument, NotFound
 from tandem_client.models import (
     ApprovalDecision,
     ChatResult,
     Config,
+    ConfigChange,
     Event,
     ImportResult,
     Message,
@@ -30,13 +31,19 @@ from tandem_client.models import (
     Session,
     ValidationResult,
 )
-from tandem_client.streams import chat_events, session_events
+from tandem_client.streams import chat_events, config_changes, session_events
 from tandem_client.transport import Metadata, Transport, new_request_id
 
 _VIEW = {
     False: config_pb2.ConfigView.CONFIG_VIEW_UNSPECIFIED,
     True: config_pb2.ConfigView.CONFIG_VIEW_FULL,
 }
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
 
 
 def _quoted(value: str) -> str:
@@ -255,6 +262,89 @@ class AsyncConfigs:
 
         return convert.imported(await self._t.unary(call, retry=True))
 
+    async def _edit(self, method: str, request: Any) -> Config:
+        async def call(deadline: float | None, metadata: Metadata) -> Any:
+            stub_method = getattr(self._t.configs, method)
+            return await stub_method(request, timeout=deadline, metadata=metadata)
+
+        # Not retried: a second AddTool would merge twice into a newer revision.
+        return convert.config(await self._t.unary(call, retry=False))
+
+    async def add_tool(
+        self,
+        config_id: str,
+        module: str,
+        *,
+        source: str = "",
+        config: Mapping[str, Any] | None = None,
+        etag: str = "",
+    ) -> Config:
+        """Adds a tool in place (AddTool); comments and key order survive."""
+        return await self._edit(
+            "AddTool",
+            config_service_pb2.AddToolRequest(
+                config_id=config_id,
+                module=module,
+                source=source,
+                config=_struct(config) if config is not None else None,
+                etag=etag,
+            ),
+        )
+
+    async def add_provider(
+        self,
+        config_id: str,
+        module: str,
+        *,
+        source: str = "",
+        config: Mapping[str, Any] | None = None,
+        etag: str = "",
+    ) -> Config:
+        """Adds a provider in place (AddProvider)."""
+        return await self._edit(
+            "AddProvider",
+            config_service_pb2.AddProviderRequest(
+                config_id=config_id,
+                module=module,
+                source=source,
+                config=_struct(config) if config is not None else None,
+                etag=etag,
+            ),
+        )
+
+    async def add_include(self, config_id: str, bundle: str, *, etag: str = "") -> Config:
+        """Adds an included bundle in place (AddInclude)."""
+        return await self._edit(
+            "AddInclude",
+            config_service_pb2.AddIncludeRequest(config_id=config_id, bundle=bundle, etag=etag),
+        )
+
+    async def remove_tool(self, config_id: str, module: str, *, etag: str = "") -> Config:
+        """Removes a tool in place (RemoveTool)."""
+        return await self._edit(
+            "RemoveTool",
+            config_service_pb2.RemoveToolRequest(config_id=config_id, module=module, etag=etag),
+        )
+
+    async def remove_provider(self, config_id: str, module: str, *, etag: str = "") -> Config:
+        """Removes a provider in place (RemoveProvider)."""
+        return await self._edit(
+            "RemoveProvider",
+            config_service_pb2.RemoveProviderRequest(config_id=config_id, module=module, etag=etag),
+        )
+
+    async def remove_include(self, config_id: str, bundle: str, *, etag: str = "") -> Config:
+        """Removes an included bundle in place (RemoveInclude)."""
+        return await self._edit(
+            "RemoveInclude",
+            config_service_pb2.RemoveIncludeRequest(config_id=config_id, bundle=bundle, etag=etag),
+        )
+
+    def watch(self, *, after_sequence: int = 0) -> AsyncGenerator[ConfigChange, None]:
+        """Config changes after after_sequence (WatchConfigs), following new ones until closed;
+        resumed after a drop from the last change yielded."""
+        return config_changes(self._t, after_sequence)
+
 
 class AsyncSessions:
     """SessionService calls: `client.sessions`."""
@@ -371,6 +461,25 @@ class AsyncSessions:
             session_id=session_id, upgrade_config=upgrade_config
         )
         return await self._session("ResumeSession", request)
+
+    async def append_message(self, session_id: str, content: str, *, role: str = "USER") -> Message:
+        """Adds a message to the transcript without running a turn (AppendMessage).
+
+        Not retried: the message could be added twice.
+        """
+        request = session_service_pb2.AppendMessageRequest(
+            session_id=session_id,
+            message=session_pb2.Message(
+                role=session_pb2.Role.Value(f"ROLE_{role.upper()}"), content=content
+            ),
+        )
+
+        async def call(deadline: float | None, metadata: Metadata) -> session_pb2.Message:
+            return await self._t.sessions.AppendMessage(
+                request, timeout=deadline, metadata=metadata
+            )
+
+        return convert.message(await self._t.unary(call, retry=False))
 
     async def messages(
         self, session_id: str, *, page_size: int = 0, page_token: str = ""

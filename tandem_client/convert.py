@@ -17,6 +17,7 @@ from tandem_client.models import (
     ApprovalDecision,
     BundleSummary,
     Config,
+    ConfigChange,
     Event,
     ImportResult,
     Message,
@@ -96,6 +97,19 @@ def config(pb: config_pb2.Config) -> Config:
         path=pb.path,
         source_uri=pb.source_uri,
         warnings=[violation(v) for v in pb.warnings],
+    )
+
+
+def change(pb: config_pb2.ConfigChange) -> ConfigChange:
+    """A config change."""
+    return ConfigChange(
+        sequence=pb.sequence,
+        type=_enum_name(config_pb2.ChangeType, pb.type, "CHANGE_TYPE_"),
+        config_id=pb.config_id,
+        revision=pb.revision,
+        etag=pb.etag,
+        name=pb.name,
+        change_time=_time(pb, "change_time"),
     )
 
 

@@ -84,6 +84,19 @@ class Config:
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """One entry of the config change stream: ids only, never content."""
+
+    sequence: int
+    type: str  # "CREATED", "UPDATED" or "DELETED"
+    config_id: str
+    revision: int
+    etag: str
+    name: str
+    change_time: datetime | None
+
+
+@dataclass(frozen=True)
 class ValidationResult:
     """What ValidateConfig found; `valid` is False when any violation is an ERROR."""
 
@@ -310,6 +323,7 @@ __all__ = [
     "BundleSummary",
     "ChatResult",
     "Config",
+    "ConfigChange",
     "Event",
     "ImportResult",
     "Message",

@@ -15,10 +15,11 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import events_pb2, session_service_pb2
 from tandem_client import convert
 from tandem_client.errors import TandemError, Unavailable, error_from_rpc
-from tandem_client.models import Event
+from tandem_client.models import ConfigChange, Event
 from tandem_client.transport import Transport, backoff
 
 
@@ -112,6 +113,39 @@ async def session_events(
         failures += 1
         if failures > transport.retries:
             raise error or Unavailable("The event stream keeps ending.")
+        await asyncio.sleep(backoff(failures, error.retry_delay if error else None))
+
+
+async def config_changes(
+    transport: Transport, after_sequence: int
+) -> AsyncGenerator[ConfigChange, None]:
+    """WatchConfigs after after_sequence, following until closed; resumed after a drop."""
+    last_sequence = after_sequence
+    failures = 0
+    while True:
+        call: grpc.aio.UnaryStreamCall[Any, config_pb2.ConfigChange] = (
+            transport.configs.WatchConfigs(
+                config_service_pb2.WatchConfigsRequest(after_sequence=last_sequence),
+                metadata=transport.metadata,
+            )
+        )
+        error: TandemError | None = None
+        try:
+            async for pb in call:
+                if last_sequence and pb.sequence <= last_sequence:
+                    continue
+                last_sequence = pb.sequence
+                failures = 0
+                yield convert.change(pb)
+        except grpc.RpcError as exc:
+            error = error_from_rpc(exc)
+            if not isinstance(error, Unavailable):
+                raise error from None
+        finally:
+            call.cancel()
+        failures += 1
+        if failures > transport.retries:
+            raise error or Unavailable("The change stream keeps ending.")
         await asyncio.sleep(backoff(failures, error.retry_delay if error else None))
 
 

@@ -19,6 +19,7 @@ from tandem_client.models import (
     ApprovalDecision,
     ChatResult,
     Config,
+    ConfigChange,
     Event,
     ImportResult,
     Message,
@@ -217,6 +218,58 @@ class Configs:
             )
         )
 
+    def add_tool(
+        self,
+        config_id: str,
+        module: str,
+        *,
+        source: str = "",
+        config: Mapping[str, Any] | None = None,
+        etag: str = "",
+    ) -> Config:
+        """Adds a tool in place."""
+        return self._c._run(
+            self._c._async.configs.add_tool(
+                config_id, module, source=source, config=config, etag=etag
+            )
+        )
+
+    def add_provider(
+        self,
+        config_id: str,
+        module: str,
+        *,
+        source: str = "",
+        config: Mapping[str, Any] | None = None,
+        etag: str = "",
+    ) -> Config:
+        """Adds a provider in place."""
+        return self._c._run(
+            self._c._async.configs.add_provider(
+                config_id, module, source=source, config=config, etag=etag
+            )
+        )
+
+    def add_include(self, config_id: str, bundle: str, *, etag: str = "") -> Config:
+        """Adds an included bundle in place."""
+        return self._c._run(self._c._async.configs.add_include(config_id, bundle, etag=etag))
+
+    def remove_tool(self, config_id: str, module: str, *, etag: str = "") -> Config:
+        """Removes a tool in place."""
+        return self._c._run(self._c._async.configs.remove_tool(config_id, module, etag=etag))
+
+    def remove_provider(self, config_id: str, module: str, *, etag: str = "") -> Config:
+        """Removes a provider in place."""
+        return self._c._run(self._c._async.configs.remove_provider(config_id, module, etag=etag))
+
+    def remove_include(self, config_id: str, bundle: str, *, etag: str = "") -> Config:
+        """Removes an included bundle in place."""
+        return self._c._run(self._c._async.configs.remove_include(config_id, bundle, etag=etag))
+
+    def watch(self, *, after_sequence: int = 0) -> BlockingIterator[ConfigChange]:
+        """Config changes after after_sequence, following new ones until closed."""
+        return self._c._iterate(self._c._async.configs.watch(after_sequence=after_sequence))
+
 
 class Sessions:
     """SessionService calls, blocking: `client.sessions`. See AsyncSessions for each call."""
@@ -287,6 +340,10 @@ class Sessions:
         return self._c._run(
             self._c._async.sessions.resume(session_id, upgrade_config=upgrade_config)
         )
+
+    def append_message(self, session_id: str, content: str, *, role: str = "USER") -> Message:
+        """Adds a message to the transcript without running a turn."""
+        return self._c._run(self._c._async.sessions.append_message(session_id, content, role=role))
 
     def messages(
         self, session_id: str, *, page_size: int = 0, page_token: str = ""

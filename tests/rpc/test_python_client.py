@@ -460,3 +460,32 @@ async def test_the_blocking_client_closes_with_a_stream_open(stack: Stack) -> No
         stack.session_app.server.address,
     )
     assert kinds == ["turn_started"]
+
+
+async def test_in_place_edits_the_change_stream_and_appended_messages(stack: Stack) -> None:
+    async with client_of(stack) as client:
+        made = await client.configs.create("edits", bundle({"reply": "hi"}))
+        with_tool = await client.configs.add_tool(
+            made.config_id, "tool-web", config={"timeout": 30}, etag=made.etag
+        )
+        assert with_tool.revision == 2
+        assert with_tool.summary.tools == ["tool-web"]
+        assert "timeout: 30" in with_tool.yaml_content
+        without = await client.configs.remove_tool(made.config_id, "tool-web", etag=with_tool.etag)
+        assert (without.revision, without.summary.tools) == (3, [])
+        with pytest.raises(Aborted):
+            await client.configs.add_include(made.config_id, "other", etag=made.etag)
+
+        changes = client.configs.watch(after_sequence=1)
+        replayed = [await anext(changes), await anext(changes)]
+        await changes.aclose()
+        assert [(c.sequence, c.type, c.revision) for c in replayed] == [
+            (2, "UPDATED", 2),
+            (3, "UPDATED", 3),
+        ]
+        assert {c.config_id for c in replayed} == {made.config_id}
+
+        session = await client.sessions.create(made.config_id, start=True)
+        appended = await client.sessions.append_message(session.session_id, "a note")
+        assert (appended.role, appended.content, appended.sequence) == ("USER", "a note", 1)
+        assert [m.content for m in await client.sessions.messages(session.session_id)] == ["a note"]
