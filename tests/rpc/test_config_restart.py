@@ -56,6 +56,17 @@ async def test_a_killed_config_service_is_found_again(tmp_path: Path) -> None:
                 )
                 return str(created.session_id)
 
+            codes: set[grpc.StatusCode] = set()
+
+            async def once_found(config_id: str) -> str:
+                """Creates, retrying while SessionService's channel has not found ConfigService."""
+                while True:
+                    try:
+                        return await create(config_id)
+                    except grpc.aio.AioRpcError as error:
+                        codes.add(error.code())
+                        await asyncio.sleep(0.05)
+
             async with service_process(["-m", "config_service"], env) as first:
                 async with grpc.aio.insecure_channel(address) as config_channel:
                     configs = config_service_pb2_grpc.ConfigServiceStub(config_channel)
@@ -68,7 +79,9 @@ async def test_a_killed_config_service_is_found_again(tmp_path: Path) -> None:
                                 ),
                             )
                         )
-                await create("before")
+                # SessionService's channel met no server at first and may still be backing
+                # off: the timeout only fails one that never finds it.
+                assert await asyncio.wait_for(once_found("before"), 30)
                 first.process.kill()
                 await first.process.wait()
             # Down long enough that gRPC's default backoff would have grown past 4 s.
@@ -79,18 +92,8 @@ async def test_a_killed_config_service_is_found_again(tmp_path: Path) -> None:
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
                 await asyncio.sleep(1)
             async with service_process(["-m", "config_service"], env):
-                codes: set[grpc.StatusCode] = set()
-
-                async def created() -> str:
-                    while True:
-                        try:
-                            return await create("after")
-                        except grpc.aio.AioRpcError as error:
-                            codes.add(error.code())
-                            await asyncio.sleep(0.05)
-
                 # The timeout only fails a SessionService that never finds ConfigService again.
-                assert await asyncio.wait_for(created(), 30)
+                assert await asyncio.wait_for(once_found("after"), 30)
                 assert codes <= {grpc.StatusCode.UNAVAILABLE}
     finally:
         await sessions_app.stop(0)
