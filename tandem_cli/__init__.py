@@ -1,0 +1,1 @@
+"""`tandem`: Tandem's operator command line (see `tandem --help`)."""
