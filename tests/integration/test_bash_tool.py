@@ -23,6 +23,7 @@ from session_service.modules.bash import OFF_MESSAGE, BashTool
 from session_service.tool_policy import BashPolicy, ToolPolicy
 from session_service.turns.protocols import ToolResult
 from session_service.workspace import Sandbox
+from tests.support.sandbox import sandbox_unavailable
 
 
 def _sandbox(tmp_path: Path, **policy: Any) -> Sandbox:
@@ -39,7 +40,7 @@ def _tool(tmp_path: Path, config: Mapping[str, Any] | None = None, **policy: Any
 async def _run(tool: BashTool, command: str, **arguments: Any) -> ToolResult:
     result = await tool.call("bash", {"command": command, **arguments})
     if "cannot sandbox shell commands" in result.content:
-        pytest.skip(f"this machine cannot build the sandbox: {result.content}")
+        sandbox_unavailable(result.content)
     return result
 
 

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from tests.support.modules import installed_with
 from tests.support.pair import Stack, running_pair
 from tests.support.rpc import detail, rpc_error
+from tests.support.sandbox import sandbox_unavailable
 from tests.support.turns import active_session, bundle, collect, kinds, send
 
 BASH = {"tool": {"tool-bash": "session_service.modules.bash:BashTool"}}
@@ -58,6 +59,6 @@ async def test_the_model_runs_a_command_in_the_session_workspace(bash_on: Stack)
     assert kinds(events)[-1] == "turn_completed"
     [completed] = [e.tool_call_completed for e in events if e.HasField("tool_call_completed")]
     if "cannot sandbox shell commands" in completed.result:
-        pytest.skip(f"this machine cannot build the sandbox: {completed.result}")
+        sandbox_unavailable(completed.result)
     assert completed.is_error is False
     assert json.loads(completed.result) == {"stdout": "hello\n", "stderr": "", "returncode": 0}
