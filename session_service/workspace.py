@@ -146,9 +146,14 @@ class Workspaces:
         """Where the session's module state is kept (session ids never start with a dot)."""
         return self.root / _folder_name(tenant_id) / ".state" / session_id
 
-    def sandbox(self, tenant_id: str, session_id: str) -> Sandbox:
-        """The session's sandbox, its workspace and state folder made (owner-only) if new."""
-        workspace = self.path(tenant_id, session_id)
+    def sandbox(self, tenant_id: str, session_id: str, workspace_of: str = "") -> Sandbox:
+        """The session's sandbox, its workspace and state folder made (owner-only) if new.
+
+        workspace_of names another session whose workspace this one works in (an agent's
+        child session works in the files of the session that started the chain); the state
+        folder is always the session's own.
+        """
+        workspace = self.path(tenant_id, workspace_of or session_id)
         workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
         state = self.state_path(tenant_id, session_id)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -231,6 +231,10 @@ def _chat(message: Message) -> ChatMessage:
     return ChatMessage("user", message.content)
 
 
+# The longest parent chain a turn looks up for its workspace; far past any depth cap.
+MAX_AGENT_CHAIN = 32
+
+
 class TurnRunner:
     """Runs accepted turns as background tasks of this replica and cancels them on request."""
 
@@ -364,7 +368,7 @@ class TurnRunner:
             self._prepare,
             lambda: self.stopping,
             self._instruments,
-            lambda: self._workspaces.sandbox(job.tenant_id, job.session_id),
+            lambda owner: self._workspaces.sandbox(job.tenant_id, job.session_id, owner),
             self._agents,
         )
         started = time.perf_counter()
@@ -405,7 +409,7 @@ class _Turn:
         prepare: Callable[[str, str, int], Any],
         stopping: Callable[[], bool],
         instruments: TurnInstruments,
-        sandbox: Callable[[], Sandbox],
+        sandbox: Callable[[str], Sandbox],
         agents: AgentLauncher | None = None,
     ) -> None:
         self._job = job
@@ -524,7 +528,8 @@ class _Turn:
                     lambda: tuple(transcript),
                 )
             )
-        modules = _instantiate(bundle, await asyncio.to_thread(self._sandbox), host)
+        sandbox = await asyncio.to_thread(self._sandbox, await self._workspace_owner())
+        modules = _instantiate(bundle, sandbox, host)
         self._provider = modules.provider
         self._hooks = modules.hooks
         await self._hook("turn_start", {"turn_id": job.turn_id, "session_id": job.session_id})
@@ -693,6 +698,22 @@ class _Turn:
                 self._job.tenant_id, self._job.session_id, self._job.turn_id
             )
         return {a.tool_call_id: a for a in approvals}
+
+    async def _workspace_owner(self) -> str:
+        """Whose workspace the turn works in: its own, or for an agent's child session, that
+        of the session that started the chain, so agents see and leave the same files."""
+        owner, parent = self._job.session_id, self._job.parent_session_id
+        if not parent:
+            return owner
+        async with self._unit_of_work() as uow:
+            # Bounded: a chain is as deep as TANDEM_AGENTS_MAX_DEPTH allows.
+            for _ in range(MAX_AGENT_CHAIN):
+                if not parent:
+                    break
+                owner = parent
+                found = await uow.sessions.get(self._job.tenant_id, parent)
+                parent = found.parent_session_id if found is not None else ""
+        return owner
 
     async def _transcript(self) -> list[Message]:
         # A database blip as the turn starts is waited out like one during its writes.

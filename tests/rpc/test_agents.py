@@ -8,7 +8,9 @@ sessions and logs, and the final replies are checked.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -502,3 +504,61 @@ async def test_concurrent_agents_are_capped_per_turn(database_url: str) -> None:
         ("agent_completed", second),
     ]
     assert {first, second} == {"researcher", "writer"}
+
+
+async def test_agents_work_in_the_files_of_the_session_that_started_them(stack: Stack) -> None:
+    builder = {
+        "meta": {"name": "builder", "description": "Builds files."},
+        "providers": [
+            {
+                "module": "provider-echo",
+                "config": {
+                    "priority": 0,
+                    "script": [
+                        {
+                            "tool_calls": [
+                                {
+                                    "name": "write_file",
+                                    "arguments": {"path": "built.txt", "content": "by the agent"},
+                                }
+                            ]
+                        },
+                        {"reply": "built"},
+                    ],
+                },
+            }
+        ],
+        "tools": [{"module": "tool-filesystem"}],
+    }
+    bundle_text = (
+        root(
+            [{"tool_calls": [delegate("builder", "Build", context_depth="none")]}, {"reply": "ok"}]
+        )
+        .decode()
+        .replace('"include": [', f'"include": ["{NAMESPACE}:builder", ')
+    )
+    files = {
+        "bundle.md": bundle_text.encode(),
+        **AGENTS,
+        "agents/builder.md": f"---\n{json.dumps(builder)}\n---\nYou build.\n".encode(),
+    }
+    imported = await stack.configs.ImportBundle(
+        config_service_pb2.ImportBundleRequest(
+            files=[
+                config_service_pb2.BundleFile(path=path, content=content)
+                for path, content in sorted(files.items())
+            ],
+            source_uri="git+https://example.invalid/team@main",
+        )
+    )
+    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    created = await stack.sessions.CreateSession(
+        session_service_pb2.CreateSessionRequest(config_id=root_id, start=True)
+    )
+    events = await collect(send(stack.sessions, created.session_id, "Go"))
+    assert events[-1].turn_completed.message.content == "ok"
+    [completed] = of_kind(events, "agent_completed")
+    assert completed.outcome == "COMPLETED"
+    workspaces = Path(os.environ["TANDEM_WORKSPACE_ROOT"]) / "default"
+    assert (workspaces / created.session_id / "built.txt").read_text() == "by the agent"
+    assert not (workspaces / completed.session_id / "built.txt").exists()
