@@ -16,7 +16,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,8 +55,23 @@ def _belongs(relative: Path) -> bool:
     return parts[0] in PACKAGE_FOLDERS
 
 
-def read_folder(root: Path) -> Package:
-    """The package under root; PackageError when root has no root bundle."""
+def measure(root: Path) -> tuple[int, int]:
+    """How many files and bytes a folder holds (dot-folders aside): sizes a progress bar."""
+    count = size = 0
+    for directory, folders, names in os.walk(root):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in names:
+            with contextlib.suppress(OSError):
+                size += (Path(directory) / name).lstat().st_size
+                count += 1
+    return count, size
+
+
+def read_folder(root: Path, on_file: Callable[[int], None] | None = None) -> Package:
+    """The package under root; PackageError when root has no root bundle.
+
+    on_file is called with each file's size as it is looked at, for a progress bar.
+    """
     root = root.resolve()
     if not root.is_dir():
         raise PackageError(f"{root} is not a folder")
@@ -69,6 +84,9 @@ def read_folder(root: Path) -> Package:
             path = Path(directory) / name
             relative = path.relative_to(root)
             shown = relative.as_posix()
+            if on_file is not None:
+                with contextlib.suppress(OSError):
+                    on_file(path.lstat().st_size)
             if not _belongs(relative):
                 if not any(part.startswith(".") for part in relative.parts):
                     package.skipped.append((shown, "not part of a bundle package"))
@@ -138,7 +156,7 @@ def _git(*arguments: str, cwd: Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def cloned(address: str) -> Iterator[Package]:
+def cloned(address: str, on_file: Callable[[int], None] | None = None) -> Iterator[Package]:
     """The package at a git address, cloned into a temporary folder removed on exit."""
     parsed = parse_git_address(address)
     with tempfile.TemporaryDirectory(prefix="tandem-import-") as scratch:
@@ -146,7 +164,7 @@ def cloned(address: str) -> Iterator[Package]:
         _git("clone", "--quiet", "--no-checkout", parsed.repository, str(checkout))
         _git("checkout", "--quiet", parsed.ref or "HEAD", cwd=checkout)
         root = checkout / parsed.subdirectory if parsed.subdirectory else checkout
-        package = read_folder(root)
+        package = read_folder(root, on_file)
         # Recorded as published: references name the package by this address.
         package.source_uri = parsed.source_uri
         yield package

@@ -1,0 +1,257 @@
+"""The `tandem` command, run as the installed executable against both services.
+
+Every command runs as a subprocess awaited without blocking the event loop, which the
+in-process servers share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.support.pair import Stack
+from tests.support.turns import bundle
+
+# The console script installed next to this interpreter.
+TANDEM = Path(sys.executable).parent / "tandem"
+REPO = Path(__file__).resolve().parents[2]
+ACME = REPO / "tests" / "fixtures" / "packages" / "acme"
+
+NOTES = textwrap.dedent(
+    """\
+    bundle:
+      name: notes
+      version: 1.0.0
+    session:
+      orchestrator: loop-streaming
+      context: context-simple
+    providers:
+      - module: provider-echo
+        config:
+          reply: hello from echo
+    """
+)
+# tools[0] has no module: a located violation on line 5.
+BROKEN = "bundle:\n  name: broken\n  version: 1.0.0\ntools:\n  - config: {}\n"
+
+
+async def tandem(
+    stack: Stack | None, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Runs `tandem args…`; its exit code, stdout and stderr."""
+    environment = {
+        **os.environ,
+        # The checkout under test, whichever folder the editable install was made from.
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+    if stack is not None:
+        environment["TANDEM_TARGET"] = stack.config_app.server.address
+        environment["TANDEM_SESSION_TARGET"] = stack.session_app.server.address
+    # The script runs on this interpreter: its shebang may name the one it was installed by.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(TANDEM),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+        cwd=REPO,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def ok(stack: Stack, *args: str, env: dict[str, str] | None = None) -> str:
+    """stdout of a command that must succeed."""
+    code, stdout, stderr = await tandem(stack, *args, env=env)
+    assert code == 0, f"tandem {' '.join(args)} exited {code}:\n{stdout}\n{stderr}"
+    return stdout
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+async def test_import_a_folder_and_a_git_repository(stack: Stack, tmp_path: Path) -> None:
+    imported = json.loads(await ok(stack, "import", str(ACME), "--output", "json"))
+    assert imported["import"]["namespace"] == "acme"
+    assert imported["import"]["created"] == len(imported["import"]["configs"]) > 1
+    names = {c["name"] for c in imported["import"]["configs"]}
+    assert "acme:agents/reviewer" in names
+
+    again = await ok(stack, "import", str(ACME))
+    assert "UNCHANGED" in again
+    assert "acme" in again
+
+    repository = tmp_path / "kit"
+    (repository / "src").mkdir(parents=True)
+    (repository / "bundle.md").write_text(bundle({"reply": "kit"}).replace("turns", "kit"))
+    (repository / "src" / "tool.py").write_text("print('not part of a package')\n")
+    _git(repository, "init", "--quiet", "--initial-branch=main")
+    _git(repository, "add", ".")
+    _git(repository, "commit", "--quiet", "-m", "kit")
+    code, stdout, stderr = await tandem(stack, "import", f"git+file://{repository}@main")
+    assert code == 0, stderr
+    assert "kit" in stdout
+    assert "left out: src/tool.py (not part of a bundle package)" in stderr
+    stored = json.loads(await ok(stack, "get", "kit", "-o", "json"))
+    assert stored["sourceUri"] == f"git+file://{repository}@main"
+
+
+async def test_apply_then_edit_through_a_conflict(stack: Stack, tmp_path: Path) -> None:
+    document = tmp_path / "notes.yaml"
+    document.write_text(NOTES)
+    assert "created notes" in await ok(stack, "apply", "-f", str(document))
+    assert "unchanged notes" in await ok(stack, "apply", "-f", str(document))
+
+    document.write_text(NOTES.replace("version: 1.0.0", "version: 1.1.0"))
+    dry = await ok(stack, "apply", "-f", str(document), "--dry-run")
+    assert "-  version: 1.0.0" in dry
+    assert "+  version: 1.1.0" in dry
+    listed = json.loads(await ok(stack, "get", "notes", "-o", "json"))
+    assert listed["revision"] == 1  # the dry run wrote nothing
+
+    # On its first run the editor changes the config behind the CLI's back (another
+    # `tandem apply`), then edits the file; the CLI must reopen it on the user's text.
+    interloper = tmp_path / "interloper.yaml"
+    interloper.write_text(NOTES.replace("version: 1.0.0", "version: 9.9.9"))
+    runs = tmp_path / "runs"
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        textwrap.dedent(
+            f"""\
+            import os, subprocess, sys
+            from pathlib import Path
+            runs = Path({str(runs)!r})
+            count = int(runs.read_text()) if runs.exists() else 0
+            runs.write_text(str(count + 1))
+            path = Path(sys.argv[-1])
+            if count == 0:
+                subprocess.run(
+                    [sys.executable, {str(TANDEM)!r}, "apply", "-f", {str(interloper)!r}],
+                    check=True, capture_output=True,
+                )
+                path.write_text(path.read_text().replace("hello from echo", "edited reply"))
+            """
+        )
+    )
+    code, stdout, stderr = await tandem(
+        stack, "edit", "notes", env={"EDITOR": f"{sys.executable} {editor}", "VISUAL": ""}
+    )
+    assert code == 0, stderr
+    assert "ABORTED ETAG_MISMATCH" in stderr
+    assert "reopening your text" in stderr
+    assert runs.read_text() == "2"
+    assert "updated notes" in stdout
+    assert "revision 3" in stdout
+    final = json.loads(await ok(stack, "get", "notes", "-o", "json"))
+    # The user's text won over the interloper's revision 2.
+    assert final["yamlContent"] == NOTES.replace("hello from echo", "edited reply")
+
+    revisions = json.loads(await ok(stack, "revisions", "notes", "-o", "json"))
+    assert [r["revision"] for r in revisions["revisions"]] == [3, 2, 1]
+    diff = await ok(stack, "diff", "notes", "1", "2")
+    assert "+  version: 9.9.9" in diff
+    rolled = await ok(stack, "rollback", "notes", "1")
+    assert "revision 4 equals revision 1" in rolled
+    assert json.loads(await ok(stack, "get", "notes", "-o", "json"))["yamlContent"] == NOTES
+
+    # An editor that leaves the file alone writes nothing.
+    code, _, stderr = await tandem(stack, "edit", "notes", env={"EDITOR": "true", "VISUAL": ""})
+    assert code == 0
+    assert "no changes" in stderr
+    assert json.loads(await ok(stack, "get", "notes", "-o", "json"))["revision"] == 4
+
+
+async def test_validate_renders_violations_against_the_source(stack: Stack, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN)
+    code, _, stderr = await tandem(stack, "validate", str(broken))
+    assert code == 3
+    lines = stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{broken}:5:"))
+    assert ": error: " in lines[at]
+    assert "tools[0].module" in lines[at]
+    assert lines[at + 1] == "    - config: {}"
+    column = int(lines[at].split(":")[2])
+    assert lines[at + 2] == "  " + " " * (column - 1) + "^"
+
+    valid = tmp_path / "notes.yaml"
+    valid.write_text(NOTES)
+    assert "valid (notes)" in await ok(stack, "validate", str(valid))
+    checked = json.loads(await ok(stack, "validate", str(valid), "-o", "json"))
+    assert checked["valid"] is True
+    assert checked["summary"]["providers"] == ["provider-echo"]
+
+
+async def test_chat_once_prints_the_plain_reply_in_a_pipe(stack: Stack, tmp_path: Path) -> None:
+    document = tmp_path / "echo.yaml"
+    document.write_text(bundle({"reply": "hello from echo"}).replace('"turns"', '"echo"'))
+    await ok(stack, "apply", "-f", str(document), "--name", "echo")
+    code, stdout, stderr = await tandem(stack, "chat", "echo", "--once", "hi")
+    assert code == 0, stderr
+    assert stdout == "hello from echo\n"
+
+    sessions = json.loads(await ok(stack, "sessions", "list", "-o", "json"))["sessions"]
+    assert len(sessions) == 1
+    assert sessions[0]["status"] == "ACTIVE"
+    session_id = sessions[0]["sessionId"]
+    messages = json.loads(await ok(stack, "sessions", "messages", session_id, "-o", "json"))
+    assert [(m["role"], m["content"]) for m in messages["messages"]] == [
+        ("USER", "hi"),
+        ("ASSISTANT", "hello from echo"),
+    ]
+    tail = await ok(stack, "sessions", "tail", session_id, "--no-follow", "-o", "json")
+    kinds = [json.loads(line)["kind"] for line in tail.splitlines()]
+    assert kinds[0] == "turn_started"
+    assert kinds[-1] == "turn_completed"
+
+    assert "TERMINATED" in await ok(stack, "sessions", "terminate", session_id)
+    # A second terminate is an illegal move: FAILED_PRECONDITION.
+    code, _, stderr = await tandem(stack, "sessions", "terminate", session_id)
+    assert code == 6, stderr
+    assert "error: FAILED_PRECONDITION" in stderr
+
+
+async def test_each_error_class_has_its_exit_code(stack: Stack, tmp_path: Path) -> None:
+    code, stdout, stderr = await tandem(stack, "get", "nobody")
+    assert (code, stdout) == (4, "")
+    assert stderr.startswith("error: NOT_FOUND CONFIG_NOT_FOUND")
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN)
+    code, _, stderr = await tandem(stack, "apply", "-f", str(broken), "--name", "broken")
+    assert code == 3
+    assert "error: INVALID_ARGUMENT INVALID_BUNDLE" in stderr
+    assert f"{broken}:5:" in stderr
+    assert "    - config: {}" in stderr
+
+    # A config made by hand inside an imported package's namespace is refused.
+    await ok(stack, "import", str(ACME))
+    notes = tmp_path / "notes.yaml"
+    notes.write_text(NOTES)
+    code, _, stderr = await tandem(stack, "apply", "-f", str(notes), "--name", "acme:notes/x")
+    assert code == 5, stderr
+    assert "error: ALREADY_EXISTS NAMESPACE_IMPORTED" in stderr
+
+    code, _, stderr = await tandem(None, "list", env={"TANDEM_TARGET": "127.0.0.1:9"})
+    assert code == 9
+    assert stderr.startswith("error: UNAVAILABLE")
+
+    code, _, stderr = await tandem(stack, "get")
+    assert code == 2
+    assert "Missing argument" in stderr
