@@ -95,7 +95,11 @@ sessions_app = typer.Typer(
 )
 app.add_typer(sessions_app, name="sessions")
 
-out = Console(soft_wrap=True)
+# In a pipe, tables are as wide as they need (ids whole, for grep) unless COLUMNS says.
+out = Console(
+    soft_wrap=True,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 240,
+)
 err = Console(stderr=True, soft_wrap=True)
 
 # Packages at least this large get a progress bar while they are read.
@@ -200,8 +204,13 @@ def _read_file(path: Path) -> str:
 
 def _config_table(configs: list[Config], title: str = "") -> Table:
     table = Table(title=title or None)
-    for column in ("NAME", "ID", "KIND", "REVISION", "UPDATED", "DESCRIPTION"):
-        table.add_column(column)
+    table.add_column("NAME", overflow="fold")
+    # Ids are copied into other commands: folded, never cut short.
+    table.add_column("ID", overflow="fold")
+    table.add_column("KIND")
+    table.add_column("REVISION", justify="right")
+    table.add_column("UPDATED", no_wrap=True)
+    table.add_column("DESCRIPTION")
     for c in configs:
         table.add_row(
             c.name, c.config_id, c.kind, str(c.revision), when(c.update_time), c.description
@@ -484,7 +493,7 @@ def _prepare_tables(result: PrepareResult) -> None:
     if result.modules:
         modules = Table(title="modules")
         for column in ("KIND", "MODULE", "IMPLEMENTATION", "FIELD"):
-            modules.add_column(column)
+            modules.add_column(column, overflow="fold")
         for m in result.modules:
             modules.add_row(m.kind, m.module, m.implementation, m.field)
         out.print(modules)
@@ -600,8 +609,13 @@ def import_package(
 
 def _session_table(sessions: list[Session]) -> Table:
     table = Table()
-    for column in ("ID", "STATUS", "CONFIG", "MESSAGES", "AGENT", "UPDATED", "NAME"):
-        table.add_column(column)
+    table.add_column("ID", overflow="fold")
+    table.add_column("STATUS")
+    table.add_column("CONFIG", overflow="fold")
+    table.add_column("MESSAGES", justify="right")
+    table.add_column("AGENT")
+    table.add_column("UPDATED", no_wrap=True)
+    table.add_column("NAME")
     for s in sessions:
         table.add_row(
             s.session_id,
@@ -662,7 +676,11 @@ def sessions_messages(
     if emit(out, output, {"messages": found}):
         return
     for message in found:
-        out.rule(Text(f"{message.sequence} {message.role}"), align="left")
+        heading = Text(f"{message.sequence} {message.role}", style="bold")
+        if out.is_terminal:
+            out.rule(heading, align="left")
+        else:
+            out.print(Text("--- ") + heading)
         if message.content:
             out.print(Markdown(message.content) if out.is_terminal else Text(message.content))
         for call in message.tool_calls:
@@ -720,8 +738,10 @@ def sessions_tail(
 class ChatView:
     """Shows a turn's events as they arrive: the reply streamed, then rendered as markdown."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, show_user: bool = True) -> None:
         self.console = console
+        # In a chat the user's message is on screen already, as typed.
+        self.show_user = show_user
         self.buffer = ""
         self.thinking = ""
         self.depth = 0
@@ -775,7 +795,7 @@ class ChatView:
         elif kind == "thinking_delta":
             self.thinking += event.text
             self._update()
-        elif kind == "turn_started" and event.message is not None:
+        elif kind == "turn_started" and event.message is not None and self.show_user:
             self.line(f"» {event.message.content}", "bold")
         elif kind == "tool_call_started":
             self.line(f"→ {event.name}({event.arguments_json})", "cyan")
@@ -835,6 +855,11 @@ def _turn(client: Tandem, session_id: str, message: str, view: ChatView) -> list
         err.print(Text("cancelling the turn (Ctrl-C again to exit)", style="yellow"))
         with contextlib.suppress(TandemError):
             client.sessions.cancel(session_id)
+            # The rest of the turn, through its end, so the outcome is shown.
+            after = events[-1].sequence if events else 0
+            for event in client.sessions.stream(session_id, after_sequence=after):
+                events.append(event)
+                view.show(event)
         return events
     finally:
         view.finish()
@@ -881,7 +906,7 @@ def chat(
         session_id = _open_session(client, config, session)
         if once is not None:
             if out.is_terminal:
-                events = _turn(client, session_id, once, ChatView(out))
+                events = _turn(client, session_id, once, ChatView(out, show_user=False))
             else:
                 events = []
                 for event in client.sessions.chat(session_id, once):
@@ -891,7 +916,7 @@ def chat(
                 out.out(text_of(events), highlight=False)
             _end_of_turn(events)
             return
-        view = ChatView(out)
+        view = ChatView(out, show_user=False)
         while True:
             try:
                 message = out.input(Text("you> ", style="bold blue"))

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.support.pair import Stack
 from tests.support.turns import bundle
@@ -255,3 +259,117 @@ async def test_each_error_class_has_its_exit_code(stack: Stack, tmp_path: Path) 
     code, _, stderr = await tandem(stack, "get")
     assert code == 2
     assert "Missing argument" in stderr
+
+
+GATED = {
+    "bundle": {"name": "gated"},
+    "session": {"orchestrator": "loop-streaming", "context": "context-simple"},
+    "providers": [
+        {
+            "module": "provider-echo",
+            "config": {
+                "script": [
+                    {
+                        "thinking": "A file first.",
+                        "reply": "Writing **notes.txt** now.",
+                        "tool_calls": [
+                            {
+                                "name": "write_file",
+                                "arguments": {"path": "notes.txt", "content": "hi"},
+                            }
+                        ],
+                    },
+                    {
+                        "reply": "Saved; now I read it back.",
+                        "tool_calls": [{"name": "read_file", "arguments": {"path": "notes.txt"}}],
+                    },
+                    {"stall": True},
+                ]
+            },
+        }
+    ],
+    "tools": [{"module": "tool-filesystem"}],
+    "hooks": [{"module": "hooks-approval", "config": {"tools": ["write_file"]}}],
+}
+
+
+class Terminal:
+    """A private tmux server running one command in a real terminal."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    async def tmux(self, *args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "tmux",
+            "-L",
+            self.socket,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+        return stdout.decode()
+
+    async def screen(self) -> str:
+        return await self.tmux("capture-pane", "-p", "-J", "-t", "cli")
+
+    async def until(self, text: str) -> str:
+        """The screen once it shows text; fails showing the screen if it never does."""
+        shown = ""
+        for _ in range(300):
+            shown = await self.screen()
+            if text in shown:
+                return shown
+            await asyncio.sleep(0.1)
+        pytest.fail(f"the terminal never showed {text!r}; it shows:\n{shown}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux drives the real terminal")
+async def test_chat_in_a_terminal_streams_asks_and_cancels(stack: Stack, tmp_path: Path) -> None:
+    document = tmp_path / "gated.json"
+    document.write_text(json.dumps(GATED))
+    await ok(stack, "apply", "-f", str(document))
+    terminal = Terminal(f"tandem-cli-{os.getpid()}-{tmp_path.name}")
+    command = shlex.join(
+        [
+            "env",
+            f"PYTHONPATH={REPO}",
+            f"TANDEM_TARGET={stack.config_app.server.address}",
+            f"TANDEM_SESSION_TARGET={stack.session_app.server.address}",
+            sys.executable,
+            str(TANDEM),
+            "chat",
+            "gated",
+        ]
+    )
+    await terminal.tmux(
+        "new-session", "-d", "-s", "cli", "-x", "120", "-y", "50",
+        f"{command}; echo EXIT=$?; sleep 60",
+    )  # fmt: skip
+    try:
+        await terminal.until("you> ")
+        await terminal.tmux("send-keys", "-t", "cli", "please write it", "Enter")
+        asked = await terminal.until("[y/n]")
+        assert "A file first." in asked  # thinking, shown dimmed
+        assert "Writing notes.txt now." in asked  # streamed, then rendered as markdown
+        assert '→ write_file({"content": "hi", "path": "notes.txt"})' in asked
+        await terminal.tmux("send-keys", "-t", "cli", "y", "Enter")
+        resumed = await terminal.until('→ read_file({"path": "notes.txt"})')
+        assert "← Wrote 2 bytes to notes.txt." in resumed
+        assert "Saved; now I read it back." in resumed
+        # The model now stalls: Ctrl-C cancels the turn and the prompt comes back.
+        await terminal.tmux("send-keys", "-t", "cli", "C-c")
+        cancelled = await terminal.until("turn cancelled")
+        assert cancelled.rstrip().endswith("you>")
+        await terminal.tmux("send-keys", "-t", "cli", "C-c")
+        await terminal.until("EXIT=130")
+    finally:
+        await terminal.tmux("kill-server")
+    sessions = json.loads(await ok(stack, "sessions", "list", "-o", "json"))["sessions"]
+    messages = json.loads(
+        await ok(stack, "sessions", "messages", sessions[0]["sessionId"], "-o", "json")
+    )["messages"]
+    assert messages[0]["content"] == "please write it"
+    assert [m["role"] for m in messages].count("TOOL") == 2
