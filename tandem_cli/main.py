@@ -8,7 +8,10 @@ Global options, each also read from an environment variable:
     --tls/--no-tls    TANDEM_TLS             TLS channels (implied by any of the files below)
     --ca-file, --cert-file, --key-file       TANDEM_CA_FILE, TANDEM_CERT_FILE, TANDEM_KEY_FILE
 
-Read commands take `--output table|json|yaml` (see tandem_cli.render for the JSON shape).
+Read commands take `--output table|json|yaml` (see tandem_cli.render for the JSON shape):
+list commands wrap their items (`{"configs": [...]}`, `{"sessions": [...]}`), `import`
+prints `{"import": ImportResult, "skipped": [{"path", "why"}]}`, and `sessions tail` one
+event per line.
 `$EDITOR` (split like a shell would) is what `tandem edit` runs.
 
 Exit codes, by the status class of the failed call:
@@ -33,6 +36,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -57,11 +61,9 @@ from tandem_cli.render import (
     EXIT_INTERRUPTED,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
-    Located,
     OutputFormat,
     emit,
     exit_code,
-    located_from_error,
     located_from_violations,
     render_error,
     render_located,
@@ -439,7 +441,9 @@ def edit(
     """
     with _options(ctx).connect() as client, tempfile.TemporaryDirectory(prefix="tandem-") as d:
         current = client.configs.get(config)
-        path = Path(d) / f"{current.config_id.replace('/', '_').replace(':', '_')}.yaml"
+        # Frontmatter plus markdown opens as markdown, so the editor highlights it well.
+        suffix = ".md" if current.yaml_content.startswith("---") else ".yaml"
+        path = Path(d) / (re.sub(r"[^A-Za-z0-9._-]", "_", current.name).lstrip(".") + suffix)
         text = current.yaml_content
         rejected: str | None = None
         while True:
@@ -972,4 +976,4 @@ def main() -> None:
         sys.exit(EXIT_UNEXPECTED)
 
 
-__all__ = ["Located", "app", "located_from_error", "main"]
+__all__ = ["app", "main"]

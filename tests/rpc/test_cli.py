@@ -166,9 +166,10 @@ async def test_apply_then_edit_through_a_conflict(stack: Stack, tmp_path: Path) 
     # The user's text won over the interloper's revision 2.
     assert final["yamlContent"] == NOTES.replace("hello from echo", "edited reply")
 
-    revisions = json.loads(await ok(stack, "revisions", "notes", "-o", "json"))
-    assert [r["revision"] for r in revisions["revisions"]] == [3, 2, 1]
-    diff = await ok(stack, "diff", "notes", "1", "2")
+    listed, diff = await asyncio.gather(
+        ok(stack, "revisions", "notes", "-o", "json"), ok(stack, "diff", "notes", "1", "2")
+    )
+    assert [r["revision"] for r in json.loads(listed)["revisions"]] == [3, 2, 1]
     assert "+  version: 9.9.9" in diff
     rolled = await ok(stack, "rollback", "notes", "1")
     assert "revision 4 equals revision 1" in rolled
@@ -214,12 +215,14 @@ async def test_chat_once_prints_the_plain_reply_in_a_pipe(stack: Stack, tmp_path
     assert len(sessions) == 1
     assert sessions[0]["status"] == "ACTIVE"
     session_id = sessions[0]["sessionId"]
-    messages = json.loads(await ok(stack, "sessions", "messages", session_id, "-o", "json"))
-    assert [(m["role"], m["content"]) for m in messages["messages"]] == [
+    transcript, tail = await asyncio.gather(
+        ok(stack, "sessions", "messages", session_id, "-o", "json"),
+        ok(stack, "sessions", "tail", session_id, "--no-follow", "-o", "json"),
+    )
+    assert [(m["role"], m["content"]) for m in json.loads(transcript)["messages"]] == [
         ("USER", "hi"),
         ("ASSISTANT", "hello from echo"),
     ]
-    tail = await ok(stack, "sessions", "tail", session_id, "--no-follow", "-o", "json")
     kinds = [json.loads(line)["kind"] for line in tail.splitlines()]
     assert kinds[0] == "turn_started"
     assert kinds[-1] == "turn_completed"
@@ -232,33 +235,41 @@ async def test_chat_once_prints_the_plain_reply_in_a_pipe(stack: Stack, tmp_path
 
 
 async def test_each_error_class_has_its_exit_code(stack: Stack, tmp_path: Path) -> None:
-    code, stdout, stderr = await tandem(stack, "get", "nobody")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN)
+    notes = tmp_path / "notes.yaml"
+    notes.write_text(NOTES)
+    # Independent commands, side by side.
+    missing, invalid, unavailable, usage, imported = await asyncio.gather(
+        tandem(stack, "get", "nobody"),
+        tandem(stack, "apply", "-f", str(broken), "--name", "broken"),
+        tandem(None, "list", env={"TANDEM_TARGET": "127.0.0.1:9"}),
+        tandem(stack, "get"),
+        tandem(stack, "import", str(ACME)),
+    )
+    code, stdout, stderr = missing
     assert (code, stdout) == (4, "")
     assert stderr.startswith("error: NOT_FOUND CONFIG_NOT_FOUND")
 
-    broken = tmp_path / "broken.yaml"
-    broken.write_text(BROKEN)
-    code, _, stderr = await tandem(stack, "apply", "-f", str(broken), "--name", "broken")
+    code, _, stderr = invalid
     assert code == 3
     assert "error: INVALID_ARGUMENT INVALID_BUNDLE" in stderr
     assert f"{broken}:5:" in stderr
     assert "    - config: {}" in stderr
 
-    # A config made by hand inside an imported package's namespace is refused.
-    await ok(stack, "import", str(ACME))
-    notes = tmp_path / "notes.yaml"
-    notes.write_text(NOTES)
-    code, _, stderr = await tandem(stack, "apply", "-f", str(notes), "--name", "acme:notes/x")
-    assert code == 5, stderr
-    assert "error: ALREADY_EXISTS NAMESPACE_IMPORTED" in stderr
-
-    code, _, stderr = await tandem(None, "list", env={"TANDEM_TARGET": "127.0.0.1:9"})
+    code, _, stderr = unavailable
     assert code == 9
     assert stderr.startswith("error: UNAVAILABLE")
 
-    code, _, stderr = await tandem(stack, "get")
+    code, _, stderr = usage
     assert code == 2
     assert "Missing argument" in stderr
+
+    # A config made by hand inside an imported package's namespace is refused.
+    assert imported[0] == 0, imported[2]
+    code, _, stderr = await tandem(stack, "apply", "-f", str(notes), "--name", "acme:notes/x")
+    assert code == 5, stderr
+    assert "error: ALREADY_EXISTS NAMESPACE_IMPORTED" in stderr
 
 
 GATED = {
