@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from tests.support.pair import Stack
 from tests.support.turns import bundle
@@ -41,6 +42,7 @@ NOTES = textwrap.dedent(
     """
 )
 # tools[0] has no module: a located violation on line 5.
+BROKEN_TOOL = "tools:\n  - config: {}\nproviders:"
 BROKEN = "bundle:\n  name: broken\n  version: 1.0.0\ntools:\n  - config: {}\n"
 
 
@@ -97,6 +99,8 @@ async def test_import_a_folder_and_a_git_repository(stack: Stack, tmp_path: Path
     names = {c["name"] for c in imported["import"]["configs"]}
     assert "acme:agents/reviewer" in names
 
+    checked = json.loads(await ok(stack, "import", str(ACME), "--validate-only", "-o", "json"))
+    assert checked["import"]["unchanged"] == imported["import"]["created"]
     again = await ok(stack, "import", str(ACME))
     assert "UNCHANGED" in again
     assert "acme" in again
@@ -181,6 +185,36 @@ async def test_apply_then_edit_through_a_conflict(stack: Stack, tmp_path: Path) 
     assert "no changes" in stderr
     assert json.loads(await ok(stack, "get", "notes", "-o", "json"))["revision"] == 4
 
+    # A document the server refuses is shown located, and the editor reopens on it.
+    fixer = tmp_path / "fixer.py"
+    fixes = tmp_path / "fixes"
+    fixer.write_text(
+        textwrap.dedent(
+            f"""\
+            import sys
+            from pathlib import Path
+            fixes = Path({str(fixes)!r})
+            first = not fixes.exists()
+            fixes.write_text("ran")
+            path = Path(sys.argv[-1])
+            if first:  # a tool without its module, on line 8
+                path.write_text(path.read_text().replace("providers:", {BROKEN_TOOL!r}))
+            else:
+                path.write_text({NOTES!r}.replace("1.0.0", "2.0.0"))
+            """
+        )
+    )
+    code, stdout, stderr = await tandem(
+        stack, "edit", "notes", env={"EDITOR": f"{sys.executable} {fixer}", "VISUAL": ""}
+    )
+    assert code == 0, stderr
+    assert "error: INVALID_ARGUMENT INVALID_BUNDLE" in stderr
+    assert "notes.yaml:8:" in stderr
+    assert "    - config: {}" in stderr
+    assert "revision 5" in stdout
+    stored = YAML(typ="safe").load(await ok(stack, "get", "notes", "-o", "yaml"))
+    assert stored["yamlContent"] == NOTES.replace("1.0.0", "2.0.0")
+
 
 async def test_validate_renders_violations_against_the_source(stack: Stack, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
@@ -210,6 +244,9 @@ async def test_chat_once_prints_the_plain_reply_in_a_pipe(stack: Stack, tmp_path
     code, stdout, stderr = await tandem(stack, "chat", "echo", "--once", "hi")
     assert code == 0, stderr
     assert stdout == "hello from echo\n"
+    prepared = json.loads(await ok(stack, "prepare", "echo", "-o", "json"))
+    assert prepared["valid"] is True
+    assert prepared["defaultProvider"] == "provider-echo"
 
     sessions = json.loads(await ok(stack, "sessions", "list", "-o", "json"))["sessions"]
     assert len(sessions) == 1
