@@ -52,17 +52,14 @@ async def tandem(
     """Runs `tandem args…`; its exit code, stdout and stderr."""
     environment = {
         **os.environ,
-        # The checkout under test, whichever folder the editable install was made from.
-        "PYTHONPATH": str(REPO),
         "COLUMNS": "200",
         **(env or {}),
     }
     if stack is not None:
         environment["TANDEM_TARGET"] = stack.config_app.server.address
         environment["TANDEM_SESSION_TARGET"] = stack.session_app.server.address
-    # The script runs on this interpreter: its shebang may name the one it was installed by.
+    # The console script as installed, run as a user runs it.
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
         str(TANDEM),
         *args,
         stdin=asyncio.subprocess.DEVNULL,
@@ -150,7 +147,7 @@ async def test_apply_then_edit_through_a_conflict(stack: Stack, tmp_path: Path) 
             path = Path(sys.argv[-1])
             if count == 0:
                 subprocess.run(
-                    [sys.executable, {str(TANDEM)!r}, "apply", "-f", {str(interloper)!r}],
+                    [{str(TANDEM)!r}, "apply", "-f", {str(interloper)!r}],
                     check=True, capture_output=True,
                 )
                 path.write_text(path.read_text().replace("hello from echo", "edited reply"))
@@ -383,10 +380,8 @@ async def test_chat_in_a_terminal_streams_asks_and_cancels(stack: Stack, tmp_pat
     command = shlex.join(
         [
             "env",
-            f"PYTHONPATH={REPO}",
             f"TANDEM_TARGET={stack.config_app.server.address}",
             f"TANDEM_SESSION_TARGET={stack.session_app.server.address}",
-            sys.executable,
             str(TANDEM),
             "chat",
             "gated",
