@@ -20,11 +20,8 @@ from shared._generated.tandem.session.v1 import events_pb2, session_pb2, session
 from tests.support.llm_servers import (
     LlmServer,
     llm_server,
-    openai_chunk,
-    openai_done,
     openai_text_reply,
-    openai_tool_call_arguments,
-    openai_tool_call_start,
+    openai_tool_call_reply,
     stream,
 )
 from tests.support.pair import Stack, running_pair
@@ -58,19 +55,6 @@ AGENTS = {
 def server() -> Iterator[LlmServer]:
     with llm_server() as running:
         yield running
-
-
-def openai_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Any:
-    """A model response that asks for one tool call."""
-    return stream(
-        [
-            openai_chunk({"role": "assistant", "content": None}),
-            openai_tool_call_start(0, call_id, name),
-            openai_tool_call_arguments(0, json.dumps(arguments)),
-            openai_chunk({}, finish_reason="tool_calls"),
-            openai_done(),
-        ]
-    )
 
 
 def delegate(agent: str, instruction: str, **more: Any) -> dict[str, Any]:
@@ -287,7 +271,7 @@ async def test_resume_continues_an_earlier_child_and_only_one(
     }
     session_id = await team_session(stack, [], provider=model)
     server.script(
-        openai_tool_call("c1", "delegate", {"agent": "researcher", "instruction": "Dig"}),
+        openai_tool_call_reply("c1", "delegate", {"agent": "researcher", "instruction": "Dig"}),
         stream(openai_text_reply(["first"])),
     )
     first = await collect(send(stack.sessions, session_id, "Go"))
@@ -295,8 +279,10 @@ async def test_resume_continues_an_earlier_child_and_only_one(
     child_id = started.session_id
 
     server.script(
-        openai_tool_call("c2", "delegate", {"session_id": child_id, "instruction": "More"}),
-        openai_tool_call("c3", "delegate", {"session_id": session_id, "instruction": "Hijack"}),
+        openai_tool_call_reply("c2", "delegate", {"session_id": child_id, "instruction": "More"}),
+        openai_tool_call_reply(
+            "c3", "delegate", {"session_id": session_id, "instruction": "Hijack"}
+        ),
         stream(openai_text_reply(["second"])),
     )
     second = await collect(send(stack.sessions, session_id, "Again"))

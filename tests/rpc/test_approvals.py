@@ -20,11 +20,8 @@ from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.llm_servers import (
     LlmServer,
     llm_server,
-    openai_chunk,
-    openai_done,
     openai_text_reply,
-    openai_tool_call_arguments,
-    openai_tool_call_start,
+    openai_tool_call_reply,
     stream,
 )
 from tests.support.pair import Stack, running_pair, running_session_service
@@ -183,18 +180,6 @@ def server() -> Iterator[LlmServer]:
         yield running
 
 
-def openai_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Any:
-    return stream(
-        [
-            openai_chunk({"role": "assistant", "content": None}),
-            openai_tool_call_start(0, call_id, name),
-            openai_tool_call_arguments(0, json.dumps(arguments)),
-            openai_chunk({}, finish_reason="tool_calls"),
-            openai_done(),
-        ]
-    )
-
-
 async def test_a_denial_reaches_the_model_with_its_reason(stack: Stack, server: LlmServer) -> None:
     provider = {
         "module": "provider-openai",
@@ -206,7 +191,7 @@ async def test_a_denial_reaches_the_model_with_its_reason(stack: Stack, server: 
         },
     }
     server.script(
-        openai_tool_call("call_w", "write_file", {"path": "x.txt", "content": "x"}),
+        openai_tool_call_reply("call_w", "write_file", {"path": "x.txt", "content": "x"}),
         stream(openai_text_reply(["Understood."])),
     )
     session_id = await gated_session(stack.configs, stack.sessions, document(provider))

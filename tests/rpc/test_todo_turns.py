@@ -19,11 +19,8 @@ from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.support.llm_servers import (
     LlmServer,
     llm_server,
-    openai_chunk,
-    openai_done,
     openai_text_reply,
-    openai_tool_call_arguments,
-    openai_tool_call_start,
+    openai_tool_call_reply,
     stream,
 )
 from tests.support.pair import Stack
@@ -40,18 +37,6 @@ PLAN = [
 def server() -> Iterator[LlmServer]:
     with llm_server() as running:
         yield running
-
-
-def tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Any:
-    return stream(
-        [
-            openai_chunk({"role": "assistant", "content": None}),
-            openai_tool_call_start(0, call_id, name),
-            openai_tool_call_arguments(0, json.dumps(arguments)),
-            openai_chunk({}, finish_reason="tool_calls"),
-            openai_done(),
-        ]
-    )
 
 
 async def todo_session(stack: Stack, server: LlmServer, *, reminder: bool = True) -> str:
@@ -97,7 +82,7 @@ async def test_the_list_is_kept_and_the_reminder_rides_on_the_next_call_only(
     stack: Stack, server: LlmServer
 ) -> None:
     server.script(
-        tool_call("call_plan", "todo", {"action": "create", "todos": PLAN}),
+        openai_tool_call_reply("call_plan", "todo", {"action": "create", "todos": PLAN}),
         stream(openai_text_reply(["Planned."])),
     )
     session_id = await todo_session(stack, server)
@@ -124,7 +109,7 @@ async def test_the_list_is_kept_and_the_reminder_rides_on_the_next_call_only(
 
     # A later turn, a new engine, the same list: it lives with the session, not the turn.
     server.script(
-        tool_call("call_list", "todo", {"action": "list"}),
+        openai_tool_call_reply("call_list", "todo", {"action": "list"}),
         stream(openai_text_reply(["Still on it."])),
     )
     events = await collect(send(stack.sessions, session_id, "Where are we?"))
@@ -139,12 +124,14 @@ async def test_bad_todos_are_a_tool_error_and_keep_the_old_list(
     stack: Stack, server: LlmServer
 ) -> None:
     server.script(
-        tool_call("call_plan", "todo", {"action": "create", "todos": PLAN}),
-        tool_call("call_bad", "todo", {"action": "update", "todos": [{"content": "x"}]}),
-        tool_call(
+        openai_tool_call_reply("call_plan", "todo", {"action": "create", "todos": PLAN}),
+        openai_tool_call_reply(
+            "call_bad", "todo", {"action": "update", "todos": [{"content": "x"}]}
+        ),
+        openai_tool_call_reply(
             "call_wrong", "todo", {"action": "update", "todos": [{**PLAN[0], "status": "x"}]}
         ),
-        tool_call("call_list", "todo", {"action": "list"}),
+        openai_tool_call_reply("call_list", "todo", {"action": "list"}),
         stream(openai_text_reply(["Done."])),
     )
     session_id = await todo_session(stack, server, reminder=False)
@@ -162,7 +149,7 @@ async def test_bad_todos_are_a_tool_error_and_keep_the_old_list(
 
 async def test_the_list_goes_with_the_session(stack: Stack, server: LlmServer) -> None:
     server.script(
-        tool_call("call_plan", "todo", {"action": "create", "todos": PLAN}),
+        openai_tool_call_reply("call_plan", "todo", {"action": "create", "todos": PLAN}),
         stream(openai_text_reply(["Planned."])),
     )
     session_id = await todo_session(stack, server, reminder=False)

@@ -342,6 +342,21 @@ def openai_text_reply(
     ]
 
 
+def openai_tool_call_reply(
+    call_id: str, name: str, arguments: Mapping[str, Any]
+) -> ScriptedResponse:
+    """A whole streamed answer that asks for one tool call, its arguments in one fragment."""
+    return stream(
+        [
+            openai_chunk({"role": "assistant", "content": None}),
+            openai_tool_call_start(0, call_id, name),
+            openai_tool_call_arguments(0, json.dumps(dict(arguments))),
+            openai_chunk({}, finish_reason="tool_calls"),
+            openai_done(),
+        ]
+    )
+
+
 def openai_error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
     """An error body as the API sends it with a 4xx/5xx (or inside the stream)."""
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
