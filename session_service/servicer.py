@@ -27,6 +27,7 @@ from session_service.turns.model import (
     ContentDelta,
     Event,
     EventBody,
+    SessionCreated,
     ThinkingDelta,
     ToolCallCompleted,
     ToolCallStarted,
@@ -36,7 +37,7 @@ from session_service.turns.model import (
     TurnStarted,
     Usage,
 )
-from session_service.turns.service import TurnService
+from session_service.turns.service import TurnService, check_content
 from shared._generated.tandem.config.v1 import config_pb2
 from shared._generated.tandem.session.v1 import (
     events_pb2,
@@ -70,6 +71,9 @@ _ROLE_FROM_WIRE = {wire: role for role, wire in _ROLE.items()}
 # Per-turn key/values, rendered into the prompt: generous for context, small for the loop.
 TURN_CONTEXT_LIMITS = StructLimits(max_bytes=64 * 1024, max_entries=4_096, max_depth=16)
 MAX_TOOL_CALLS = 128
+# The idempotency scope of the sessions one-call SendMessages create: their request_ids are
+# SendMessage's, never confused with a CreateSession's that happens to be the same.
+ONE_CALL_METHOD = "SendMessage"
 
 
 def session_pb(session: Session) -> session_pb2.Session:
@@ -217,6 +221,10 @@ def _approval_decided(wire: events_pb2.SessionEvent, body: ApprovalDecided) -> N
     )
 
 
+def _session_created(wire: events_pb2.SessionEvent, body: SessionCreated) -> None:
+    wire.session_created.session.CopyFrom(session_pb(body.session))
+
+
 # Each function takes the body type it is filed under.
 EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any], None]] = {
     TurnStarted: _turn_started,
@@ -232,6 +240,7 @@ EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any],
     AgentCompleted: _agent_completed,
     ApprovalRequested: _approval_requested,
     ApprovalDecided: _approval_decided,
+    SessionCreated: _session_created,
 }
 
 
@@ -289,6 +298,33 @@ def prepared_pb(bundle: PreparedBundle) -> session_service_pb2.PrepareConfigResp
             for c in bundle.context
         ],
     )
+
+
+def _check_send_target(request: session_service_pb2.SendMessageRequest) -> None:
+    """Exactly one of session_id and config_id; config_revision only with config_id."""
+    if request.session_id and request.config_id:
+        raise InvalidArgument(
+            "Give session_id or config_id, not both.",
+            reason="SESSION_OR_CONFIG",
+            violations=[
+                FieldViolation("config_id", "must be empty when session_id is given"),
+            ],
+        )
+    if not request.session_id and not request.config_id:
+        raise InvalidArgument(
+            "session_id (or config_id, to start a new session) is required.",
+            reason="FIELD_REQUIRED",
+            violations=[
+                FieldViolation("session_id", "one of session_id or config_id is required"),
+                FieldViolation("config_id", "one of session_id or config_id is required"),
+            ],
+        )
+    if request.config_revision and not request.config_id:
+        raise InvalidArgument(
+            "config_revision is only for a new session (with config_id).",
+            reason="SESSION_OR_CONFIG",
+            violations=[FieldViolation("config_revision", "must be 0 when session_id is given")],
+        )
 
 
 WARNING = config_pb2.SEVERITY_WARNING
@@ -455,12 +491,31 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def SendMessage(
         self, request: session_service_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        session_id = required(request.session_id, "session_id")
+        _check_send_target(request)
         tenant = caller_tenant()
         turn_context = None
         if request.HasField("context"):
             check_struct(request.context, "context", TURN_CONTEXT_LIMITS)
             turn_context = struct_to_python(request.context)
+        session_id = request.session_id
+        if request.config_id:
+            # Checked before the session is made, so a refused message leaves none behind.
+            check_content(request.content)
+            # The session's log starts with SessionCreated, written with the session, rather
+            # than only sent on this stream: a retry with the same request_id finds the same
+            # session (the create is idempotent under this request_id) and replays the same
+            # stream from the log, and StreamEvents from 0 shows where the session came from.
+            created = await self._service.create(
+                tenant,
+                request.config_id,
+                config_revision=request.config_revision,
+                request_id=request.request_id,
+                start=True,
+                time_remaining=context.time_remaining(),
+                announce=True,
+                request_method=ONE_CALL_METHOD,
+            )
+            session_id = created.session_id
         accepted = await self._turns.send(
             tenant,
             session_id,
@@ -468,9 +523,10 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             request_id=request.request_id,
             turn_context=turn_context,
         )
-        async for event in self._turns.events(
-            tenant, session_id, accepted.after_sequence, turn_id=accepted.turn_id
-        ):
+        # A new session's turn is its first, so its stream from 0 is SessionCreated, then
+        # the turn: nothing else can be written to a session no one else knew of.
+        after = 0 if request.config_id else accepted.after_sequence
+        async for event in self._turns.events(tenant, session_id, after, turn_id=accepted.turn_id):
             yield event_pb(event)
 
     async def StreamEvents(

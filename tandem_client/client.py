@@ -513,6 +513,32 @@ class AsyncSessions:
         """
         return chat_events(self._t, session_id, content, request_id or new_request_id(), context)
 
+    def chat_new(
+        self,
+        config_id: str,
+        content: str,
+        *,
+        config_revision: int = 0,
+        request_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """One-call chat: makes and starts a session on the config, then runs a turn in it.
+
+        The first event is "session_created", whose `session` is the new session (pinned to
+        config_revision, 0 the latest) to continue with chat(); the turn's events follow,
+        resumed after a drop as chat() does. A retry with the same request_id makes no
+        second session.
+        """
+        return chat_events(
+            self._t,
+            "",
+            content,
+            request_id or new_request_id(),
+            context,
+            config_id=config_id,
+            config_revision=config_revision,
+        )
+
     def send(
         self,
         session_id: str,

@@ -256,6 +256,9 @@ def event(pb: events_pb2.SessionEvent) -> Event:
             "approved": decided.approved,
             "reason": decided.reason,
         }
+    elif kind == "session_created":
+        created = pb.session_created
+        base["session"] = session(created.session) if created.HasField("session") else None
     return Event(**base)
 
 

@@ -182,8 +182,9 @@ class Event:
 
     `kind` names the event: "turn_started", "content_delta", "thinking_delta",
     "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed",
-    "turn_cancelled", "agent_started", "agent_completed", "approval_requested" or
-    "approval_decided". Only the fields of that kind are set; the others keep their defaults.
+    "turn_cancelled", "agent_started", "agent_completed", "approval_requested",
+    "approval_decided" or "session_created". Only the fields of that kind are set; the others
+    keep their defaults.
     """
 
     sequence: int
@@ -219,6 +220,8 @@ class Event:
     expire_time: datetime | None = None
     # approval_decided
     approved: bool = False
+    # session_created: the session a one-call chat made (it belongs to no turn)
+    session: Session | None = None
 
     @property
     def terminal(self) -> bool:

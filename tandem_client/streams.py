@@ -31,10 +31,20 @@ async def chat_events(
     context: Mapping[str, Any] | None,
     *,
     resume: bool = True,
+    config_id: str = "",
+    config_revision: int = 0,
 ) -> AsyncGenerator[Event, None]:
-    """The events of the turn SendMessage starts, up to and including its terminal event."""
+    """The events of the turn SendMessage starts, up to and including its terminal event.
+
+    With config_id (and no session_id) SendMessage first makes the session: its
+    session_created event comes first, and names the session a resume follows.
+    """
     request = session_service_pb2.SendMessageRequest(
-        session_id=session_id, content=content, request_id=request_id
+        session_id=session_id,
+        content=content,
+        request_id=request_id,
+        config_id=config_id,
+        config_revision=config_revision,
     )
     if context is not None:
         request.context.CopyFrom(_struct(context))
@@ -52,7 +62,8 @@ async def chat_events(
             )
         else:
             # Before the first event the turn's id is unknown: the same request_id makes the
-            # server re-attach to the turn it may have started already rather than start one.
+            # server re-attach to the turn it may have started already rather than start one
+            # (and, with config_id, return the session it made rather than make another).
             call = transport.sessions.SendMessage(request, metadata=transport.metadata)
         error: TandemError | None = None
         try:
@@ -60,6 +71,8 @@ async def chat_events(
                 if pb.sequence <= last_sequence or (turn_id and pb.turn_id != turn_id):
                     continue
                 event = convert.event(pb)
+                if event.session is not None:
+                    session_id = event.session.session_id
                 turn_id = turn_id or event.turn_id
                 last_sequence = event.sequence
                 failures = 0

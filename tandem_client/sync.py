@@ -368,6 +368,26 @@ class Sessions:
             )
         )
 
+    def chat_new(
+        self,
+        config_id: str,
+        content: str,
+        *,
+        config_revision: int = 0,
+        request_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> BlockingIterator[Event]:
+        """One-call chat: a new session on the config ("session_created" first), its turn."""
+        return self._c._iterate(
+            self._c._async.sessions.chat_new(
+                config_id,
+                content,
+                config_revision=config_revision,
+                request_id=request_id,
+                context=context,
+            )
+        )
+
     def send(
         self,
         session_id: str,

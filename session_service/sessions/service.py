@@ -27,7 +27,7 @@ from session_service.sessions.model import (
     session_from_json,
     session_to_json,
 )
-from session_service.turns.model import TurnStatus
+from session_service.turns.model import Event, SessionCreated, TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.workspace import Workspaces
 from shared.clock import utcnow
@@ -100,12 +100,16 @@ class SessionService:
         parent_session_id: str = "",
         agent: str = "",
         time_remaining: float | None = None,
+        announce: bool = False,
+        request_method: str = CREATE_METHOD,
     ) -> Session:
         """Prepares the config (pinning the revision it gets) and stores a new session.
 
         A retry with the same request_id and the same request returns the first response;
         the same request_id with another request is refused. parent_session_id and agent
-        make a child session that runs one agent for its parent's turns.
+        make a child session that runs one agent for its parent's turns. With announce, the
+        session's log starts with SessionCreated (sequence 1), written with the session.
+        request_method names the RPC whose request_ids the request_id is one of.
         """
         _check_config_reference(config_id, config_revision, "config_revision")
         if session_id:
@@ -119,7 +123,9 @@ class SessionService:
         )
         if request_id:
             async with self._unit_of_work() as uow:
-                replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
+                replay = await self._replay(
+                    uow, tenant_id, request_method, request_id, request_fingerprint
+                )
             if replay is not None:
                 return replay
         prepared = await self._preparer.prepare(
@@ -138,9 +144,12 @@ class SessionService:
             display_name=display_name,
             parent_session_id=parent_session_id,
             agent=agent,
+            last_sequence=1 if announce else 0,
         )
         return await first_response(
-            lambda: self._store_new(tenant_id, session, request_id, request_fingerprint)
+            lambda: self._store_new(
+                tenant_id, session, request_method, request_id, request_fingerprint, announce
+            )
         )
 
     async def prepare_config(
@@ -154,26 +163,32 @@ class SessionService:
         return await self._preparer.prepare(tenant_id, config_id, revision, time_remaining)
 
     async def _replay(
-        self, uow: SessionUoW, tenant_id: str, request_id: str, fingerprint: str
+        self, uow: SessionUoW, tenant_id: str, method: str, request_id: str, fingerprint: str
     ) -> Session | None:
-        earlier = await uow.idempotency.find(tenant_id, CREATE_METHOD, request_id, fingerprint)
+        earlier = await uow.idempotency.find(tenant_id, method, request_id, fingerprint)
         if earlier is None:
             return None
         # The first response, as it was when the session was created.
         return session_from_json(json.loads(earlier.response))
 
     async def _store_new(
-        self, tenant_id: str, session: Session, request_id: str, fingerprint: str
+        self,
+        tenant_id: str,
+        session: Session,
+        method: str,
+        request_id: str,
+        fingerprint: str,
+        announce: bool,
     ) -> Session:
         limit = self._policies(tenant_id).quotas.sessions
         async with self._unit_of_work(write=True) as uow:
             if request_id:
-                replay = await self._replay(uow, tenant_id, request_id, fingerprint)
+                replay = await self._replay(uow, tenant_id, method, request_id, fingerprint)
                 if replay is not None:
                     return replay
                 await uow.idempotency.record(
                     tenant_id,
-                    CREATE_METHOD,
+                    method,
                     request_id,
                     fingerprint,
                     json.dumps(session_to_json(session)).encode(),
@@ -184,6 +199,11 @@ class SessionService:
                 check_count(
                     tenant_id, "sessions", held - 1, limit, "delete sessions it is done with."
                 )
+            if announce:
+                # No one can follow a session before it exists, so no replica's followers
+                # wait for this one from memory (origin "").
+                created = Event(1, "", SessionCreated(session), session.create_time)
+                await uow.events.append(tenant_id, session.session_id, [created], "")
             await uow.commit()
         return session
 

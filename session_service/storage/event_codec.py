@@ -8,7 +8,8 @@ dataclasses': renaming a field anywhere else cannot silently change what old log
 Versions:
 - 0 (no VERSION_KEY): logs written before events were typed. The payload holds the fields
   of the wire message of that kind, a transcript message as `message_fields` writes it.
-- 1: the same fields, with VERSION_KEY.
+- 1: the same fields, with VERSION_KEY. session_created (added later, so never unversioned)
+  stores its session as `session_to_json` writes it, under "session".
 A payload of a version this code does not know is an error, never guessed at.
 """
 
@@ -18,7 +19,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from session_service.sessions.model import Message, Role, ToolCall
+from session_service.sessions.model import (
+    Message,
+    Role,
+    ToolCall,
+    session_from_json,
+    session_to_json,
+)
 from session_service.turns.model import (
     AgentCompleted,
     AgentStarted,
@@ -27,6 +34,7 @@ from session_service.turns.model import (
     ContentDelta,
     EventBody,
     EventKind,
+    SessionCreated,
     ThinkingDelta,
     ToolCallCompleted,
     ToolCallStarted,
@@ -174,6 +182,12 @@ def _encode_approval_decided(body: ApprovalDecided) -> dict[str, Any]:
     return {"tool_call_id": body.tool_call_id, "approved": body.approved, "reason": body.reason}
 
 
+def _encode_session_created(body: SessionCreated) -> dict[str, Any]:
+    # The shape CreateSession's stored first responses already use, which session_from_json
+    # reads back from older records too; kept under its own key so the event can grow.
+    return {"session": session_to_json(body.session)}
+
+
 # Each function takes the body type it is filed under.
 _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnStarted: _encode_turn_started,
@@ -189,6 +203,7 @@ _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     AgentCompleted: _encode_agent_completed,
     ApprovalRequested: _encode_approval_requested,
     ApprovalDecided: _encode_approval_decided,
+    SessionCreated: _encode_session_created,
 }
 
 
@@ -302,6 +317,10 @@ def _decode_approval_decided(data: Mapping[str, Any]) -> ApprovalDecided:
     )
 
 
+def _decode_session_created(data: Mapping[str, Any]) -> SessionCreated:
+    return SessionCreated(session=session_from_json(data["session"]))
+
+
 _Decoders = Mapping[EventKind, Callable[[Mapping[str, Any]], EventBody]]
 
 _DECODERS_V1: _Decoders = {
@@ -318,6 +337,8 @@ _DECODERS_V1: _Decoders = {
     EventKind.AGENT_COMPLETED: _decode_agent_completed,
     EventKind.APPROVAL_REQUESTED: _decode_approval_requested,
     EventKind.APPROVAL_DECIDED: _decode_approval_decided,
+    # New in version 1: no unversioned log holds one, but the table is shared.
+    EventKind.SESSION_CREATED: _decode_session_created,
 }
 
 _DECODERS: Mapping[int, _Decoders] = {

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
-from session_service.sessions.model import NUL, Message, storable, storable_message
+from session_service.sessions.model import NUL, Message, Session, storable, storable_message
 
 
 class EventKind(Enum):
@@ -27,6 +27,7 @@ class EventKind(Enum):
     AGENT_COMPLETED = "agent_completed"
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_DECIDED = "approval_decided"
+    SESSION_CREATED = "session_created"
 
 
 TERMINAL_KINDS = frozenset(
@@ -164,6 +165,19 @@ class ApprovalDecided:
     reason: str
 
 
+@dataclass(frozen=True)
+class SessionCreated:
+    """A session made by a one-call SendMessage (config_id): the session as created.
+
+    It belongs to no turn. It is the session's first event (sequence 1), written in the
+    transaction that creates the session, so a replay from 0 shows where the session came
+    from, and the turn that follows keeps TurnStarted as its own first event.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.SESSION_CREATED
+    session: Session
+
+
 # What one event says: exactly one of these.
 EventBody: TypeAlias = (
     TurnStarted
@@ -179,6 +193,7 @@ EventBody: TypeAlias = (
     | AgentCompleted
     | ApprovalRequested
     | ApprovalDecided
+    | SessionCreated
 )
 
 

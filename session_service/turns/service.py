@@ -108,6 +108,22 @@ def _not_waiting(
     )
 
 
+def check_content(content: str) -> None:
+    """Refuses a user message a turn cannot be started with: empty, or too long."""
+    if not content.strip():
+        raise InvalidArgument(
+            "content must not be empty.",
+            reason="CONTENT_REQUIRED",
+            violations=[FieldViolation("content", "is required")],
+        )
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidArgument(
+            f"content is longer than {MAX_CONTENT_CHARS} characters.",
+            reason="CONTENT_TOO_LONG",
+            violations=[FieldViolation("content", f"at most {MAX_CONTENT_CHARS} characters")],
+        )
+
+
 @dataclass(frozen=True)
 class Accepted:
     """A SendMessage that started (or re-attached to) a turn."""
@@ -192,18 +208,7 @@ class TurnService:
             earlier = await self._by_request(tenant_id, session_id, request_id)
             if earlier is not None:
                 return await self._replay(tenant_id, session_id, earlier, content)
-        if not content.strip():
-            raise InvalidArgument(
-                "content must not be empty.",
-                reason="CONTENT_REQUIRED",
-                violations=[FieldViolation("content", "is required")],
-            )
-        if len(content) > MAX_CONTENT_CHARS:
-            raise InvalidArgument(
-                f"content is longer than {MAX_CONTENT_CHARS} characters.",
-                reason="CONTENT_TOO_LONG",
-                violations=[FieldViolation("content", f"at most {MAX_CONTENT_CHARS} characters")],
-            )
+        check_content(content)
         try:
             job = await self._accept(tenant_id, session_id, content, request_id, turn_context)
         except AlreadyExists:

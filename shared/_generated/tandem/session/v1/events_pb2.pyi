@@ -41,6 +41,7 @@ class SessionEvent(_message.Message):
     AGENT_COMPLETED_FIELD_NUMBER: _builtins.int
     APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
     APPROVAL_DECIDED_FIELD_NUMBER: _builtins.int
+    SESSION_CREATED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per session, strictly increasing and gap-free."""
     turn_id: _builtins.str
@@ -72,6 +73,8 @@ class SessionEvent(_message.Message):
     def approval_requested(self) -> Global___ApprovalRequested: ...
     @_builtins.property
     def approval_decided(self) -> Global___ApprovalDecided: ...
+    @_builtins.property
+    def session_created(self) -> Global___SessionCreated: ...
     def __init__(
         self,
         *,
@@ -91,12 +94,13 @@ class SessionEvent(_message.Message):
         agent_completed: Global___AgentCompleted | None = ...,
         approval_requested: Global___ApprovalRequested | None = ...,
         approval_decided: Global___ApprovalDecided | None = ...,
+        session_created: Global___SessionCreated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "session_created", b"session_created", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "session_created", b"session_created", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed", "approval_requested", "approval_decided"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed", "approval_requested", "approval_decided", "session_created"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -471,3 +475,27 @@ class ApprovalDecided(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApprovalDecided: _TypeAlias = ApprovalDecided  # noqa: Y015
+
+@_typing.final
+class SessionCreated(_message.Message):
+    """First event of a session created by SendMessage with config_id, stored in its log at
+    sequence 1 and belonging to no turn (turn_id is empty): the session as it was created.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> _session_pb2.Session: ...
+    def __init__(
+        self,
+        *,
+        session: _session_pb2.Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionCreated: _TypeAlias = SessionCreated  # noqa: Y015

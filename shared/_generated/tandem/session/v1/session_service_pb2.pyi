@@ -356,17 +356,33 @@ Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
 
 @_typing.final
 class SendMessageRequest(_message.Message):
+    """Exactly one of session_id and config_id is given; both or neither is INVALID_ARGUMENT."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    CONFIG_ID_FIELD_NUMBER: _builtins.int
+    CONFIG_REVISION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    """The session the turn runs in."""
     content: _builtins.str
     """The user message."""
     request_id: _builtins.str
-    """A retry with the same id re-attaches to that turn's events."""
+    """A retry with the same id re-attaches to that turn's events. With config_id, it also
+    returns the session the first try created rather than creating another, and replays
+    the same stream, SessionCreated first.
+    """
+    config_id: _builtins.str
+    """One-call chat: creates and starts a session on this config, then runs the turn in it.
+    The stream's first event is SessionCreated, carrying the new session to continue. A
+    turn refused once the session exists (a turn quota or rate) leaves the session ACTIVE;
+    a retry with the same request_id runs the turn in it.
+    """
+    config_revision: _builtins.int
+    """With config_id: 0 for the latest revision; the session stays pinned to the one it gets."""
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
         """Key/values for this turn only: rendered after the instruction, never stored."""
@@ -378,10 +394,12 @@ class SendMessageRequest(_message.Message):
         content: _builtins.str = ...,
         request_id: _builtins.str = ...,
         context: _struct_pb2.Struct | None = ...,
+        config_id: _builtins.str = ...,
+        config_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "context", b"context", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "content", b"content", "context", b"context", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

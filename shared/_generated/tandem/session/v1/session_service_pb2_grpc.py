@@ -197,7 +197,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendMessage(self, request, context):
-        """Runs one turn and streams its events.
+        """Runs one turn and streams its events. Given config_id instead of session_id, it first
+        creates and starts a session on that config (SessionCreated is the first event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

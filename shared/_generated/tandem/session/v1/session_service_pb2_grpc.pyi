@@ -54,7 +54,9 @@ class SessionServiceStub:
     """Adds a message to the transcript without running a turn."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]
     SendMessage: _grpc.UnaryStreamMultiCallable[_session_service_pb2.SendMessageRequest, _events_pb2.SessionEvent]
-    """Runs one turn and streams its events."""
+    """Runs one turn and streams its events. Given config_id instead of session_id, it first
+    creates and starts a session on that config (SessionCreated is the first event).
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_session_service_pb2.StreamEventsRequest, _events_pb2.SessionEvent]
     """Replays stored events after after_sequence, then follows live ones."""
     CancelTurn: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]
@@ -89,7 +91,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Adds a message to the transcript without running a turn."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListMessagesRequest, _session_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     SendMessage: _aio.UnaryStreamMultiCallable[_session_service_pb2.SendMessageRequest, _events_pb2.SessionEvent]  # type: ignore[assignment]
-    """Runs one turn and streams its events."""
+    """Runs one turn and streams its events. Given config_id instead of session_id, it first
+    creates and starts a session on that config (SessionCreated is the first event).
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_session_service_pb2.StreamEventsRequest, _events_pb2.SessionEvent]  # type: ignore[assignment]
     """Replays stored events after after_sequence, then follows live ones."""
     CancelTurn: _aio.UnaryUnaryMultiCallable[_session_service_pb2.CancelTurnRequest, _session_service_pb2.CancelTurnResponse]  # type: ignore[assignment]
@@ -193,7 +197,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.SendMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.SessionEvent], _abc.AsyncIterator[_events_pb2.SessionEvent]]:
-        """Runs one turn and streams its events."""
+        """Runs one turn and streams its events. Given config_id instead of session_id, it first
+        creates and starts a session on that config (SessionCreated is the first event).
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
