@@ -18,7 +18,7 @@ from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.preparer import ModuleReach, Preparer
 from session_service.prepare.watcher import ConfigWatcher, WatchState
 from session_service.servicer import SERVICE_NAME, SessionServicer
-from session_service.sessions.service import SessionService
+from session_service.sessions.service import SessionLifetimes, SessionService
 from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
@@ -27,7 +27,7 @@ from session_service.turns.agents import AgentLimits
 from session_service.turns.engine import TurnRunner
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
-from session_service.turns.sweeper import ApprovalSweeper
+from session_service.turns.sweeper import ApprovalSweeper, SessionSweeper
 from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
@@ -125,7 +125,17 @@ async def build(
     def unit_of_work(write: bool = False) -> SessionUnitOfWork:
         return SessionUnitOfWork(sessions, write=write)
 
-    service = SessionService(unit_of_work, preparer, keys.policy, workspaces)
+    service = SessionService(
+        unit_of_work,
+        preparer,
+        keys.policy,
+        workspaces,
+        SessionLifetimes(
+            default_ttl=settings.session_ttl_seconds,
+            max_ttl=settings.session_ttl_max_seconds,
+            default_delete_after=settings.session_delete_after_seconds,
+        ),
+    )
     postgres = make_url(settings.database).get_backend_name() == "postgresql"
     listeners: list[PostgresListener] = []
     if postgres:
@@ -179,6 +189,10 @@ async def build(
         turns, signals.approval_deadlines, idle_seconds=settings.approval_sweep_seconds
     )
     sweeper.start()
+    session_sweeper = SessionSweeper(
+        service, service.deadlines, idle_seconds=settings.session_sweep_seconds
+    )
+    session_sweeper.start()
     servicer = SessionServicer(service, turns)
     binding = ServiceBinding(
         SERVICE_NAME,
@@ -208,6 +222,7 @@ async def build(
         closers=[
             *closers,
             sweeper.stop,
+            session_sweeper.stop,
             watcher.stop,
             close_channel,
             lambda: dispose_engine(engine),

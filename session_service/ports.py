@@ -49,6 +49,15 @@ class SessionRepo(Protocol):
     async def delete(self, tenant_id: str, session_id: str) -> None:
         """Removes a session, its transcript, its turns and its event log."""
 
+    async def idle(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(tenant, session id) of open sessions, of any tenant, idle past their ttl."""
+
+    async def deletable(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(tenant, session id) of ended sessions, of any tenant, due to be deleted."""
+
+    async def next_lifetime_deadline(self) -> datetime | None:
+        """The earliest idle expiry or deletion time of any session, if there is one."""
+
     async def page(
         self,
         tenant_id: str,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
-from google.protobuf import empty_pb2
+from google.protobuf import duration_pb2, empty_pb2
 from ruamel.yaml import YAML
 
 from session_service.prepare.model import PreparationFailed, PreparedBundle
@@ -78,7 +79,7 @@ ONE_CALL_METHOD = "SendMessage"
 
 def session_pb(session: Session) -> session_pb2.Session:
     """Domain session → wire."""
-    return session_pb2.Session(
+    wire = session_pb2.Session(
         session_id=session.session_id,
         config_id=session.config_id,
         config_revision=session.config_revision,
@@ -94,7 +95,23 @@ def session_pb(session: Session) -> session_pb2.Session:
         create_time=timestamp(session.create_time),
         update_time=timestamp(session.update_time),
         etag=session.etag,
+        completion_reason=session.completion_reason,
     )
+    # Set only when there is one: an unset field means no limit (or no deadline).
+    if session.ttl_seconds:
+        wire.ttl.FromTimedelta(timedelta(seconds=session.ttl_seconds))
+    if session.delete_after_seconds:
+        wire.delete_after.FromTimedelta(timedelta(seconds=session.delete_after_seconds))
+    if session.idle_expire_time is not None:
+        wire.expire_time.CopyFrom(timestamp(session.idle_expire_time))
+    if session.delete_time is not None:
+        wire.delete_time.CopyFrom(timestamp(session.delete_time))
+    return wire
+
+
+def _seconds(value: duration_pb2.Duration, given: bool) -> float | None:
+    """A Duration field of a request in seconds; None when it is not set."""
+    return float(value.ToTimedelta().total_seconds()) if given else None
 
 
 def message_pb(message: Message) -> session_pb2.Message:
@@ -373,6 +390,8 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             start=request.start,
             display_name=request.display_name,
             time_remaining=context.time_remaining(),
+            ttl=_seconds(request.ttl, request.HasField("ttl")),
+            delete_after=_seconds(request.delete_after, request.HasField("delete_after")),
         )
         return session_pb(created)
 

@@ -76,6 +76,15 @@ class SessionServiceSettings(ServiceSettings):
     # Approvals that wait past their timeout are denied: at the deadline by the replica
     # that paused the turn, and within this long by any replica (should that one be gone).
     approval_sweep_seconds: float = Field(default=30.0, gt=0)
+    # Session lifetimes (seconds, 0: none). A session idle (no turn, message or lifecycle
+    # change) for its ttl is COMPLETED with IDLE_TIMEOUT; one that ended is deleted, with its
+    # workspace, delete_after later. CreateSession may ask for its own, ttl at most the max.
+    session_ttl_seconds: float = Field(default=0.0, ge=0)
+    session_ttl_max_seconds: float = Field(default=0.0, ge=0)
+    session_delete_after_seconds: float = Field(default=0.0, ge=0)
+    # The lifetime sweeper sleeps until the next deadline it knows of; deadlines other
+    # replicas set (or that turns moved) are picked up within this long.
+    session_sweep_seconds: float = Field(default=30.0, gt=0)
     # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
     egress_allow: str = DEFAULT_EGRESS_ALLOW
 

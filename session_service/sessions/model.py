@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar, cast
 
@@ -41,6 +41,9 @@ class Transition(Enum):
     FAIL = "fail"
     TERMINATE = "terminate"
     RESUME = "resume"
+    # The service ends a session that stayed idle past its ttl, as CompleteSession would,
+    # from either open status.
+    EXPIRE = "expire"
 
 
 # (statuses it may start from, status it leads to)
@@ -50,10 +53,15 @@ TRANSITIONS: Mapping[Transition, tuple[frozenset[Status], Status]] = {
     Transition.FAIL: (frozenset({Status.CREATED, Status.ACTIVE}), Status.FAILED),
     Transition.TERMINATE: (frozenset({Status.CREATED, Status.ACTIVE}), Status.TERMINATED),
     Transition.RESUME: (frozenset({Status.COMPLETED, Status.TERMINATED}), Status.ACTIVE),
+    Transition.EXPIRE: (frozenset({Status.CREATED, Status.ACTIVE}), Status.COMPLETED),
 }
 
 OPEN_STATUSES = frozenset({Status.CREATED, Status.ACTIVE})
-ENDING_TRANSITIONS = frozenset({Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE})
+ENDING_TRANSITIONS = frozenset(
+    {Transition.COMPLETE, Transition.FAIL, Transition.TERMINATE, Transition.EXPIRE}
+)
+# completion_reason of a session the service completed because nothing happened in it.
+IDLE_TIMEOUT = "IDLE_TIMEOUT"
 
 
 def next_status(session_id: str, current: Status, transition: Transition) -> Status:
@@ -120,6 +128,14 @@ class Session:
     parent_session_id: str = ""
     agent: str = ""
     display_name: str = ""
+    # Idle limit and retention, in seconds (0: none). Every write is activity, so each one
+    # moves idle_expire_time; once the session ends, delete_time says when it goes.
+    ttl_seconds: float = 0.0
+    delete_after_seconds: float = 0.0
+    last_activity_time: datetime | None = None
+    idle_expire_time: datetime | None = None
+    delete_time: datetime | None = None
+    completion_reason: str = ""
 
     @property
     def etag(self) -> str:
@@ -127,8 +143,48 @@ class Session:
         return f"{self.session_id}:{self.version}"
 
     def _written(self, now: datetime, **changes: Any) -> Session:
-        # Every write of a session is a new version at a new update time.
-        return dataclasses.replace(self, version=self.version + 1, update_time=now, **changes)
+        # Every write of a session is a new version at a new update time, and activity: the
+        # idle deadline moves with it here, so no write can forget it.
+        written = {**self.lifetime(now, changes.get("status", self.status)), **changes}
+        return dataclasses.replace(self, version=self.version + 1, update_time=now, **written)
+
+    def lifetime(self, now: datetime, status: Status) -> dict[str, Any]:
+        """The activity fields of the session written at now with status."""
+        if status in OPEN_STATUSES:
+            expire = now + timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else None
+            return {
+                "last_activity_time": now,
+                "idle_expire_time": expire,
+                "delete_time": None,
+                "completion_reason": "",
+            }
+        delete_time = self.delete_time
+        if self.status in OPEN_STATUSES:
+            # It ends now: retention counts from here.
+            delete_time = (
+                now + timedelta(seconds=self.delete_after_seconds)
+                if self.delete_after_seconds
+                else None
+            )
+        return {"last_activity_time": now, "idle_expire_time": None, "delete_time": delete_time}
+
+    def idle_at(self, now: datetime) -> bool:
+        """Whether the session stayed idle past its ttl (a running or waiting turn is not
+        idle)."""
+        return (
+            self.status in OPEN_STATUSES
+            and not self.active_turn_id
+            and self.idle_expire_time is not None
+            and self.idle_expire_time <= now
+        )
+
+    def deletable_at(self, now: datetime) -> bool:
+        """Whether the session ended and its retention ran out."""
+        return (
+            self.status not in OPEN_STATUSES
+            and self.delete_time is not None
+            and self.delete_time <= now
+        )
 
     def refuse_during_turn(self, action: str) -> None:
         """TURN_IN_PROGRESS if a turn runs: action cannot happen under it."""
@@ -156,6 +212,7 @@ class Session:
             status=status,
             error_message=error_message if transition is Transition.FAIL else "",
             config_revision=config_revision or self.config_revision,
+            completion_reason=IDLE_TIMEOUT if transition is Transition.EXPIRE else "",
         )
 
     def with_message(self, message: Message, now: datetime) -> Session:
@@ -300,7 +357,21 @@ def session_to_json(session: Session) -> dict[str, object]:
         "parent_session_id": session.parent_session_id,
         "agent": session.agent,
         "display_name": session.display_name,
+        "ttl_seconds": session.ttl_seconds,
+        "delete_after_seconds": session.delete_after_seconds,
+        "last_activity_time": _time_json(session.last_activity_time),
+        "idle_expire_time": _time_json(session.idle_expire_time),
+        "delete_time": _time_json(session.delete_time),
+        "completion_reason": session.completion_reason,
     }
+
+
+def _time_json(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time_from_json(value: Any) -> datetime | None:
+    return None if not value else datetime.fromisoformat(value)
 
 
 def session_from_json(data: Mapping[str, Any]) -> Session:
@@ -322,6 +393,13 @@ def session_from_json(data: Mapping[str, Any]) -> Session:
         parent_session_id=data.get("parent_session_id", ""),
         agent=data.get("agent", ""),
         display_name=data.get("display_name", ""),
+        # Absent from responses recorded before sessions had lifetimes.
+        ttl_seconds=float(data.get("ttl_seconds", 0.0)),
+        delete_after_seconds=float(data.get("delete_after_seconds", 0.0)),
+        last_activity_time=_time_from_json(data.get("last_activity_time")),
+        idle_expire_time=_time_from_json(data.get("idle_expire_time")),
+        delete_time=_time_from_json(data.get("delete_time")),
+        completion_reason=data.get("completion_reason", ""),
     )
 
 

@@ -1,12 +1,14 @@
-"""SessionService's session use cases: create, read, lifecycle, transcript."""
+"""SessionService's session use cases: create, read, lifecycle, transcript, lifetimes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
@@ -29,6 +31,7 @@ from session_service.sessions.model import (
 )
 from session_service.turns.model import Event, SessionCreated, TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
+from session_service.turns.signals import Deadlines
 from session_service.workspace import Workspaces
 from shared.clock import utcnow
 from shared.errors import (
@@ -52,6 +55,20 @@ FILTER_FIELDS = ("config_id", "status", "parent_session_id", "agent")
 FILTER_PREFIXES = ("tags.",)
 CREATE_METHOD = "CreateSession"
 MAX_ERROR_MESSAGE = 4096
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionLifetimes:
+    """How long sessions live: the defaults CreateSession applies, and the ttl ceiling.
+
+    All in seconds; 0 is none (no idle limit, never deleted, no ceiling).
+    """
+
+    default_ttl: float = 0.0
+    max_ttl: float = 0.0
+    default_delete_after: float = 0.0
 
 
 class PreparesBundles(Protocol):
@@ -80,11 +97,16 @@ class SessionService:
         preparer: PreparesBundles,
         policies: PolicyLookup = unlimited,
         workspaces: Workspaces | None = None,
+        lifetimes: SessionLifetimes = SessionLifetimes(),
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._preparer = preparer
         self._policies = policies
         self._workspaces = workspaces
+        self._lifetimes = lifetimes
+        # Told of the lifetime deadlines this replica sets, so its sweeper wakes for them.
+        self.deadlines = deadlines or Deadlines()
 
     async def create(
         self,
@@ -102,6 +124,8 @@ class SessionService:
         time_remaining: float | None = None,
         announce: bool = False,
         request_method: str = CREATE_METHOD,
+        ttl: float | None = None,
+        delete_after: float | None = None,
     ) -> Session:
         """Prepares the config (pinning the revision it gets) and stores a new session.
 
@@ -109,9 +133,12 @@ class SessionService:
         the same request_id with another request is refused. parent_session_id and agent
         make a child session that runs one agent for its parent's turns. With announce, the
         session's log starts with SessionCreated (sequence 1), written with the session.
-        request_method names the RPC whose request_ids the request_id is one of.
+        request_method names the RPC whose request_ids the request_id is one of. ttl and
+        delete_after (seconds; None: the service's defaults, 0: none) set how long the
+        session may idle and how long it is kept once it ended.
         """
         _check_config_reference(config_id, config_revision, "config_revision")
+        ttl_seconds, delete_after_seconds = self._lifetime_of(ttl, delete_after)
         if session_id:
             check_session_id(session_id)
         if request_id:
@@ -119,7 +146,14 @@ class SessionService:
         check_tags(tags or {})
         check_display_name(display_name)
         request_fingerprint = _create_fingerprint(
-            config_id, config_revision, session_id, tags or {}, start, display_name
+            config_id,
+            config_revision,
+            session_id,
+            tags or {},
+            start,
+            display_name,
+            ttl,
+            delete_after,
         )
         if request_id:
             async with self._unit_of_work() as uow:
@@ -145,12 +179,52 @@ class SessionService:
             parent_session_id=parent_session_id,
             agent=agent,
             last_sequence=1 if announce else 0,
+            ttl_seconds=ttl_seconds,
+            delete_after_seconds=delete_after_seconds,
+            last_activity_time=now,
+            idle_expire_time=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
         )
-        return await first_response(
+        stored = await first_response(
             lambda: self._store_new(
                 tenant_id, session, request_method, request_id, request_fingerprint, announce
             )
         )
+        self._note(stored)
+        return stored
+
+    def _lifetime_of(self, ttl: float | None, delete_after: float | None) -> tuple[float, float]:
+        """(ttl, delete_after) in seconds for a new session; INVALID_ARGUMENT located on the
+        field when one is negative or the ttl is over the ceiling."""
+        limits = self._lifetimes
+        if ttl is None:
+            ttl = limits.default_ttl
+            if limits.max_ttl and ttl > limits.max_ttl:
+                ttl = limits.max_ttl  # the operator's default never beats its own ceiling
+        if delete_after is None:
+            delete_after = limits.default_delete_after
+        violations = []
+        if ttl < 0:
+            violations.append(FieldViolation("ttl", "must not be negative"))
+        elif limits.max_ttl and ttl > limits.max_ttl:
+            violations.append(
+                FieldViolation("ttl", f"at most {limits.max_ttl:g} seconds (the maximum)")
+            )
+        if delete_after < 0:
+            violations.append(FieldViolation("delete_after", "must not be negative"))
+        if violations:
+            raise InvalidArgument(
+                f"Invalid session lifetime: {violations[0].field} {violations[0].description}.",
+                reason="INVALID_SESSION_LIFETIME",
+                metadata={"max_ttl_seconds": f"{limits.max_ttl:g}"},
+                violations=violations,
+            )
+        return ttl, delete_after
+
+    def _note(self, session: Session) -> None:
+        """Tells this replica's sweeper of the session's next lifetime deadline."""
+        deadline = session.idle_expire_time or session.delete_time
+        if deadline is not None:
+            self.deadlines.note(deadline)
 
     async def prepare_config(
         self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
@@ -264,10 +338,21 @@ class SessionService:
 
     async def delete(self, tenant_id: str, session_id: str) -> None:
         """Removes a session and its transcript."""
+        await self._delete(tenant_id, session_id)
+
+    async def _delete(
+        self, tenant_id: str, session_id: str, due_at: datetime | None = None
+    ) -> bool:
+        """Removes a session, its transcript and workspace; with due_at, only when it ended
+        and its retention ran out by then (checked under the row lock; False otherwise)."""
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
+                if due_at is not None:
+                    return False  # another replica's sweeper got there first
                 raise session_not_found(session_id)
+            if due_at is not None and not current.deletable_at(due_at):
+                return False
             # A turn whose replica died holds nothing up: it is failed first.
             current, _ = await fail_abandoned(uow, tenant_id, current)
             current.refuse_during_turn("delete")
@@ -276,6 +361,51 @@ class SessionService:
         if self._workspaces is not None:
             # After the commit: a failed delete must not cost the session its files.
             await asyncio.to_thread(self._workspaces.remove, tenant_id, session_id)
+        return True
+
+    async def expire_idle(self, limit: int = 100) -> int:
+        """Completes (IDLE_TIMEOUT) open sessions idle past their ttl; returns how many.
+
+        Each is claimed under its row lock and checked again there (still open, no turn
+        running or waiting, still past its deadline), so of all replicas sweeping at once,
+        exactly one completes it.
+        """
+        async with self._unit_of_work() as uow:
+            candidates = await uow.sessions.idle(utcnow(), limit)
+        expired = 0
+        for tenant_id, session_id in candidates:
+            async with self._unit_of_work(write=True) as uow:
+                current = await uow.sessions.get(tenant_id, session_id, for_update=True)
+                now = utcnow()
+                if current is None or not current.idle_at(now):
+                    continue
+                updated = current.moved(Transition.EXPIRE, now)
+                await uow.sessions.save(tenant_id, updated)
+                await uow.commit()
+            expired += 1
+            _log.info(
+                "completed idle session",
+                extra={"tenant_id": tenant_id, "session_id": session_id},
+            )
+            self._note(updated)
+        return expired
+
+    async def delete_expired(self, limit: int = 100) -> int:
+        """Deletes ended sessions whose retention ran out (as DeleteSession does, workspace
+        too); returns how many this call deleted."""
+        now = utcnow()
+        async with self._unit_of_work() as uow:
+            candidates = await uow.sessions.deletable(now, limit)
+        deleted = 0
+        for tenant_id, session_id in candidates:
+            if await self._delete(tenant_id, session_id, due_at=utcnow()):
+                deleted += 1
+        return deleted
+
+    async def next_lifetime_deadline(self) -> datetime | None:
+        """When the next session idles out or is due to be deleted, if any is."""
+        async with self._unit_of_work() as uow:
+            return await uow.sessions.next_lifetime_deadline()
 
     async def transition(
         self,
@@ -320,6 +450,7 @@ class SessionService:
             )
             await uow.sessions.save(tenant_id, updated)
             await uow.commit()
+        self._note(updated)
         return updated
 
     async def append_message(
@@ -392,6 +523,8 @@ def _create_fingerprint(
     tags: Mapping[str, str],
     start: bool,
     display_name: str,
+    ttl: float | None = None,
+    delete_after: float | None = None,
 ) -> str:
     """What makes two CreateSession requests the same request (all but its request_id)."""
     request: dict[str, object] = {
@@ -404,6 +537,11 @@ def _create_fingerprint(
     if display_name:
         # Only when given, so fingerprints recorded before names existed still match.
         request["display_name"] = display_name
+    # Likewise only when given, for fingerprints recorded before sessions had lifetimes.
+    if ttl is not None:
+        request["ttl"] = ttl
+    if delete_after is not None:
+        request["delete_after"] = delete_after
     return fingerprint(json.dumps(request, sort_keys=True).encode())
 
 

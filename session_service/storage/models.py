@@ -33,6 +33,9 @@ class SessionRow(Base):
         Index("ix_sessions_config", "tenant_id", "config_id"),
         Index("ix_sessions_status", "tenant_id", "status"),
         Index("ix_sessions_parent", "tenant_id", "parent_session_id"),
+        # The lifetime sweeper's questions, across tenants: who idled out, who is due to go.
+        Index("ix_sessions_idle_expire", "idle_expire_time"),
+        Index("ix_sessions_delete_time", "delete_time"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -53,6 +56,13 @@ class SessionRow(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=1)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     update_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Idle limit and retention in seconds (0: none), and the deadlines they give.
+    ttl_seconds: Mapped[float] = mapped_column(Float(), default=0.0)
+    delete_after_seconds: Mapped[float] = mapped_column(Float(), default=0.0)
+    last_activity_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    idle_expire_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delete_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completion_reason: Mapped[str] = mapped_column(String(32), default="")
 
 
 class MessageRow(Base):

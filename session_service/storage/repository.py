@@ -88,6 +88,12 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.parent_session_id,
     _SESSIONS.c.agent,
     _SESSIONS.c.display_name,
+    _SESSIONS.c.ttl_seconds,
+    _SESSIONS.c.delete_after_seconds,
+    _SESSIONS.c.last_activity_time,
+    _SESSIONS.c.idle_expire_time,
+    _SESSIONS.c.delete_time,
+    _SESSIONS.c.completion_reason,
 )
 _SESSION_KEY = (_SESSIONS.c.tenant_id == bindparam("k_tenant")) & (
     _SESSIONS.c.session_id == bindparam("k_session")
@@ -98,6 +104,29 @@ _INSERT_SESSION = insert(_SESSIONS)
 # The SET clause is the parameters that are not the key: the session's mutable columns.
 _SAVE_SESSION = update(_SESSIONS).where(_SESSION_KEY)
 _DELETE_SESSION = delete(_SESSIONS).where(_SESSION_KEY)
+_OPEN = (Status.CREATED.value, Status.ACTIVE.value)
+# Idle sessions: open, between turns, past their idle deadline. Checked again under the row
+# lock before anything is done to one.
+_IDLE = (
+    select(_SESSIONS.c.tenant_id, _SESSIONS.c.session_id)
+    .where(
+        _SESSIONS.c.idle_expire_time <= bindparam("now"),
+        _SESSIONS.c.status.in_(_OPEN),
+        _SESSIONS.c.active_turn_id == "",
+    )
+    .order_by(_SESSIONS.c.idle_expire_time)
+    .limit(bindparam("limit"))
+)
+_DELETABLE = (
+    select(_SESSIONS.c.tenant_id, _SESSIONS.c.session_id)
+    .where(_SESSIONS.c.delete_time <= bindparam("now"), _SESSIONS.c.status.not_in(_OPEN))
+    .order_by(_SESSIONS.c.delete_time)
+    .limit(bindparam("limit"))
+)
+_NEXT_IDLE = select(func.min(_SESSIONS.c.idle_expire_time)).where(
+    _SESSIONS.c.status.in_(_OPEN), _SESSIONS.c.active_turn_id == ""
+)
+_NEXT_DELETE = select(func.min(_SESSIONS.c.delete_time)).where(_SESSIONS.c.status.not_in(_OPEN))
 _DELETE_SESSION_PARTS = tuple(
     delete(table).where(
         table.c.tenant_id == bindparam("k_tenant"), table.c.session_id == bindparam("k_session")
@@ -217,6 +246,12 @@ def _session(row: Any) -> Session:
         parent_session_id=row.parent_session_id,
         agent=row.agent,
         display_name=row.display_name,
+        ttl_seconds=row.ttl_seconds,
+        delete_after_seconds=row.delete_after_seconds,
+        last_activity_time=row.last_activity_time,
+        idle_expire_time=row.idle_expire_time,
+        delete_time=row.delete_time,
+        completion_reason=row.completion_reason,
     )
 
 
@@ -233,6 +268,12 @@ def _changeable(session: Session) -> dict[str, Any]:
         "tags": storable(dict(session.tags)),
         "version": session.version,
         "update_time": session.update_time,
+        "ttl_seconds": session.ttl_seconds,
+        "delete_after_seconds": session.delete_after_seconds,
+        "last_activity_time": session.last_activity_time,
+        "idle_expire_time": session.idle_expire_time,
+        "delete_time": session.delete_time,
+        "completion_reason": session.completion_reason,
     }
 
 
@@ -324,6 +365,22 @@ class SessionRepository:
         result = await self._session.execute(_DELETE_SESSION, key)
         if _rowcount(result):
             await self._session.execute(_RELEASE_USAGE, {"k_tenant": tenant_id, "released": 1})
+
+    async def idle(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(tenant, session id) of open sessions, of any tenant, idle past their ttl."""
+        rows = await self._session.execute(_IDLE, {"now": now, "limit": limit})
+        return [(row.tenant_id, row.session_id) for row in rows]
+
+    async def deletable(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(tenant, session id) of ended sessions, of any tenant, due to be deleted."""
+        rows = await self._session.execute(_DELETABLE, {"now": now, "limit": limit})
+        return [(row.tenant_id, row.session_id) for row in rows]
+
+    async def next_lifetime_deadline(self) -> datetime | None:
+        """The earliest idle expiry or deletion time of any session, if there is one."""
+        found = [await self._session.scalar(_NEXT_IDLE), await self._session.scalar(_NEXT_DELETE)]
+        times = [value for value in found if isinstance(value, datetime)]
+        return min(times) if times else None
 
     async def page(
         self,

@@ -22,7 +22,13 @@ from session_service.ports import (
     SessionRepo,
     TurnRepo,
 )
-from session_service.sessions.model import Message, Session, storable, storable_message
+from session_service.sessions.model import (
+    OPEN_STATUSES,
+    Message,
+    Session,
+    storable,
+    storable_message,
+)
 from session_service.turns.model import (
     Approval,
     ApprovalStatus,
@@ -165,6 +171,31 @@ class FakeSessionRepo:
         state.events = {k: v for k, v in state.events.items() if k[:2] != owner}
         state.approvals = {k: v for k, v in state.approvals.items() if k[:2] != owner}
         state.sessions.pop(owner, None)
+
+    async def idle(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        found = sorted(
+            (s.idle_expire_time, key)
+            for key, s in self._state.sessions.items()
+            if s.idle_at(now) and s.idle_expire_time is not None
+        )
+        return [key for _, key in found[:limit]]
+
+    async def deletable(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        found = sorted(
+            (s.delete_time, key)
+            for key, s in self._state.sessions.items()
+            if s.deletable_at(now) and s.delete_time is not None
+        )
+        return [key for _, key in found[:limit]]
+
+    async def next_lifetime_deadline(self) -> datetime | None:
+        times = [
+            s.idle_expire_time if s.status in OPEN_STATUSES else s.delete_time
+            for s in self._state.sessions.values()
+            if not s.active_turn_id or s.status not in OPEN_STATUSES
+        ]
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
 
     def _matching(self, tenant_id: str, conditions: Sequence[Condition]) -> list[Session]:
         found = [

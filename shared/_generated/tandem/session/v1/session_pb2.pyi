@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -105,6 +106,11 @@ class Session(_message.Message):
     PARENT_SESSION_ID_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    DELETE_AFTER_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    COMPLETION_REASON_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Immutable. Chosen by the client on create, or generated."""
     config_id: _builtins.str
@@ -132,6 +138,8 @@ class Session(_message.Message):
     """A human-readable name. hooks-session-naming sets it from the first exchange when it is
     empty.
     """
+    completion_reason: _builtins.str
+    """Output only. Why the session ended, when the service ended it: IDLE_TIMEOUT."""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -141,6 +149,28 @@ class Session(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Output only. How long the session may stay idle (no turn, message or lifecycle change)
+        before it is COMPLETED with completion_reason IDLE_TIMEOUT. Unset: no idle limit.
+        """
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the session ends if nothing happens before (last activity + ttl).
+        Unset when it has no ttl, or has ended.
+        """
+
+    @_builtins.property
+    def delete_after(self) -> _duration_pb2.Duration:
+        """Output only. How long after it ends the session is deleted. Unset: kept until deleted."""
+
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the ended session will be deleted (set once it ended, with
+        delete_after).
+        """
 
     def __init__(
         self,
@@ -160,10 +190,15 @@ class Session(_message.Message):
         parent_session_id: _builtins.str = ...,
         agent: _builtins.str = ...,
         display_name: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        delete_after: _duration_pb2.Duration | None = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        completion_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "expire_time", b"expire_time", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "agent", b"agent", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "display_name", b"display_name", "error_message", b"error_message", "etag", b"etag", "last_sequence", b"last_sequence", "message_count", b"message_count", "parent_session_id", b"parent_session_id", "session_id", b"session_id", "status", b"status", "tags", b"tags", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "agent", b"agent", "completion_reason", b"completion_reason", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "display_name", b"display_name", "error_message", b"error_message", "etag", b"etag", "expire_time", b"expire_time", "last_sequence", b"last_sequence", "message_count", b"message_count", "parent_session_id", b"parent_session_id", "session_id", b"session_id", "status", b"status", "tags", b"tags", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

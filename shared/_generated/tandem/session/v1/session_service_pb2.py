@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from shared._generated.tandem.config.v1 import config_pb2 as tandem_dot_config_dot_v1_dot_config__pb2
@@ -29,7 +30,7 @@ from shared._generated.tandem.session.v1 import events_pb2 as tandem_dot_session
 from shared._generated.tandem.session.v1 import session_pb2 as tandem_dot_session_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tandem/session/v1/session_service.proto\x12\x11tandem.session.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtandem/config/v1/config.proto\x1a\x1etandem/session/v1/events.proto\x1a\x1ftandem/session/v1/session.proto\"\xd3\x02\n\x14\x43reateSessionRequest\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x02 \x01(\x03R\x0e\x63onfigRevision\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x45\n\x04tags\x18\x04 \x03(\x0b\x32\x31.tandem.session.v1.CreateSessionRequest.TagsEntryR\x04tags\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\x12\x14\n\x05start\x18\x06 \x01(\x08R\x05start\x12!\n\x0c\x64isplay_name\x18\x07 \x01(\tR\x0b\x64isplayName\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"2\n\x11GetSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"i\n\x13ListSessionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n\x06\x66ilter\x18\x03 \x01(\tR\x06\x66ilter\"\x95\x01\n\x14ListSessionsResponse\x12\x36\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.tandem.session.v1.SessionR\x08sessions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n\ntotal_size\x18\x03 \x01(\x05R\ttotalSize\"5\n\x14\x44\x65leteSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"4\n\x13StartSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"7\n\x16\x43ompleteSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"X\n\x12\x46\x61ilSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12#\n\rerror_message\x18\x02 \x01(\tR\x0c\x65rrorMessage\"8\n\x17TerminateSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"\\\n\x14ResumeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12%\n\x0eupgrade_config\x18\x02 \x01(\x08R\rupgradeConfig\"k\n\x14\x41ppendMessageRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x07message\"p\n\x13ListMessagesRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"v\n\x14ListMessagesResponse\x12\x36\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.tandem.session.v1.MessageR\x08messages\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe5\x01\n\x12SendMessageRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x07\x63ontext\x12\x1b\n\tconfig_id\x18\x05 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x06 \x01(\x03R\x0e\x63onfigRevision\"s\n\x13StreamEventsRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\x12\x16\n\x06\x66ollow\x18\x03 \x01(\x08R\x06\x66ollow\"K\n\x11\x43\x61ncelTurnRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n\x07turn_id\x18\x02 \x01(\tR\x06turnId\"-\n\x12\x43\x61ncelTurnResponse\x12\x17\n\x07turn_id\x18\x01 \x01(\tR\x06turnId\"O\n\x14PrepareConfigRequest\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\x92\x01\n\x0ePreparedModule\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n\x06module\x18\x02 \x01(\tR\x06module\x12\x16\n\x06source\x18\x03 \x01(\tR\x06source\x12\x14\n\x05\x66ield\x18\x04 \x01(\tR\x05\x66ield\x12&\n\x0eimplementation\x18\x05 \x01(\tR\x0eimplementation\"\xa8\x04\n\x15PrepareConfigResponse\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12#\n\rcomposed_yaml\x18\x03 \x01(\tR\x0c\x63omposedYaml\x12 \n\x0binstruction\x18\x04 \x01(\tR\x0binstruction\x12;\n\x07modules\x18\x05 \x03(\x0b\x32!.tandem.session.v1.PreparedModuleR\x07modules\x12#\n\rcomposed_from\x18\x06 \x03(\tR\x0c\x63omposedFrom\x12\x37\n\x08warnings\x18\x07 \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\x08warnings\x12\x14\n\x05valid\x18\x08 \x01(\x08R\x05valid\x12;\n\nviolations\x18\t \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\nviolations\x12)\n\x10\x64\x65\x66\x61ult_provider\x18\n \x01(\tR\x0f\x64\x65\x66\x61ultProvider\x12\x38\n\x06\x61gents\x18\x0b \x03(\x0b\x32 .tandem.session.v1.PreparedAgentR\x06\x61gents\x12<\n\x07\x63ontext\x18\x0c \x03(\x0b\x32\".tandem.session.v1.PreparedContextR\x07\x63ontext\"]\n\rPreparedAgent\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06source\x18\x03 \x01(\tR\x06source\"\\\n\x0fPreparedContext\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06origin\x18\x02 \x01(\tR\x06origin\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\"\x8e\x02\n\x15\x44\x65\x63ideApprovalRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12 \n\x0ctool_call_id\x18\x02 \x01(\tR\ntoolCallId\x12M\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x31.tandem.session.v1.DecideApprovalRequest.DecisionR\x08\x64\x65\x63ision\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"M\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\"~\n\x16\x44\x65\x63ideApprovalResponse\x12\x17\n\x07turn_id\x18\x01 \x01(\tR\x06turnId\x12\x18\n\x07resumed\x18\x02 \x01(\x08R\x07resumed\x12\x31\n\x15pending_tool_call_ids\x18\x03 \x03(\tR\x12pendingToolCallIds2\xac\x0b\n\x0eSessionService\x12T\n\rCreateSession\x12\'.tandem.session.v1.CreateSessionRequest\x1a\x1a.tandem.session.v1.Session\x12N\n\nGetSession\x12$.tandem.session.v1.GetSessionRequest\x1a\x1a.tandem.session.v1.Session\x12_\n\x0cListSessions\x12&.tandem.session.v1.ListSessionsRequest\x1a\'.tandem.session.v1.ListSessionsResponse\x12P\n\rDeleteSession\x12\'.tandem.session.v1.DeleteSessionRequest\x1a\x16.google.protobuf.Empty\x12R\n\x0cStartSession\x12&.tandem.session.v1.StartSessionRequest\x1a\x1a.tandem.session.v1.Session\x12X\n\x0f\x43ompleteSession\x12).tandem.session.v1.CompleteSessionRequest\x1a\x1a.tandem.session.v1.Session\x12P\n\x0b\x46\x61ilSession\x12%.tandem.session.v1.FailSessionRequest\x1a\x1a.tandem.session.v1.Session\x12Z\n\x10TerminateSession\x12*.tandem.session.v1.TerminateSessionRequest\x1a\x1a.tandem.session.v1.Session\x12T\n\rResumeSession\x12\'.tandem.session.v1.ResumeSessionRequest\x1a\x1a.tandem.session.v1.Session\x12T\n\rAppendMessage\x12\'.tandem.session.v1.AppendMessageRequest\x1a\x1a.tandem.session.v1.Message\x12_\n\x0cListMessages\x12&.tandem.session.v1.ListMessagesRequest\x1a\'.tandem.session.v1.ListMessagesResponse\x12W\n\x0bSendMessage\x12%.tandem.session.v1.SendMessageRequest\x1a\x1f.tandem.session.v1.SessionEvent0\x01\x12Y\n\x0cStreamEvents\x12&.tandem.session.v1.StreamEventsRequest\x1a\x1f.tandem.session.v1.SessionEvent0\x01\x12Y\n\nCancelTurn\x12$.tandem.session.v1.CancelTurnRequest\x1a%.tandem.session.v1.CancelTurnResponse\x12\x65\n\x0e\x44\x65\x63ideApproval\x12(.tandem.session.v1.DecideApprovalRequest\x1a).tandem.session.v1.DecideApprovalResponse\x12\x62\n\rPrepareConfig\x12\'.tandem.session.v1.PrepareConfigRequest\x1a(.tandem.session.v1.PrepareConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tandem/session/v1/session_service.proto\x12\x11tandem.session.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtandem/config/v1/config.proto\x1a\x1etandem/session/v1/events.proto\x1a\x1ftandem/session/v1/session.proto\"\xbe\x03\n\x14\x43reateSessionRequest\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x02 \x01(\x03R\x0e\x63onfigRevision\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\x45\n\x04tags\x18\x04 \x03(\x0b\x32\x31.tandem.session.v1.CreateSessionRequest.TagsEntryR\x04tags\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\x12\x14\n\x05start\x18\x06 \x01(\x08R\x05start\x12!\n\x0c\x64isplay_name\x18\x07 \x01(\tR\x0b\x64isplayName\x12+\n\x03ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12<\n\x0c\x64\x65lete_after\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x0b\x64\x65leteAfter\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"2\n\x11GetSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"i\n\x13ListSessionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n\x06\x66ilter\x18\x03 \x01(\tR\x06\x66ilter\"\x95\x01\n\x14ListSessionsResponse\x12\x36\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.tandem.session.v1.SessionR\x08sessions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n\ntotal_size\x18\x03 \x01(\x05R\ttotalSize\"5\n\x14\x44\x65leteSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"4\n\x13StartSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"7\n\x16\x43ompleteSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"X\n\x12\x46\x61ilSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12#\n\rerror_message\x18\x02 \x01(\tR\x0c\x65rrorMessage\"8\n\x17TerminateSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"\\\n\x14ResumeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12%\n\x0eupgrade_config\x18\x02 \x01(\x08R\rupgradeConfig\"k\n\x14\x41ppendMessageRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x07message\"p\n\x13ListMessagesRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"v\n\x14ListMessagesResponse\x12\x36\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.tandem.session.v1.MessageR\x08messages\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe5\x01\n\x12SendMessageRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x07\x63ontext\x12\x1b\n\tconfig_id\x18\x05 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x06 \x01(\x03R\x0e\x63onfigRevision\"s\n\x13StreamEventsRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\x12\x16\n\x06\x66ollow\x18\x03 \x01(\x08R\x06\x66ollow\"K\n\x11\x43\x61ncelTurnRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n\x07turn_id\x18\x02 \x01(\tR\x06turnId\"-\n\x12\x43\x61ncelTurnResponse\x12\x17\n\x07turn_id\x18\x01 \x01(\tR\x06turnId\"O\n\x14PrepareConfigRequest\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\x92\x01\n\x0ePreparedModule\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n\x06module\x18\x02 \x01(\tR\x06module\x12\x16\n\x06source\x18\x03 \x01(\tR\x06source\x12\x14\n\x05\x66ield\x18\x04 \x01(\tR\x05\x66ield\x12&\n\x0eimplementation\x18\x05 \x01(\tR\x0eimplementation\"\xa8\x04\n\x15PrepareConfigResponse\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12#\n\rcomposed_yaml\x18\x03 \x01(\tR\x0c\x63omposedYaml\x12 \n\x0binstruction\x18\x04 \x01(\tR\x0binstruction\x12;\n\x07modules\x18\x05 \x03(\x0b\x32!.tandem.session.v1.PreparedModuleR\x07modules\x12#\n\rcomposed_from\x18\x06 \x03(\tR\x0c\x63omposedFrom\x12\x37\n\x08warnings\x18\x07 \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\x08warnings\x12\x14\n\x05valid\x18\x08 \x01(\x08R\x05valid\x12;\n\nviolations\x18\t \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\nviolations\x12)\n\x10\x64\x65\x66\x61ult_provider\x18\n \x01(\tR\x0f\x64\x65\x66\x61ultProvider\x12\x38\n\x06\x61gents\x18\x0b \x03(\x0b\x32 .tandem.session.v1.PreparedAgentR\x06\x61gents\x12<\n\x07\x63ontext\x18\x0c \x03(\x0b\x32\".tandem.session.v1.PreparedContextR\x07\x63ontext\"]\n\rPreparedAgent\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12\x16\n\x06source\x18\x03 \x01(\tR\x06source\"\\\n\x0fPreparedContext\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06origin\x18\x02 \x01(\tR\x06origin\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\"\x8e\x02\n\x15\x44\x65\x63ideApprovalRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12 \n\x0ctool_call_id\x18\x02 \x01(\tR\ntoolCallId\x12M\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x31.tandem.session.v1.DecideApprovalRequest.DecisionR\x08\x64\x65\x63ision\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"M\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\"~\n\x16\x44\x65\x63ideApprovalResponse\x12\x17\n\x07turn_id\x18\x01 \x01(\tR\x06turnId\x12\x18\n\x07resumed\x18\x02 \x01(\x08R\x07resumed\x12\x31\n\x15pending_tool_call_ids\x18\x03 \x03(\tR\x12pendingToolCallIds2\xac\x0b\n\x0eSessionService\x12T\n\rCreateSession\x12\'.tandem.session.v1.CreateSessionRequest\x1a\x1a.tandem.session.v1.Session\x12N\n\nGetSession\x12$.tandem.session.v1.GetSessionRequest\x1a\x1a.tandem.session.v1.Session\x12_\n\x0cListSessions\x12&.tandem.session.v1.ListSessionsRequest\x1a\'.tandem.session.v1.ListSessionsResponse\x12P\n\rDeleteSession\x12\'.tandem.session.v1.DeleteSessionRequest\x1a\x16.google.protobuf.Empty\x12R\n\x0cStartSession\x12&.tandem.session.v1.StartSessionRequest\x1a\x1a.tandem.session.v1.Session\x12X\n\x0f\x43ompleteSession\x12).tandem.session.v1.CompleteSessionRequest\x1a\x1a.tandem.session.v1.Session\x12P\n\x0b\x46\x61ilSession\x12%.tandem.session.v1.FailSessionRequest\x1a\x1a.tandem.session.v1.Session\x12Z\n\x10TerminateSession\x12*.tandem.session.v1.TerminateSessionRequest\x1a\x1a.tandem.session.v1.Session\x12T\n\rResumeSession\x12\'.tandem.session.v1.ResumeSessionRequest\x1a\x1a.tandem.session.v1.Session\x12T\n\rAppendMessage\x12\'.tandem.session.v1.AppendMessageRequest\x1a\x1a.tandem.session.v1.Message\x12_\n\x0cListMessages\x12&.tandem.session.v1.ListMessagesRequest\x1a\'.tandem.session.v1.ListMessagesResponse\x12W\n\x0bSendMessage\x12%.tandem.session.v1.SendMessageRequest\x1a\x1f.tandem.session.v1.SessionEvent0\x01\x12Y\n\x0cStreamEvents\x12&.tandem.session.v1.StreamEventsRequest\x1a\x1f.tandem.session.v1.SessionEvent0\x01\x12Y\n\nCancelTurn\x12$.tandem.session.v1.CancelTurnRequest\x1a%.tandem.session.v1.CancelTurnResponse\x12\x65\n\x0e\x44\x65\x63ideApproval\x12(.tandem.session.v1.DecideApprovalRequest\x1a).tandem.session.v1.DecideApprovalResponse\x12\x62\n\rPrepareConfig\x12\'.tandem.session.v1.PrepareConfigRequest\x1a(.tandem.session.v1.PrepareConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,58 +39,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATESESSIONREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_CREATESESSIONREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_CREATESESSIONREQUEST']._serialized_start=218
-  _globals['_CREATESESSIONREQUEST']._serialized_end=557
-  _globals['_CREATESESSIONREQUEST_TAGSENTRY']._serialized_start=502
-  _globals['_CREATESESSIONREQUEST_TAGSENTRY']._serialized_end=557
-  _globals['_GETSESSIONREQUEST']._serialized_start=559
-  _globals['_GETSESSIONREQUEST']._serialized_end=609
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=611
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=716
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=719
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=868
-  _globals['_DELETESESSIONREQUEST']._serialized_start=870
-  _globals['_DELETESESSIONREQUEST']._serialized_end=923
-  _globals['_STARTSESSIONREQUEST']._serialized_start=925
-  _globals['_STARTSESSIONREQUEST']._serialized_end=977
-  _globals['_COMPLETESESSIONREQUEST']._serialized_start=979
-  _globals['_COMPLETESESSIONREQUEST']._serialized_end=1034
-  _globals['_FAILSESSIONREQUEST']._serialized_start=1036
-  _globals['_FAILSESSIONREQUEST']._serialized_end=1124
-  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1126
-  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1182
-  _globals['_RESUMESESSIONREQUEST']._serialized_start=1184
-  _globals['_RESUMESESSIONREQUEST']._serialized_end=1276
-  _globals['_APPENDMESSAGEREQUEST']._serialized_start=1278
-  _globals['_APPENDMESSAGEREQUEST']._serialized_end=1385
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1387
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1499
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1501
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1619
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=1622
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=1851
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1853
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1968
-  _globals['_CANCELTURNREQUEST']._serialized_start=1970
-  _globals['_CANCELTURNREQUEST']._serialized_end=2045
-  _globals['_CANCELTURNRESPONSE']._serialized_start=2047
-  _globals['_CANCELTURNRESPONSE']._serialized_end=2092
-  _globals['_PREPARECONFIGREQUEST']._serialized_start=2094
-  _globals['_PREPARECONFIGREQUEST']._serialized_end=2173
-  _globals['_PREPAREDMODULE']._serialized_start=2176
-  _globals['_PREPAREDMODULE']._serialized_end=2322
-  _globals['_PREPARECONFIGRESPONSE']._serialized_start=2325
-  _globals['_PREPARECONFIGRESPONSE']._serialized_end=2877
-  _globals['_PREPAREDAGENT']._serialized_start=2879
-  _globals['_PREPAREDAGENT']._serialized_end=2972
-  _globals['_PREPAREDCONTEXT']._serialized_start=2974
-  _globals['_PREPAREDCONTEXT']._serialized_end=3066
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=3069
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=3339
-  _globals['_DECIDEAPPROVALREQUEST_DECISION']._serialized_start=3262
-  _globals['_DECIDEAPPROVALREQUEST_DECISION']._serialized_end=3339
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=3341
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=3467
-  _globals['_SESSIONSERVICE']._serialized_start=3470
-  _globals['_SESSIONSERVICE']._serialized_end=4922
+  _globals['_CREATESESSIONREQUEST']._serialized_start=250
+  _globals['_CREATESESSIONREQUEST']._serialized_end=696
+  _globals['_CREATESESSIONREQUEST_TAGSENTRY']._serialized_start=641
+  _globals['_CREATESESSIONREQUEST_TAGSENTRY']._serialized_end=696
+  _globals['_GETSESSIONREQUEST']._serialized_start=698
+  _globals['_GETSESSIONREQUEST']._serialized_end=748
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=750
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=855
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=858
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1007
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1009
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1062
+  _globals['_STARTSESSIONREQUEST']._serialized_start=1064
+  _globals['_STARTSESSIONREQUEST']._serialized_end=1116
+  _globals['_COMPLETESESSIONREQUEST']._serialized_start=1118
+  _globals['_COMPLETESESSIONREQUEST']._serialized_end=1173
+  _globals['_FAILSESSIONREQUEST']._serialized_start=1175
+  _globals['_FAILSESSIONREQUEST']._serialized_end=1263
+  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1265
+  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1321
+  _globals['_RESUMESESSIONREQUEST']._serialized_start=1323
+  _globals['_RESUMESESSIONREQUEST']._serialized_end=1415
+  _globals['_APPENDMESSAGEREQUEST']._serialized_start=1417
+  _globals['_APPENDMESSAGEREQUEST']._serialized_end=1524
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1526
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1638
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1640
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1758
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1761
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1990
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1992
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=2107
+  _globals['_CANCELTURNREQUEST']._serialized_start=2109
+  _globals['_CANCELTURNREQUEST']._serialized_end=2184
+  _globals['_CANCELTURNRESPONSE']._serialized_start=2186
+  _globals['_CANCELTURNRESPONSE']._serialized_end=2231
+  _globals['_PREPARECONFIGREQUEST']._serialized_start=2233
+  _globals['_PREPARECONFIGREQUEST']._serialized_end=2312
+  _globals['_PREPAREDMODULE']._serialized_start=2315
+  _globals['_PREPAREDMODULE']._serialized_end=2461
+  _globals['_PREPARECONFIGRESPONSE']._serialized_start=2464
+  _globals['_PREPARECONFIGRESPONSE']._serialized_end=3016
+  _globals['_PREPAREDAGENT']._serialized_start=3018
+  _globals['_PREPAREDAGENT']._serialized_end=3111
+  _globals['_PREPAREDCONTEXT']._serialized_start=3113
+  _globals['_PREPAREDCONTEXT']._serialized_end=3205
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=3208
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=3478
+  _globals['_DECIDEAPPROVALREQUEST_DECISION']._serialized_start=3401
+  _globals['_DECIDEAPPROVALREQUEST_DECISION']._serialized_end=3478
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=3480
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=3606
+  _globals['_SESSIONSERVICE']._serialized_start=3609
+  _globals['_SESSIONSERVICE']._serialized_end=5061
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
@@ -53,6 +54,8 @@ class CreateSessionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    DELETE_AFTER_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     config_revision: _builtins.int
     """0 for the latest revision; the session stays pinned to the one it gets."""
@@ -66,6 +69,18 @@ class CreateSessionRequest(_message.Message):
     """Optional; at most 256 characters, no control characters."""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional. How long the session may stay idle before it is COMPLETED (IDLE_TIMEOUT);
+        unset: the service's default, zero: no idle limit. At most the service's maximum.
+        """
+
+    @_builtins.property
+    def delete_after(self) -> _duration_pb2.Duration:
+        """Optional. How long after it ends (however it ends) the session is deleted, with its
+        transcript, log and workspace; unset: the service's default, zero: never.
+        """
+
     def __init__(
         self,
         *,
@@ -76,10 +91,12 @@ class CreateSessionRequest(_message.Message):
         request_id: _builtins.str = ...,
         start: _builtins.bool = ...,
         display_name: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        delete_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_after", b"delete_after", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "display_name", b"display_name", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "delete_after", b"delete_after", "display_name", b"display_name", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
