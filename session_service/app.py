@@ -27,7 +27,7 @@ from session_service.turns.agents import AgentLimits
 from session_service.turns.engine import TurnRunner
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
-from session_service.turns.sweeper import ApprovalSweeper, SessionSweeper
+from session_service.turns.sweeper import DeadlineSweeper
 from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
 from shared._generated.tandem.session.v1 import session_service_pb2_grpc
@@ -185,12 +185,32 @@ async def build(
     else:
         # One process owns an embedded database: a turn still RUNNING was cut off by a restart.
         await turns.recover_orphans()
-    sweeper = ApprovalSweeper(
-        turns, signals.approval_deadlines, idle_seconds=settings.approval_sweep_seconds
+
+    async def sweep_approvals() -> str:
+        denied = await turns.expire_approvals()
+        return f"denied {denied} approval(s) that nobody decided in time" if denied else ""
+
+    async def sweep_sessions() -> str:
+        expired = await service.expire_idle()
+        deleted = await service.delete_expired()
+        if not (expired or deleted):
+            return ""
+        return f"completed {expired} idle session(s), deleted {deleted} ended one(s)"
+
+    sweeper = DeadlineSweeper(
+        "approval-sweeper",
+        sweep_approvals,
+        turns.next_approval_expiry,
+        signals.approval_deadlines,
+        idle_seconds=settings.approval_sweep_seconds,
     )
     sweeper.start()
-    session_sweeper = SessionSweeper(
-        service, service.deadlines, idle_seconds=settings.session_sweep_seconds
+    session_sweeper = DeadlineSweeper(
+        "session-sweeper",
+        sweep_sessions,
+        service.next_lifetime_deadline,
+        service.deadlines,
+        idle_seconds=settings.session_sweep_seconds,
     )
     session_sweeper.start()
     servicer = SessionServicer(service, turns)
