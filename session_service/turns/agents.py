@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from session_service.ports import SessionUoWFactory
+from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.prepare.model import PreparedBundle
 from session_service.prepare.spawn import SELF_AGENT, spawn_max_depth
 from session_service.sessions.model import Session
@@ -112,6 +112,20 @@ class ParentTurn:
     bundle: PreparedBundle
     record: Callable[[EventBody], Awaitable[None]]
     transcript: Callable[[], Sequence[ChatMessage]]
+
+
+async def ancestors(
+    uow: SessionUoW, tenant_id: str, parent_session_id: str, limit: int
+) -> list[str]:
+    """The chain of sessions that started a child session, nearest first, at most limit
+    long; the walk ends at a session no one started (or one deleted meanwhile)."""
+    chain: list[str] = []
+    parent = parent_session_id
+    while parent and len(chain) < limit:
+        chain.append(parent)
+        found = await uow.sessions.get(tenant_id, parent)
+        parent = found.parent_session_id if found is not None else ""
+    return chain
 
 
 class AgentLauncher:
@@ -232,14 +246,11 @@ class ChildAgents:
         own = spawn_max_depth(self._parent.bundle)
         if own is not None:
             limit = min(limit, own)
-        depth = 0
-        ancestor = self._parent.parent_session_id
         async with self._launcher.unit_of_work() as uow:
-            while ancestor and depth <= limit:
-                depth += 1
-                found = await uow.sessions.get(self._parent.tenant_id, ancestor)
-                ancestor = found.parent_session_id if found is not None else ""
-        if depth + 1 > limit:
+            chain = await ancestors(
+                uow, self._parent.tenant_id, self._parent.parent_session_id, limit + 1
+            )
+        if len(chain) + 1 > limit:
             raise AgentRefused(
                 f"agents may be nested at most {limit} deep here (the server's "
                 "TANDEM_AGENTS_MAX_DEPTH, or the bundle's spawn.max_depth); do this part of "

@@ -37,6 +37,7 @@ from session_service.turns.agents import (
     CreatesSessions,
     ParentTurn,
     SendsMessages,
+    ancestors,
 )
 from session_service.turns.model import Approval, ApprovalStatus, TurnStatus
 from session_service.turns.protocols import (
@@ -702,18 +703,14 @@ class _Turn:
     async def _workspace_owner(self) -> str:
         """Whose workspace the turn works in: its own, or for an agent's child session, that
         of the session that started the chain, so agents see and leave the same files."""
-        owner, parent = self._job.session_id, self._job.parent_session_id
-        if not parent:
-            return owner
+        if not self._job.parent_session_id:
+            return self._job.session_id
         async with self._unit_of_work() as uow:
             # Bounded: a chain is as deep as TANDEM_AGENTS_MAX_DEPTH allows.
-            for _ in range(MAX_AGENT_CHAIN):
-                if not parent:
-                    break
-                owner = parent
-                found = await uow.sessions.get(self._job.tenant_id, parent)
-                parent = found.parent_session_id if found is not None else ""
-        return owner
+            chain = await ancestors(
+                uow, self._job.tenant_id, self._job.parent_session_id, MAX_AGENT_CHAIN
+            )
+        return chain[-1]
 
     async def _transcript(self) -> list[Message]:
         # A database blip as the turn starts is waited out like one during its writes.
