@@ -79,13 +79,8 @@ def root(
     return f"---\n{json.dumps(document)}\n---\nYou lead a team.\n".encode()
 
 
-async def team_session(
-    stack: Stack,
-    script: Sequence[dict[str, Any]],
-    delegate_config: dict[str, Any] | None = None,
-    provider: dict[str, Any] | None = None,
-) -> str:
-    files = {"bundle.md": root(script, delegate_config, provider), **AGENTS}
+async def import_team(stack: Stack, files: dict[str, bytes]) -> str:
+    """Imports the team package made of files; its root config's id."""
     imported = await stack.configs.ImportBundle(
         config_service_pb2.ImportBundleRequest(
             files=[
@@ -95,7 +90,26 @@ async def team_session(
             source_uri="git+https://example.invalid/team@main",
         )
     )
-    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    return next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+
+
+def with_agent(
+    bundle: bytes, name: str, document: dict[str, Any], instruction: str
+) -> dict[str, bytes]:
+    """The team package with one more agent file, which the root bundle includes."""
+    text = bundle.decode().replace('"include": [', f'"include": ["{NAMESPACE}:{name}", ')
+    agent = f"---\n{json.dumps(document)}\n---\n{instruction}\n".encode()
+    return {"bundle.md": text.encode(), **AGENTS, f"agents/{name}.md": agent}
+
+
+async def team_session(
+    stack: Stack,
+    script: Sequence[dict[str, Any]],
+    delegate_config: dict[str, Any] | None = None,
+    provider: dict[str, Any] | None = None,
+) -> str:
+    files = {"bundle.md": root(script, delegate_config, provider), **AGENTS}
+    root_id = await import_team(stack, files)
     session = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id=root_id, start=True)
     )
@@ -337,25 +351,8 @@ async def test_an_agents_own_module_problem_is_reported_under_it_once(stack: Sta
         "meta": {"name": "mcp-user", "description": "Needs a module we lack."},
         "tools": [{"module": "tool-mcp"}],
     }
-    files = {
-        "bundle.md": root([{"reply": "unused"}]),
-        **AGENTS,
-        "agents/mcp-user.md": f"---\n{json.dumps(broken)}\n---\nYou use MCP.\n".encode(),
-    }
-    text = (
-        files["bundle.md"].decode().replace('"include": [', f'"include": ["{NAMESPACE}:mcp-user", ')
-    )
-    files["bundle.md"] = text.encode()
-    imported = await stack.configs.ImportBundle(
-        config_service_pb2.ImportBundleRequest(
-            files=[
-                config_service_pb2.BundleFile(path=path, content=content)
-                for path, content in sorted(files.items())
-            ],
-            source_uri="git+https://example.invalid/team@main",
-        )
-    )
-    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    files = with_agent(root([{"reply": "unused"}]), "mcp-user", broken, "You use MCP.")
+    root_id = await import_team(stack, files)
     prepared = await stack.sessions.PrepareConfig(
         session_service_pb2.PrepareConfigRequest(config_id=root_id)
     )
@@ -392,31 +389,12 @@ async def test_an_agent_that_waits_for_approval_leaves_its_session_to_continue(
         "tools": [{"module": "tool-filesystem"}],
         "hooks": [{"module": "hooks-approval", "config": {"tools": ["write_file"]}}],
     }
-    bundle_text = (
-        root(
-            [
-                {"tool_calls": [delegate("scribe", "Write out.txt", context_depth="none")]},
-                {"reply": "ok"},
-            ]
-        )
-        .decode()
-        .replace('"include": [', f'"include": ["{NAMESPACE}:scribe", ')
-    )
-    files = {
-        "bundle.md": bundle_text.encode(),
-        **AGENTS,
-        "agents/scribe.md": f"---\n{json.dumps(writer)}\n---\nYou write.\n".encode(),
-    }
-    imported = await stack.configs.ImportBundle(
-        config_service_pb2.ImportBundleRequest(
-            files=[
-                config_service_pb2.BundleFile(path=path, content=content)
-                for path, content in sorted(files.items())
-            ],
-            source_uri="git+https://example.invalid/team@main",
-        )
-    )
-    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    script: list[dict[str, Any]] = [
+        {"tool_calls": [delegate("scribe", "Write out.txt", context_depth="none")]},
+        {"reply": "ok"},
+    ]
+    files = with_agent(root(script), "scribe", writer, "You write.")
+    root_id = await import_team(stack, files)
     created = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id=root_id, start=True)
     )
@@ -516,28 +494,12 @@ async def test_agents_work_in_the_files_of_the_session_that_started_them(stack: 
         ],
         "tools": [{"module": "tool-filesystem"}],
     }
-    bundle_text = (
-        root(
-            [{"tool_calls": [delegate("builder", "Build", context_depth="none")]}, {"reply": "ok"}]
-        )
-        .decode()
-        .replace('"include": [', f'"include": ["{NAMESPACE}:builder", ')
-    )
-    files = {
-        "bundle.md": bundle_text.encode(),
-        **AGENTS,
-        "agents/builder.md": f"---\n{json.dumps(builder)}\n---\nYou build.\n".encode(),
-    }
-    imported = await stack.configs.ImportBundle(
-        config_service_pb2.ImportBundleRequest(
-            files=[
-                config_service_pb2.BundleFile(path=path, content=content)
-                for path, content in sorted(files.items())
-            ],
-            source_uri="git+https://example.invalid/team@main",
-        )
-    )
-    root_id = next(c.config_id for c in imported.configs if c.name == NAMESPACE)
+    script: list[dict[str, Any]] = [
+        {"tool_calls": [delegate("builder", "Build", context_depth="none")]},
+        {"reply": "ok"},
+    ]
+    files = with_agent(root(script), "builder", builder, "You build.")
+    root_id = await import_team(stack, files)
     created = await stack.sessions.CreateSession(
         session_service_pb2.CreateSessionRequest(config_id=root_id, start=True)
     )
