@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
@@ -181,9 +182,9 @@ class SessionService:
             last_sequence=1 if announce else 0,
             ttl_seconds=ttl_seconds,
             delete_after_seconds=delete_after_seconds,
-            last_activity_time=now,
-            idle_expire_time=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
         )
+        # Creating it is its first activity: the same rule as every later write.
+        session = dataclasses.replace(session, **session.lifetime(now, session.status))
         stored = await first_response(
             lambda: self._store_new(
                 tenant_id, session, request_method, request_id, request_fingerprint, announce
