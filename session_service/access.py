@@ -17,6 +17,8 @@ _WRITE = (
     "SendMessage",
     "CancelTurn",
     "DecideApproval",
+    "ForkSession",
+    "RewindSession",
 )
 
 # DeleteSession (and any method added later without a line here) needs ADMIN: it erases a

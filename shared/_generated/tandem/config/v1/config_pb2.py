@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtandem/config/v1/config.proto\x12\x10tandem.config.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n\x06\x43onfig\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12!\n\x0cyaml_content\x18\x04 \x01(\tR\x0byamlContent\x12\x36\n\x04tags\x18\x05 \x03(\x0b\x32\".tandem.config.v1.Config.TagsEntryR\x04tags\x12\x1a\n\x08revision\x18\x06 \x01(\x03R\x08revision\x12\x12\n\x04\x65tag\x18\x07 \x01(\tR\x04\x65tag\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x39\n\x07summary\x18\n \x01(\x0b\x32\x1f.tandem.config.v1.BundleSummaryR\x07summary\x12\x30\n\x04kind\x18\x0b \x01(\x0e\x32\x1c.tandem.config.v1.ConfigKindR\x04kind\x12\x1c\n\tnamespace\x18\x0c \x01(\tR\tnamespace\x12\x12\n\x04path\x18\r \x01(\tR\x04path\x12\x1d\n\nsource_uri\x18\x0e \x01(\tR\tsourceUri\x12\x37\n\x08warnings\x18\x0f \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\x08warnings\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xac\x02\n\rBundleSummary\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\tproviders\x18\x04 \x03(\tR\tproviders\x12\x14\n\x05tools\x18\x05 \x03(\tR\x05tools\x12\x14\n\x05hooks\x18\x06 \x03(\tR\x05hooks\x12\x1a\n\x08includes\x18\x07 \x03(\tR\x08includes\x12\"\n\x0corchestrator\x18\x08 \x01(\tR\x0corchestrator\x12\x18\n\x07\x63ontext\x18\t \x01(\tR\x07\x63ontext\x12\'\n\x0fhas_instruction\x18\n \x01(\x08R\x0ehasInstruction\"\x9f\x01\n\tViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12\x12\n\x04line\x18\x02 \x01(\x05R\x04line\x12\x16\n\x06\x63olumn\x18\x03 \x01(\x05R\x06\x63olumn\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x36\n\x08severity\x18\x05 \x01(\x0e\x32\x1a.tandem.config.v1.SeverityR\x08severity\"\xfa\x01\n\x0c\x43onfigChange\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\x1c.tandem.config.v1.ChangeTypeR\x04type\x12\x1b\n\tconfig_id\x18\x03 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x04 \x01(\x03R\x08revision\x12\x12\n\x04\x65tag\x18\x05 \x01(\tR\x04\x65tag\x12\x12\n\x04name\x18\x06 \x01(\tR\x04name\x12;\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nchangeTime*q\n\nConfigKind\x12\x1b\n\x17\x43ONFIG_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONFIG_KIND_BUNDLE\x10\x01\x12\x15\n\x11\x43ONFIG_KIND_AGENT\x10\x02\x12\x17\n\x13\x43ONFIG_KIND_CONTEXT\x10\x03*V\n\nConfigView\x12\x1b\n\x17\x43ONFIG_VIEW_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONFIG_VIEW_BASIC\x10\x01\x12\x14\n\x10\x43ONFIG_VIEW_FULL\x10\x02*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*t\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtandem/config/v1/config.proto\x12\x10tandem.config.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x05\n\x06\x43onfig\x12\x1b\n\tconfig_id\x18\x01 \x01(\tR\x08\x63onfigId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12!\n\x0cyaml_content\x18\x04 \x01(\tR\x0byamlContent\x12\x36\n\x04tags\x18\x05 \x03(\x0b\x32\".tandem.config.v1.Config.TagsEntryR\x04tags\x12\x1a\n\x08revision\x18\x06 \x01(\x03R\x08revision\x12\x12\n\x04\x65tag\x18\x07 \x01(\tR\x04\x65tag\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x39\n\x07summary\x18\n \x01(\x0b\x32\x1f.tandem.config.v1.BundleSummaryR\x07summary\x12\x30\n\x04kind\x18\x0b \x01(\x0e\x32\x1c.tandem.config.v1.ConfigKindR\x04kind\x12\x1c\n\tnamespace\x18\x0c \x01(\tR\tnamespace\x12\x12\n\x04path\x18\r \x01(\tR\x04path\x12\x1d\n\nsource_uri\x18\x0e \x01(\tR\tsourceUri\x12\x37\n\x08warnings\x18\x0f \x03(\x0b\x32\x1b.tandem.config.v1.ViolationR\x08warnings\x12\x14\n\x05owner\x18\x10 \x01(\tR\x05owner\x12<\n\nvisibility\x18\x11 \x01(\x0e\x32\x1c.tandem.config.v1.VisibilityR\nvisibility\x12\x12\n\x04team\x18\x12 \x01(\tR\x04team\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xac\x02\n\rBundleSummary\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x1c\n\tproviders\x18\x04 \x03(\tR\tproviders\x12\x14\n\x05tools\x18\x05 \x03(\tR\x05tools\x12\x14\n\x05hooks\x18\x06 \x03(\tR\x05hooks\x12\x1a\n\x08includes\x18\x07 \x03(\tR\x08includes\x12\"\n\x0corchestrator\x18\x08 \x01(\tR\x0corchestrator\x12\x18\n\x07\x63ontext\x18\t \x01(\tR\x07\x63ontext\x12\'\n\x0fhas_instruction\x18\n \x01(\x08R\x0ehasInstruction\"\x9f\x01\n\tViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12\x12\n\x04line\x18\x02 \x01(\x05R\x04line\x12\x16\n\x06\x63olumn\x18\x03 \x01(\x05R\x06\x63olumn\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x36\n\x08severity\x18\x05 \x01(\x0e\x32\x1a.tandem.config.v1.SeverityR\x08severity\"\xfa\x01\n\x0c\x43onfigChange\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x30\n\x04type\x18\x02 \x01(\x0e\x32\x1c.tandem.config.v1.ChangeTypeR\x04type\x12\x1b\n\tconfig_id\x18\x03 \x01(\tR\x08\x63onfigId\x12\x1a\n\x08revision\x18\x04 \x01(\x03R\x08revision\x12\x12\n\x04\x65tag\x18\x05 \x01(\tR\x04\x65tag\x12\x12\n\x04name\x18\x06 \x01(\tR\x04name\x12;\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nchangeTime*i\n\nVisibility\x12\x1a\n\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x16\n\x12VISIBILITY_PRIVATE\x10\x01\x12\x13\n\x0fVISIBILITY_TEAM\x10\x02\x12\x12\n\x0eVISIBILITY_ORG\x10\x03*q\n\nConfigKind\x12\x1b\n\x17\x43ONFIG_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONFIG_KIND_BUNDLE\x10\x01\x12\x15\n\x11\x43ONFIG_KIND_AGENT\x10\x02\x12\x17\n\x13\x43ONFIG_KIND_CONTEXT\x10\x03*V\n\nConfigView\x12\x1b\n\x17\x43ONFIG_VIEW_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONFIG_VIEW_BASIC\x10\x01\x12\x14\n\x10\x43ONFIG_VIEW_FULL\x10\x02*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*t\n\nChangeType\x12\x1b\n\x17\x43HANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_TYPE_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_TYPE_UPDATED\x10\x02\x12\x17\n\x13\x43HANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONFIG_TAGSENTRY']._loaded_options = None
   _globals['_CONFIG_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_CONFIGKIND']._serialized_start=1461
-  _globals['_CONFIGKIND']._serialized_end=1574
-  _globals['_CONFIGVIEW']._serialized_start=1576
-  _globals['_CONFIGVIEW']._serialized_end=1662
-  _globals['_SEVERITY']._serialized_start=1664
-  _globals['_SEVERITY']._serialized_end=1742
-  _globals['_CHANGETYPE']._serialized_start=1744
-  _globals['_CHANGETYPE']._serialized_end=1860
+  _globals['_VISIBILITY']._serialized_start=1565
+  _globals['_VISIBILITY']._serialized_end=1670
+  _globals['_CONFIGKIND']._serialized_start=1672
+  _globals['_CONFIGKIND']._serialized_end=1785
+  _globals['_CONFIGVIEW']._serialized_start=1787
+  _globals['_CONFIGVIEW']._serialized_end=1873
+  _globals['_SEVERITY']._serialized_start=1875
+  _globals['_SEVERITY']._serialized_end=1953
+  _globals['_CHANGETYPE']._serialized_start=1955
+  _globals['_CHANGETYPE']._serialized_end=2071
   _globals['_CONFIG']._serialized_start=85
-  _globals['_CONFIG']._serialized_end=741
-  _globals['_CONFIG_TAGSENTRY']._serialized_start=686
-  _globals['_CONFIG_TAGSENTRY']._serialized_end=741
-  _globals['_BUNDLESUMMARY']._serialized_start=744
-  _globals['_BUNDLESUMMARY']._serialized_end=1044
-  _globals['_VIOLATION']._serialized_start=1047
-  _globals['_VIOLATION']._serialized_end=1206
-  _globals['_CONFIGCHANGE']._serialized_start=1209
-  _globals['_CONFIGCHANGE']._serialized_end=1459
+  _globals['_CONFIG']._serialized_end=845
+  _globals['_CONFIG_TAGSENTRY']._serialized_start=790
+  _globals['_CONFIG_TAGSENTRY']._serialized_end=845
+  _globals['_BUNDLESUMMARY']._serialized_start=848
+  _globals['_BUNDLESUMMARY']._serialized_end=1148
+  _globals['_VIOLATION']._serialized_start=1151
+  _globals['_VIOLATION']._serialized_end=1310
+  _globals['_CONFIGCHANGE']._serialized_start=1313
+  _globals['_CONFIGCHANGE']._serialized_end=1563
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,35 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Visibility:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Visibility.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VISIBILITY_UNSPECIFIED: _Visibility.ValueType  # 0
+    VISIBILITY_PRIVATE: _Visibility.ValueType  # 1
+    """Only the owner (and tenant admins)."""
+    VISIBILITY_TEAM: _Visibility.ValueType  # 2
+    """The owner's team."""
+    VISIBILITY_ORG: _Visibility.ValueType  # 3
+    """Everyone in the tenant."""
+
+class Visibility(_Visibility, metaclass=_VisibilityEnumTypeWrapper):
+    """Who sees a config or a session besides its owner. A caller sees what they own, what their
+    team shares (TEAM), and what their tenant shares (ORG); tenant admins see everything in
+    their tenant. Anything else is NOT_FOUND, exactly as if it did not exist.
+    """
+
+VISIBILITY_UNSPECIFIED: Visibility.ValueType  # 0
+VISIBILITY_PRIVATE: Visibility.ValueType  # 1
+"""Only the owner (and tenant admins)."""
+VISIBILITY_TEAM: Visibility.ValueType  # 2
+"""The owner's team."""
+VISIBILITY_ORG: Visibility.ValueType  # 3
+"""Everyone in the tenant."""
+Global___Visibility: _TypeAlias = Visibility  # noqa: Y015
+
 class _ConfigKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -151,6 +180,9 @@ class Config(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     SOURCE_URI_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     """Immutable. Chosen by the client on create, or generated."""
     name: _builtins.str
@@ -175,6 +207,16 @@ class Config(_message.Message):
     source_uri: _builtins.str
     """Output only. Where the package came from, as the importer said
     (`git+https://HOST/ORG/REPO@REF` or a folder name); recorded, never fetched.
+    """
+    owner: _builtins.str
+    """Output only. The subject that created the config (the caller's key or token subject)."""
+    visibility: Global___Visibility.ValueType
+    """Who else in the tenant sees the config. Unspecified on create: VISIBILITY_ORG. Only its
+    owner (or a tenant admin) may change it.
+    """
+    team: _builtins.str
+    """Output only. The owner's team when the config was created (from the caller's key or
+    token claims); what VISIBILITY_TEAM shares with.
     """
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -216,10 +258,13 @@ class Config(_message.Message):
         path: _builtins.str = ...,
         source_uri: _builtins.str = ...,
         warnings: _abc.Iterable[Global___Violation] | None = ...,
+        owner: _builtins.str = ...,
+        visibility: Global___Visibility.ValueType = ...,
+        team: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "kind", b"kind", "name", b"name", "namespace", b"namespace", "path", b"path", "revision", b"revision", "source_uri", b"source_uri", "summary", b"summary", "tags", b"tags", "update_time", b"update_time", "warnings", b"warnings", "yaml_content", b"yaml_content"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "kind", b"kind", "name", b"name", "namespace", b"namespace", "owner", b"owner", "path", b"path", "revision", b"revision", "source_uri", b"source_uri", "summary", b"summary", "tags", b"tags", "team", b"team", "update_time", b"update_time", "visibility", b"visibility", "warnings", b"warnings", "yaml_content", b"yaml_content"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from shared._generated.tandem.session.v1 import session_pb2 as tandem_dot_session_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etandem/session/v1/events.proto\x12\x11tandem.session.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1ftandem/session/v1/session.proto\"\x9f\t\n\x0cSessionEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x17\n\x07turn_id\x18\x02 \x01(\tR\x06turnId\x12\x39\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x43\n\x0cturn_started\x18\n \x01(\x0b\x32\x1e.tandem.session.v1.TurnStartedH\x00R\x0bturnStarted\x12\x46\n\rcontent_delta\x18\x0b \x01(\x0b\x32\x1f.tandem.session.v1.ContentDeltaH\x00R\x0c\x63ontentDelta\x12I\n\x0ethinking_delta\x18\x0c \x01(\x0b\x32 .tandem.session.v1.ThinkingDeltaH\x00R\rthinkingDelta\x12P\n\x11tool_call_started\x18\r \x01(\x0b\x32\".tandem.session.v1.ToolCallStartedH\x00R\x0ftoolCallStarted\x12V\n\x13tool_call_completed\x18\x0e \x01(\x0b\x32$.tandem.session.v1.ToolCallCompletedH\x00R\x11toolCallCompleted\x12\x30\n\x05usage\x18\x0f \x01(\x0b\x32\x18.tandem.session.v1.UsageH\x00R\x05usage\x12I\n\x0eturn_completed\x18\x10 \x01(\x0b\x32 .tandem.session.v1.TurnCompletedH\x00R\rturnCompleted\x12@\n\x0bturn_failed\x18\x11 \x01(\x0b\x32\x1d.tandem.session.v1.TurnFailedH\x00R\nturnFailed\x12I\n\x0eturn_cancelled\x18\x12 \x01(\x0b\x32 .tandem.session.v1.TurnCancelledH\x00R\rturnCancelled\x12\x46\n\ragent_started\x18\x13 \x01(\x0b\x32\x1f.tandem.session.v1.AgentStartedH\x00R\x0c\x61gentStarted\x12L\n\x0f\x61gent_completed\x18\x14 \x01(\x0b\x32!.tandem.session.v1.AgentCompletedH\x00R\x0e\x61gentCompleted\x12U\n\x12\x61pproval_requested\x18\x15 \x01(\x0b\x32$.tandem.session.v1.ApprovalRequestedH\x00R\x11\x61pprovalRequested\x12O\n\x10\x61pproval_decided\x18\x16 \x01(\x0b\x32\".tandem.session.v1.ApprovalDecidedH\x00R\x0f\x61pprovalDecided\x12L\n\x0fsession_created\x18\x17 \x01(\x0b\x32!.tandem.session.v1.SessionCreatedH\x00R\x0esessionCreatedB\x07\n\x05\x65vent\"k\n\x0bTurnStarted\x12=\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x0buserMessage\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"\"\n\x0c\x43ontentDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"#\n\rThinkingDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"n\n\x0fToolCallStarted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"h\n\x11ToolCallCompleted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x16\n\x06result\x18\x02 \x01(\tR\x06result\x12\x19\n\x08is_error\x18\x03 \x01(\x08R\x07isError\"\x81\x01\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\"f\n\rTurnCompleted\x12\x1f\n\x0bstop_reason\x18\x01 \x01(\tR\nstopReason\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x07message\"f\n\nTurnFailed\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12*\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusR\x06status\"l\n\rTurnCancelled\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x43\n\x0fpartial_message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x0epartialMessage\"\xa3\x01\n\x0c\x41gentStarted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x14\n\x05\x61gent\x18\x02 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\"\n\rchild_turn_id\x18\x04 \x01(\tR\x0b\x63hildTurnId\x12\x18\n\x07resumed\x18\x05 \x01(\x08R\x07resumed\"\xca\x01\n\x0e\x41gentCompleted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x14\n\x05\x61gent\x18\x02 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\"\n\rchild_turn_id\x18\x04 \x01(\tR\x0b\x63hildTurnId\x12\x18\n\x07outcome\x18\x05 \x01(\tR\x07outcome\x12#\n\rerror_message\x18\x06 \x01(\tR\x0c\x65rrorMessage\"\xad\x01\n\x11\x41pprovalRequested\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\"g\n\x0f\x41pprovalDecided\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x1a\n\x08\x61pproved\x18\x02 \x01(\x08R\x08\x61pproved\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"F\n\x0eSessionCreated\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32\x1a.tandem.session.v1.SessionR\x07sessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etandem/session/v1/events.proto\x12\x11tandem.session.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1ftandem/session/v1/session.proto\"\xaf\n\n\x0cSessionEvent\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x17\n\x07turn_id\x18\x02 \x01(\tR\x06turnId\x12\x39\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x43\n\x0cturn_started\x18\n \x01(\x0b\x32\x1e.tandem.session.v1.TurnStartedH\x00R\x0bturnStarted\x12\x46\n\rcontent_delta\x18\x0b \x01(\x0b\x32\x1f.tandem.session.v1.ContentDeltaH\x00R\x0c\x63ontentDelta\x12I\n\x0ethinking_delta\x18\x0c \x01(\x0b\x32 .tandem.session.v1.ThinkingDeltaH\x00R\rthinkingDelta\x12P\n\x11tool_call_started\x18\r \x01(\x0b\x32\".tandem.session.v1.ToolCallStartedH\x00R\x0ftoolCallStarted\x12V\n\x13tool_call_completed\x18\x0e \x01(\x0b\x32$.tandem.session.v1.ToolCallCompletedH\x00R\x11toolCallCompleted\x12\x30\n\x05usage\x18\x0f \x01(\x0b\x32\x18.tandem.session.v1.UsageH\x00R\x05usage\x12I\n\x0eturn_completed\x18\x10 \x01(\x0b\x32 .tandem.session.v1.TurnCompletedH\x00R\rturnCompleted\x12@\n\x0bturn_failed\x18\x11 \x01(\x0b\x32\x1d.tandem.session.v1.TurnFailedH\x00R\nturnFailed\x12I\n\x0eturn_cancelled\x18\x12 \x01(\x0b\x32 .tandem.session.v1.TurnCancelledH\x00R\rturnCancelled\x12\x46\n\ragent_started\x18\x13 \x01(\x0b\x32\x1f.tandem.session.v1.AgentStartedH\x00R\x0c\x61gentStarted\x12L\n\x0f\x61gent_completed\x18\x14 \x01(\x0b\x32!.tandem.session.v1.AgentCompletedH\x00R\x0e\x61gentCompleted\x12U\n\x12\x61pproval_requested\x18\x15 \x01(\x0b\x32$.tandem.session.v1.ApprovalRequestedH\x00R\x11\x61pprovalRequested\x12O\n\x10\x61pproval_decided\x18\x16 \x01(\x0b\x32\".tandem.session.v1.ApprovalDecidedH\x00R\x0f\x61pprovalDecided\x12L\n\x0fsession_created\x18\x17 \x01(\x0b\x32!.tandem.session.v1.SessionCreatedH\x00R\x0esessionCreated\x12L\n\x0fsession_rewound\x18\x18 \x01(\x0b\x32!.tandem.session.v1.SessionRewoundH\x00R\x0esessionRewound\x12@\n\x0bturn_queued\x18\x19 \x01(\x0b\x32\x1d.tandem.session.v1.TurnQueuedH\x00R\nturnQueuedB\x07\n\x05\x65vent\"k\n\x0bTurnStarted\x12=\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x0buserMessage\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"\"\n\x0c\x43ontentDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"#\n\rThinkingDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"n\n\x0fToolCallStarted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"h\n\x11ToolCallCompleted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x16\n\x06result\x18\x02 \x01(\tR\x06result\x12\x19\n\x08is_error\x18\x03 \x01(\x08R\x07isError\"\x81\x01\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\"f\n\rTurnCompleted\x12\x1f\n\x0bstop_reason\x18\x01 \x01(\tR\nstopReason\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x07message\"f\n\nTurnFailed\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12*\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusR\x06status\"l\n\rTurnCancelled\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x43\n\x0fpartial_message\x18\x02 \x01(\x0b\x32\x1a.tandem.session.v1.MessageR\x0epartialMessage\"\xa3\x01\n\x0c\x41gentStarted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x14\n\x05\x61gent\x18\x02 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\"\n\rchild_turn_id\x18\x04 \x01(\tR\x0b\x63hildTurnId\x12\x18\n\x07resumed\x18\x05 \x01(\x08R\x07resumed\"\xca\x01\n\x0e\x41gentCompleted\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x14\n\x05\x61gent\x18\x02 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x03 \x01(\tR\tsessionId\x12\"\n\rchild_turn_id\x18\x04 \x01(\tR\x0b\x63hildTurnId\x12\x18\n\x07outcome\x18\x05 \x01(\tR\x07outcome\x12#\n\rerror_message\x18\x06 \x01(\tR\x0c\x65rrorMessage\"\xad\x01\n\x11\x41pprovalRequested\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\x12;\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\"g\n\x0f\x41pprovalDecided\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x1a\n\x08\x61pproved\x18\x02 \x01(\x08R\x08\x61pproved\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"F\n\x0eSessionCreated\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32\x1a.tandem.session.v1.SessionR\x07session\"\x80\x01\n\x0eSessionRewound\x12\"\n\rto_message_id\x18\x01 \x01(\tR\x0btoMessageId\x12\x1f\n\x0bto_sequence\x18\x02 \x01(\x03R\ntoSequence\x12)\n\x10removed_messages\x18\x03 \x01(\x03R\x0fremovedMessages\"A\n\nTurnQueued\x12\x17\n\x07turn_id\x18\x01 \x01(\tR\x06turnId\x12\x1a\n\x08position\x18\x02 \x01(\x03R\x08positionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.session.v1.events_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONEVENT']._serialized_start=145
-  _globals['_SESSIONEVENT']._serialized_end=1328
-  _globals['_TURNSTARTED']._serialized_start=1330
-  _globals['_TURNSTARTED']._serialized_end=1437
-  _globals['_CONTENTDELTA']._serialized_start=1439
-  _globals['_CONTENTDELTA']._serialized_end=1473
-  _globals['_THINKINGDELTA']._serialized_start=1475
-  _globals['_THINKINGDELTA']._serialized_end=1510
-  _globals['_TOOLCALLSTARTED']._serialized_start=1512
-  _globals['_TOOLCALLSTARTED']._serialized_end=1622
-  _globals['_TOOLCALLCOMPLETED']._serialized_start=1624
-  _globals['_TOOLCALLCOMPLETED']._serialized_end=1728
-  _globals['_USAGE']._serialized_start=1731
-  _globals['_USAGE']._serialized_end=1860
-  _globals['_TURNCOMPLETED']._serialized_start=1862
-  _globals['_TURNCOMPLETED']._serialized_end=1964
-  _globals['_TURNFAILED']._serialized_start=1966
-  _globals['_TURNFAILED']._serialized_end=2068
-  _globals['_TURNCANCELLED']._serialized_start=2070
-  _globals['_TURNCANCELLED']._serialized_end=2178
-  _globals['_AGENTSTARTED']._serialized_start=2181
-  _globals['_AGENTSTARTED']._serialized_end=2344
-  _globals['_AGENTCOMPLETED']._serialized_start=2347
-  _globals['_AGENTCOMPLETED']._serialized_end=2549
-  _globals['_APPROVALREQUESTED']._serialized_start=2552
-  _globals['_APPROVALREQUESTED']._serialized_end=2725
-  _globals['_APPROVALDECIDED']._serialized_start=2727
-  _globals['_APPROVALDECIDED']._serialized_end=2830
-  _globals['_SESSIONCREATED']._serialized_start=2832
-  _globals['_SESSIONCREATED']._serialized_end=2902
+  _globals['_SESSIONEVENT']._serialized_end=1472
+  _globals['_TURNSTARTED']._serialized_start=1474
+  _globals['_TURNSTARTED']._serialized_end=1581
+  _globals['_CONTENTDELTA']._serialized_start=1583
+  _globals['_CONTENTDELTA']._serialized_end=1617
+  _globals['_THINKINGDELTA']._serialized_start=1619
+  _globals['_THINKINGDELTA']._serialized_end=1654
+  _globals['_TOOLCALLSTARTED']._serialized_start=1656
+  _globals['_TOOLCALLSTARTED']._serialized_end=1766
+  _globals['_TOOLCALLCOMPLETED']._serialized_start=1768
+  _globals['_TOOLCALLCOMPLETED']._serialized_end=1872
+  _globals['_USAGE']._serialized_start=1875
+  _globals['_USAGE']._serialized_end=2004
+  _globals['_TURNCOMPLETED']._serialized_start=2006
+  _globals['_TURNCOMPLETED']._serialized_end=2108
+  _globals['_TURNFAILED']._serialized_start=2110
+  _globals['_TURNFAILED']._serialized_end=2212
+  _globals['_TURNCANCELLED']._serialized_start=2214
+  _globals['_TURNCANCELLED']._serialized_end=2322
+  _globals['_AGENTSTARTED']._serialized_start=2325
+  _globals['_AGENTSTARTED']._serialized_end=2488
+  _globals['_AGENTCOMPLETED']._serialized_start=2491
+  _globals['_AGENTCOMPLETED']._serialized_end=2693
+  _globals['_APPROVALREQUESTED']._serialized_start=2696
+  _globals['_APPROVALREQUESTED']._serialized_end=2869
+  _globals['_APPROVALDECIDED']._serialized_start=2871
+  _globals['_APPROVALDECIDED']._serialized_end=2974
+  _globals['_SESSIONCREATED']._serialized_start=2976
+  _globals['_SESSIONCREATED']._serialized_end=3046
+  _globals['_SESSIONREWOUND']._serialized_start=3049
+  _globals['_SESSIONREWOUND']._serialized_end=3177
+  _globals['_TURNQUEUED']._serialized_start=3179
+  _globals['_TURNQUEUED']._serialized_end=3244
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,8 @@ class SessionEvent(_message.Message):
     APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
     APPROVAL_DECIDED_FIELD_NUMBER: _builtins.int
     SESSION_CREATED_FIELD_NUMBER: _builtins.int
+    SESSION_REWOUND_FIELD_NUMBER: _builtins.int
+    TURN_QUEUED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per session, strictly increasing and gap-free."""
     turn_id: _builtins.str
@@ -75,6 +77,10 @@ class SessionEvent(_message.Message):
     def approval_decided(self) -> Global___ApprovalDecided: ...
     @_builtins.property
     def session_created(self) -> Global___SessionCreated: ...
+    @_builtins.property
+    def session_rewound(self) -> Global___SessionRewound: ...
+    @_builtins.property
+    def turn_queued(self) -> Global___TurnQueued: ...
     def __init__(
         self,
         *,
@@ -95,12 +101,14 @@ class SessionEvent(_message.Message):
         approval_requested: Global___ApprovalRequested | None = ...,
         approval_decided: Global___ApprovalDecided | None = ...,
         session_created: Global___SessionCreated | None = ...,
+        session_rewound: Global___SessionRewound | None = ...,
+        turn_queued: Global___TurnQueued | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "session_created", b"session_created", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "session_created", b"session_created", "session_rewound", b"session_rewound", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_queued", b"turn_queued", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "session_created", b"session_created", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_completed", b"agent_completed", "agent_started", b"agent_started", "approval_decided", b"approval_decided", "approval_requested", b"approval_requested", "content_delta", b"content_delta", "event", b"event", "event_time", b"event_time", "sequence", b"sequence", "session_created", b"session_created", "session_rewound", b"session_rewound", "thinking_delta", b"thinking_delta", "tool_call_completed", b"tool_call_completed", "tool_call_started", b"tool_call_started", "turn_cancelled", b"turn_cancelled", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_id", b"turn_id", "turn_queued", b"turn_queued", "turn_started", b"turn_started", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed", "approval_requested", "approval_decided", "session_created"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["turn_started", "content_delta", "thinking_delta", "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed", "turn_cancelled", "agent_started", "agent_completed", "approval_requested", "approval_decided", "session_created", "session_rewound", "turn_queued"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -499,3 +507,61 @@ class SessionCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionCreated: _TypeAlias = SessionCreated  # noqa: Y015
+
+@_typing.final
+class SessionRewound(_message.Message):
+    """RewindSession removed the transcript after to_message_id; belongs to no turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TO_SEQUENCE_FIELD_NUMBER: _builtins.int
+    REMOVED_MESSAGES_FIELD_NUMBER: _builtins.int
+    to_message_id: _builtins.str
+    to_sequence: _builtins.int
+    """The Message.sequence of that message: later turns see the transcript up to it."""
+    removed_messages: _builtins.int
+    """How many messages left the transcript."""
+    def __init__(
+        self,
+        *,
+        to_message_id: _builtins.str = ...,
+        to_sequence: _builtins.int = ...,
+        removed_messages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed_messages", b"removed_messages", "to_message_id", b"to_message_id", "to_sequence", b"to_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRewound: _TypeAlias = SessionRewound  # noqa: Y015
+
+@_typing.final
+class TurnQueued(_message.Message):
+    """First event of a SendMessage stream whose turn waits behind another (IF_BUSY_ENQUEUE,
+    or INTERRUPT and ROLLBACK while the running turn stops). Sent to that stream only, never
+    stored: the turn's own events follow once it starts, TurnStarted first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn that will run."""
+    position: _builtins.int
+    """How many turns run before it, the running one included."""
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnQueued: _TypeAlias = TurnQueued  # noqa: Y015

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from shared._generated.tandem.config.v1 import config_pb2 as tandem_dot_config_dot_v1_dot_config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftandem/session/v1/session.proto\x12\x11tandem.session.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x07\n\x07Session\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n\tconfig_id\x18\x02 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x03 \x01(\x03R\x0e\x63onfigRevision\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32 .tandem.session.v1.SessionStatusR\x06status\x12#\n\rerror_message\x18\x05 \x01(\tR\x0c\x65rrorMessage\x12#\n\rmessage_count\x18\x06 \x01(\x03R\x0cmessageCount\x12#\n\rlast_sequence\x18\x07 \x01(\x03R\x0clastSequence\x12$\n\x0e\x61\x63tive_turn_id\x18\x08 \x01(\tR\x0c\x61\x63tiveTurnId\x12\x38\n\x04tags\x18\t \x03(\x0b\x32$.tandem.session.v1.Session.TagsEntryR\x04tags\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x12\n\x04\x65tag\x18\x0c \x01(\tR\x04\x65tag\x12*\n\x11parent_session_id\x18\r \x01(\tR\x0fparentSessionId\x12\x14\n\x05\x61gent\x18\x0e \x01(\tR\x05\x61gent\x12!\n\x0c\x64isplay_name\x18\x0f \x01(\tR\x0b\x64isplayName\x12+\n\x03ttl\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12;\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12<\n\x0c\x64\x65lete_after\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0b\x64\x65leteAfter\x12;\n\x0b\x64\x65lete_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ndeleteTime\x12+\n\x11\x63ompletion_reason\x18\x14 \x01(\tR\x10\x63ompletionReason\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"g\n\x08ToolCall\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\xbf\x02\n\x07Message\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x17.tandem.session.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x03 \x01(\tR\x07\x63ontent\x12:\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1b.tandem.session.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\x05 \x01(\tR\ntoolCallId\x12\x1a\n\x08sequence\x18\x06 \x01(\x03R\x08sequence\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x17\n\x07turn_id\x18\x08 \x01(\tR\x06turnId*\xbe\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x03\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x04\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x05*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftandem/session/v1/session.proto\x12\x11tandem.session.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtandem/config/v1/config.proto\"\x9e\t\n\x07Session\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n\tconfig_id\x18\x02 \x01(\tR\x08\x63onfigId\x12\'\n\x0f\x63onfig_revision\x18\x03 \x01(\x03R\x0e\x63onfigRevision\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32 .tandem.session.v1.SessionStatusR\x06status\x12#\n\rerror_message\x18\x05 \x01(\tR\x0c\x65rrorMessage\x12#\n\rmessage_count\x18\x06 \x01(\x03R\x0cmessageCount\x12#\n\rlast_sequence\x18\x07 \x01(\x03R\x0clastSequence\x12$\n\x0e\x61\x63tive_turn_id\x18\x08 \x01(\tR\x0c\x61\x63tiveTurnId\x12\x38\n\x04tags\x18\t \x03(\x0b\x32$.tandem.session.v1.Session.TagsEntryR\x04tags\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x12\n\x04\x65tag\x18\x0c \x01(\tR\x04\x65tag\x12*\n\x11parent_session_id\x18\r \x01(\tR\x0fparentSessionId\x12\x14\n\x05\x61gent\x18\x0e \x01(\tR\x05\x61gent\x12!\n\x0c\x64isplay_name\x18\x0f \x01(\tR\x0b\x64isplayName\x12+\n\x03ttl\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x03ttl\x12;\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12<\n\x0c\x64\x65lete_after\x18\x12 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0b\x64\x65leteAfter\x12;\n\x0b\x64\x65lete_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ndeleteTime\x12+\n\x11\x63ompletion_reason\x18\x14 \x01(\tR\x10\x63ompletionReason\x12\x14\n\x05owner\x18\x15 \x01(\tR\x05owner\x12<\n\nvisibility\x18\x16 \x01(\x0e\x32\x1c.tandem.config.v1.VisibilityR\nvisibility\x12\x12\n\x04team\x18\x17 \x01(\tR\x04team\x12>\n\x0b\x66orked_from\x18\x18 \x01(\x0b\x32\x1d.tandem.session.v1.ForkedFromR\nforkedFrom\x12\x1c\n\toverrides\x18\x19 \x01(\tR\toverrides\x12!\n\x0cqueued_turns\x18\x1a \x01(\x03R\x0bqueuedTurns\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"G\n\nForkedFrom\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\"g\n\x08ToolCall\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\xbf\x02\n\x07Message\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x17.tandem.session.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x03 \x01(\tR\x07\x63ontent\x12:\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1b.tandem.session.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\x05 \x01(\tR\ntoolCallId\x12\x1a\n\x08sequence\x18\x06 \x01(\x03R\x08sequence\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x17\n\x07turn_id\x18\x08 \x01(\tR\x06turnId*\xbe\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_CREATED\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x03\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x04\x12\x1d\n\x19SESSION_STATUS_TERMINATED\x10\x05*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_TAGSENTRY']._loaded_options = None
   _globals['_SESSION_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATUS']._serialized_start=1499
-  _globals['_SESSIONSTATUS']._serialized_end=1689
-  _globals['_ROLE']._serialized_start=1691
-  _globals['_ROLE']._serialized_end=1786
-  _globals['_SESSION']._serialized_start=120
-  _globals['_SESSION']._serialized_end=1069
-  _globals['_SESSION_TAGSENTRY']._serialized_start=1014
-  _globals['_SESSION_TAGSENTRY']._serialized_end=1069
-  _globals['_TOOLCALL']._serialized_start=1071
-  _globals['_TOOLCALL']._serialized_end=1174
-  _globals['_MESSAGE']._serialized_start=1177
-  _globals['_MESSAGE']._serialized_end=1496
+  _globals['_SESSIONSTATUS']._serialized_start=1836
+  _globals['_SESSIONSTATUS']._serialized_end=2026
+  _globals['_ROLE']._serialized_start=2028
+  _globals['_ROLE']._serialized_end=2123
+  _globals['_SESSION']._serialized_start=151
+  _globals['_SESSION']._serialized_end=1333
+  _globals['_SESSION_TAGSENTRY']._serialized_start=1278
+  _globals['_SESSION_TAGSENTRY']._serialized_end=1333
+  _globals['_FORKEDFROM']._serialized_start=1335
+  _globals['_FORKEDFROM']._serialized_end=1406
+  _globals['_TOOLCALL']._serialized_start=1408
+  _globals['_TOOLCALL']._serialized_end=1511
+  _globals['_MESSAGE']._serialized_start=1514
+  _globals['_MESSAGE']._serialized_end=1833
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from shared._generated.tandem.config.v1 import config_pb2 as _config_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -111,6 +112,12 @@ class Session(_message.Message):
     DELETE_AFTER_FIELD_NUMBER: _builtins.int
     DELETE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETION_REASON_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    FORKED_FROM_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    QUEUED_TURNS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Immutable. Chosen by the client on create, or generated."""
     config_id: _builtins.str
@@ -140,6 +147,18 @@ class Session(_message.Message):
     """
     completion_reason: _builtins.str
     """Output only. Why the session ended, when the service ended it: IDLE_TIMEOUT."""
+    owner: _builtins.str
+    """Output only. The subject that created the session."""
+    visibility: _config_pb2.Visibility.ValueType
+    """Who else in the tenant sees the session. Unspecified on create: VISIBILITY_PRIVATE."""
+    team: _builtins.str
+    """Output only. The owner's team when the session was created."""
+    overrides: _builtins.str
+    """Output only. The bundle fragment (YAML) composed last over the prepared config for this
+    session, as given to CreateSession; empty when none.
+    """
+    queued_turns: _builtins.int
+    """Output only. Turns waiting to run after the active one (SendMessage if_busy ENQUEUE)."""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -172,6 +191,10 @@ class Session(_message.Message):
         delete_after).
         """
 
+    @_builtins.property
+    def forked_from(self) -> Global___ForkedFrom:
+        """Output only. Set on a session made by ForkSession: where its transcript came from."""
+
     def __init__(
         self,
         *,
@@ -195,14 +218,45 @@ class Session(_message.Message):
         delete_after: _duration_pb2.Duration | None = ...,
         delete_time: _timestamp_pb2.Timestamp | None = ...,
         completion_reason: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        visibility: _config_pb2.Visibility.ValueType = ...,
+        team: _builtins.str = ...,
+        forked_from: Global___ForkedFrom | None = ...,
+        overrides: _builtins.str = ...,
+        queued_turns: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "expire_time", b"expire_time", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "expire_time", b"expire_time", "forked_from", b"forked_from", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "agent", b"agent", "completion_reason", b"completion_reason", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "display_name", b"display_name", "error_message", b"error_message", "etag", b"etag", "expire_time", b"expire_time", "last_sequence", b"last_sequence", "message_count", b"message_count", "parent_session_id", b"parent_session_id", "session_id", b"session_id", "status", b"status", "tags", b"tags", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_turn_id", b"active_turn_id", "agent", b"agent", "completion_reason", b"completion_reason", "config_id", b"config_id", "config_revision", b"config_revision", "create_time", b"create_time", "delete_after", b"delete_after", "delete_time", b"delete_time", "display_name", b"display_name", "error_message", b"error_message", "etag", b"etag", "expire_time", b"expire_time", "forked_from", b"forked_from", "last_sequence", b"last_sequence", "message_count", b"message_count", "overrides", b"overrides", "owner", b"owner", "parent_session_id", b"parent_session_id", "queued_turns", b"queued_turns", "session_id", b"session_id", "status", b"status", "tags", b"tags", "team", b"team", "ttl", b"ttl", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class ForkedFrom(_message.Message):
+    """The session and the point in its transcript a fork was taken from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    sequence: _builtins.int
+    """The Message.sequence of the last message copied."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkedFrom: _TypeAlias = ForkedFrom  # noqa: Y015
 
 @_typing.final
 class ToolCall(_message.Message):

@@ -56,6 +56,8 @@ class CreateSessionRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     DELETE_AFTER_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
     config_id: _builtins.str
     config_revision: _builtins.int
     """0 for the latest revision; the session stays pinned to the one it gets."""
@@ -67,6 +69,14 @@ class CreateSessionRequest(_message.Message):
     """Create the session directly ACTIVE."""
     display_name: _builtins.str
     """Optional; at most 256 characters, no control characters."""
+    overrides: _builtins.str
+    """Optional. A bundle fragment (YAML, the shape of a bundle document without an
+    instruction) composed last over the prepared config, by the same rules as includes: for
+    example a different default_model, a tool removed, or extra context. Validated like a
+    bundle; problems are located under "overrides".
+    """
+    visibility: _config_pb2.Visibility.ValueType
+    """Optional. Unspecified: VISIBILITY_PRIVATE."""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -93,10 +103,12 @@ class CreateSessionRequest(_message.Message):
         display_name: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
         delete_after: _duration_pb2.Duration | None = ...,
+        overrides: _builtins.str = ...,
+        visibility: _config_pb2.Visibility.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delete_after", b"delete_after", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "delete_after", b"delete_after", "display_name", b"display_name", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "delete_after", b"delete_after", "display_name", b"display_name", "overrides", b"overrides", "request_id", b"request_id", "session_id", b"session_id", "start", b"start", "tags", b"tags", "ttl", b"ttl", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,12 +389,47 @@ class SendMessageRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _IfBusy:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _IfBusyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SendMessageRequest._IfBusy.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        IF_BUSY_UNSPECIFIED: SendMessageRequest._IfBusy.ValueType  # 0
+        IF_BUSY_REJECT: SendMessageRequest._IfBusy.ValueType  # 1
+        """FAILED_PRECONDITION (TURN_IN_PROGRESS) naming the running turn."""
+        IF_BUSY_ENQUEUE: SendMessageRequest._IfBusy.ValueType  # 2
+        """The turn runs after the ones before it, in order, on whichever replica ends the turn
+        ahead of it. The stream opens with TurnQueued and follows the session until this
+        turn ends. Stored, so it survives the client leaving and a replica dying.
+        """
+        IF_BUSY_INTERRUPT: SendMessageRequest._IfBusy.ValueType  # 3
+        """Cancels the running turn (its partial reply is kept, as CancelTurn does), then runs."""
+        IF_BUSY_ROLLBACK: SendMessageRequest._IfBusy.ValueType  # 4
+        """Cancels the running turn and removes its messages from the transcript, then runs."""
+
+    class IfBusy(_IfBusy, metaclass=_IfBusyEnumTypeWrapper): ...
+    IF_BUSY_UNSPECIFIED: SendMessageRequest.IfBusy.ValueType  # 0
+    IF_BUSY_REJECT: SendMessageRequest.IfBusy.ValueType  # 1
+    """FAILED_PRECONDITION (TURN_IN_PROGRESS) naming the running turn."""
+    IF_BUSY_ENQUEUE: SendMessageRequest.IfBusy.ValueType  # 2
+    """The turn runs after the ones before it, in order, on whichever replica ends the turn
+    ahead of it. The stream opens with TurnQueued and follows the session until this
+    turn ends. Stored, so it survives the client leaving and a replica dying.
+    """
+    IF_BUSY_INTERRUPT: SendMessageRequest.IfBusy.ValueType  # 3
+    """Cancels the running turn (its partial reply is kept, as CancelTurn does), then runs."""
+    IF_BUSY_ROLLBACK: SendMessageRequest.IfBusy.ValueType  # 4
+    """Cancels the running turn and removes its messages from the transcript, then runs."""
+
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     CONFIG_ID_FIELD_NUMBER: _builtins.int
     CONFIG_REVISION_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    IF_BUSY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session the turn runs in."""
     content: _builtins.str
@@ -400,6 +447,10 @@ class SendMessageRequest(_message.Message):
     """
     config_revision: _builtins.int
     """With config_id: 0 for the latest revision; the session stays pinned to the one it gets."""
+    overrides: _builtins.str
+    """With config_id: a bundle fragment composed over the config, as CreateSession.overrides."""
+    if_busy: Global___SendMessageRequest.IfBusy.ValueType
+    """What happens when the session already runs a turn. Unspecified: IF_BUSY_REJECT."""
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
         """Key/values for this turn only: rendered after the instruction, never stored."""
@@ -413,14 +464,104 @@ class SendMessageRequest(_message.Message):
         context: _struct_pb2.Struct | None = ...,
         config_id: _builtins.str = ...,
         config_revision: _builtins.int = ...,
+        overrides: _builtins.str = ...,
+        if_busy: Global___SendMessageRequest.IfBusy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "content", b"content", "context", b"context", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_id", b"config_id", "config_revision", b"config_revision", "content", b"content", "context", b"context", "if_busy", b"if_busy", "overrides", b"overrides", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class ForkSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    NEW_SESSION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session to fork."""
+    at_sequence: _builtins.int
+    """The Message.sequence of the last message the fork keeps; 0: the end. While a turn runs,
+    the end is the last message of the last finished turn. A point that leaves a tool call
+    without its result is INVALID_ARGUMENT.
+    """
+    new_session_id: _builtins.str
+    """Optional id of the new session; generated when empty."""
+    request_id: _builtins.str
+    """A repeat with the same id returns the first response and writes nothing."""
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Tags of the new session."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        at_sequence: _builtins.int = ...,
+        new_session_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_sequence", b"at_sequence", "new_session_id", b"new_session_id", "request_id", b"request_id", "session_id", b"session_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkSessionRequest: _TypeAlias = ForkSessionRequest  # noqa: Y015
+
+@_typing.final
+class RewindSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    to_message_id: _builtins.str
+    """The last message kept; every later message leaves the transcript."""
+    etag: _builtins.str
+    """Optional; when set, must match the session's etag (ABORTED otherwise)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        to_message_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "session_id", b"session_id", "to_message_id", b"to_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewindSessionRequest: _TypeAlias = RewindSessionRequest  # noqa: Y015
 
 @_typing.final
 class StreamEventsRequest(_message.Message):

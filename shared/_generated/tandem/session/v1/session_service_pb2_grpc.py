@@ -113,6 +113,16 @@ class SessionServiceStub:
                 request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.SerializeToString,
                 response_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.FromString,
                 _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/tandem.session.v1.SessionService/ForkSession',
+                request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=tandem_dot_session_dot_v1_dot_session__pb2.Session.FromString,
+                _registered_method=True)
+        self.RewindSession = channel.unary_unary(
+                '/tandem.session.v1.SessionService/RewindSession',
+                request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.RewindSessionRequest.SerializeToString,
+                response_deserializer=tandem_dot_session_dot_v1_dot_session__pb2.Session.FromString,
+                _registered_method=True)
         self.PrepareConfig = channel.unary_unary(
                 '/tandem.session.v1.SessionService/PrepareConfig',
                 request_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.PrepareConfigRequest.SerializeToString,
@@ -226,6 +236,22 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkSession(self, request, context):
+        """A new session with this one's transcript up to a point, its pinned config revision and
+        overrides, and a copy of its workspace. Its event log starts at 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewindSession(self, request, context):
+        """Removes the transcript after a message from what later turns see; the event log keeps
+        everything and records SessionRewound. Refused while a turn runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PrepareConfig(self, request, context):
         """Dry run: what a session prepared from this config would get.
         """
@@ -310,6 +336,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.DecideApproval,
                     request_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.FromString,
                     response_serializer=tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.ForkSessionRequest.FromString,
+                    response_serializer=tandem_dot_session_dot_v1_dot_session__pb2.Session.SerializeToString,
+            ),
+            'RewindSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewindSession,
+                    request_deserializer=tandem_dot_session_dot_v1_dot_session__service__pb2.RewindSessionRequest.FromString,
+                    response_serializer=tandem_dot_session_dot_v1_dot_session__pb2.Session.SerializeToString,
             ),
             'PrepareConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.PrepareConfig,
@@ -723,6 +759,60 @@ class SessionService:
             '/tandem.session.v1.SessionService/DecideApproval',
             tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalRequest.SerializeToString,
             tandem_dot_session_dot_v1_dot_session__service__pb2.DecideApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.session.v1.SessionService/ForkSession',
+            tandem_dot_session_dot_v1_dot_session__service__pb2.ForkSessionRequest.SerializeToString,
+            tandem_dot_session_dot_v1_dot_session__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewindSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.session.v1.SessionService/RewindSession',
+            tandem_dot_session_dot_v1_dot_session__service__pb2.RewindSessionRequest.SerializeToString,
+            tandem_dot_session_dot_v1_dot_session__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,14 @@ class SessionServiceStub:
     such call of the turn is decided, the turn resumes on this replica. A call that is not
     waiting (unknown, or decided already) is FAILED_PRECONDITION.
     """
+    ForkSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ForkSessionRequest, _session_pb2.Session]
+    """A new session with this one's transcript up to a point, its pinned config revision and
+    overrides, and a copy of its workspace. Its event log starts at 1.
+    """
+    RewindSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.RewindSessionRequest, _session_pb2.Session]
+    """Removes the transcript after a message from what later turns see; the event log keeps
+    everything and records SessionRewound. Refused while a turn runs.
+    """
     PrepareConfig: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.PrepareConfigRequest, _session_service_pb2.PrepareConfigResponse]
     """Dry run: what a session prepared from this config would get."""
 
@@ -101,6 +109,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
     such call of the turn is decided, the turn resumes on this replica. A call that is not
     waiting (unknown, or decided already) is FAILED_PRECONDITION.
+    """
+    ForkSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ForkSessionRequest, _session_pb2.Session]  # type: ignore[assignment]
+    """A new session with this one's transcript up to a point, its pinned config revision and
+    overrides, and a copy of its workspace. Its event log starts at 1.
+    """
+    RewindSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.RewindSessionRequest, _session_pb2.Session]  # type: ignore[assignment]
+    """Removes the transcript after a message from what later turns see; the event log keeps
+    everything and records SessionRewound. Refused while a turn runs.
     """
     PrepareConfig: _aio.UnaryUnaryMultiCallable[_session_service_pb2.PrepareConfigRequest, _session_service_pb2.PrepareConfigResponse]  # type: ignore[assignment]
     """Dry run: what a session prepared from this config would get."""
@@ -225,6 +241,26 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Approves or denies a tool call its turn paused for (ApprovalRequested). Once every
         such call of the turn is decided, the turn resumes on this replica. A call that is not
         waiting (unknown, or decided already) is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ForkSession(
+        self,
+        request: _session_service_pb2.ForkSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.Session, _abc.Awaitable[_session_pb2.Session]]:
+        """A new session with this one's transcript up to a point, its pinned config revision and
+        overrides, and a copy of its workspace. Its event log starts at 1.
+        """
+
+    @_abc_1.abstractmethod
+    def RewindSession(
+        self,
+        request: _session_service_pb2.RewindSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.Session, _abc.Awaitable[_session_pb2.Session]]:
+        """Removes the transcript after a message from what later turns see; the event log keeps
+        everything and records SessionRewound. Refused while a turn runs.
         """
 
     @_abc_1.abstractmethod
