@@ -85,6 +85,12 @@ class MessageRepo(Protocol):
     async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
         """The message at sequence, if there is one."""
 
+    async def remove_after(self, tenant_id: str, session_id: str, sequence: int) -> int:
+        """Removes the messages after sequence from the transcript; returns how many.
+
+        The caller holds the session's row lock. The event log keeps what they said.
+        """
+
 
 class TurnRepo(Protocol):
     """Turns of sessions."""

@@ -504,6 +504,17 @@ class MessageRepository:
         row = result.first()
         return None if row is None else _message(row)
 
+    async def remove_after(self, tenant_id: str, session_id: str, sequence: int) -> int:
+        """Removes the messages after sequence from the transcript; returns how many."""
+        result = await self._session.execute(
+            delete(_MESSAGES).where(
+                _MESSAGES.c.tenant_id == tenant_id,
+                _MESSAGES.c.session_id == session_id,
+                _MESSAGES.c.sequence > sequence,
+            )
+        )
+        return _rowcount(result)
+
 
 def _turn(row: Any) -> Turn:
     return Turn(

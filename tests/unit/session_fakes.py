@@ -248,6 +248,17 @@ class FakeMessageRepo:
     async def at(self, tenant_id: str, session_id: str, sequence: int) -> Message | None:
         return self._unit.work.messages.get((tenant_id, session_id, sequence))
 
+    async def remove_after(self, tenant_id: str, session_id: str, sequence: int) -> int:
+        self._unit.writing()
+        doomed = [
+            key
+            for key in self._unit.work.messages
+            if key[:2] == (tenant_id, session_id) and key[2] > sequence
+        ]
+        for key in doomed:
+            del self._unit.work.messages[key]
+        return len(doomed)
+
 
 class FakeTurnRepo:
     """Turns in a unit's working copy."""
