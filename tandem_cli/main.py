@@ -937,6 +937,12 @@ def chat(
 
 def _end_of_turn(events: list[Event], *, exit_on_failure: bool = True) -> None:
     last = events[-1] if events else None
+    if last is not None and last.kind == "turn_cancelled" and exit_on_failure:
+        # A script must not take a stopped reply for a whole one: cancelled here (Ctrl-C)
+        # or by anyone else, the turn was interrupted.
+        reason = f": {last.reason}" if last.reason else ""
+        err.print(Text(f"error: the turn was cancelled{reason}"))
+        raise Exit(EXIT_INTERRUPTED)
     if last is None or last.kind != "turn_failed":
         return
     if last.error is not None:

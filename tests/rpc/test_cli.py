@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.support.pair import Stack
 from tests.support.turns import bundle
 
@@ -266,6 +267,30 @@ async def test_chat_once_prints_the_plain_reply_in_a_pipe(stack: Stack, tmp_path
     code, _, stderr = await tandem(stack, "sessions", "terminate", session_id)
     assert code == 6, stderr
     assert "error: FAILED_PRECONDITION" in stderr
+
+
+async def test_chat_once_exits_130_when_its_turn_is_cancelled(stack: Stack, tmp_path: Path) -> None:
+    document = tmp_path / "slow.yaml"
+    slow = bundle({"reply": "word " * 200, "delay_ms": 50}).replace('"turns"', '"slow"')
+    document.write_text(slow)
+    await ok(stack, "apply", "-f", str(document), "--name", "slow")
+    chatting = asyncio.create_task(tandem(stack, "chat", "slow", "--once", "hi"))
+    # Someone else stops the turn once it has streamed some of its reply.
+    async with asyncio.timeout(30):
+        while True:
+            listed = await stack.sessions.ListSessions(session_service_pb2.ListSessionsRequest())
+            running = [s for s in listed.sessions if s.active_turn_id and s.last_sequence > 2]
+            if running:
+                break
+            await asyncio.sleep(0.1)
+    await stack.sessions.CancelTurn(
+        session_service_pb2.CancelTurnRequest(session_id=running[0].session_id)
+    )
+    code, stdout, stderr = await chatting
+    assert code == 130, stderr
+    assert "error: the turn was cancelled" in stderr
+    # What had streamed is still printed: the reply was cut, not lost.
+    assert stdout.startswith("word")
 
 
 async def test_each_error_class_has_its_exit_code(stack: Stack, tmp_path: Path) -> None:
