@@ -18,6 +18,7 @@ from session_service.prepare.modules import ModuleRegistry
 from session_service.prepare.preparer import ModuleReach, Preparer
 from session_service.prepare.watcher import ConfigWatcher, WatchState
 from session_service.servicer import SERVICE_NAME, SessionServicer
+from session_service.sessions.forks import SessionForks
 from session_service.sessions.service import SessionLifetimes, SessionService
 from session_service.settings import SessionServiceSettings
 from session_service.storage import migrate
@@ -25,8 +26,9 @@ from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments, observe_gauges
 from session_service.turns.agents import AgentLimits
 from session_service.turns.engine import TurnRunner
+from session_service.turns.retention import EventRetention
 from session_service.turns.service import TurnOptions, TurnService
-from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, TurnSignals
+from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, Deadlines, TurnSignals
 from session_service.turns.sweeper import DeadlineSweeper
 from session_service.turns.writer import WriterOptions
 from shared._generated.tandem.config.v1 import config_service_pb2, config_service_pb2_grpc
@@ -132,7 +134,6 @@ async def build(
         workspaces,
         SessionLifetimes(
             default_ttl=settings.session_ttl_seconds,
-            max_ttl=settings.session_ttl_max_seconds,
             default_delete_after=settings.session_delete_after_seconds,
         ),
     )
@@ -155,7 +156,9 @@ async def build(
     signals = TurnSignals(cancels_heard)
     runner = TurnRunner(
         unit_of_work,
-        lambda tenant, config_id, revision: preparer.prepare(tenant, config_id, revision, None),
+        lambda tenant, config_id, revision, overrides: preparer.prepare(
+            tenant, config_id, revision, None, overrides=overrides, for_turn=True
+        ),
         signals,
         WriterOptions(
             flush_seconds=settings.event_flush_seconds,
@@ -175,8 +178,14 @@ async def build(
         unit_of_work,
         runner,
         signals,
-        TurnOptions(lease_seconds=settings.turn_lease_seconds, policies=keys.policy),
+        TurnOptions(
+            lease_seconds=settings.turn_lease_seconds,
+            policies=keys.policy,
+            max_queued_turns=settings.turn_queue_max,
+        ),
     )
+    # A session read that fails an abandoned turn may begin the queued one after it.
+    service.start_queued = turns.start_queued
     closers: list[Callable[[], Awaitable[None]]] = []
     if postgres:
         for listener in listeners:
@@ -213,7 +222,28 @@ async def build(
         idle_seconds=settings.session_sweep_seconds,
     )
     session_sweeper.start()
-    servicer = SessionServicer(service, turns)
+    sweepers = [sweeper, session_sweeper]
+    if settings.event_retention:
+        retention = EventRetention(unit_of_work, settings.event_retention)
+        compactor = DeadlineSweeper(
+            "event-compactor",
+            retention.compact,
+            retention.next_due,
+            # Nothing notes a due log here: turns end days before their deltas fall due, so
+            # the periodic pass finds them in time.
+            Deadlines(),
+            idle_seconds=settings.event_retention_sweep_seconds,
+        )
+        compactor.start()
+        sweepers.append(compactor)
+    forks = SessionForks(
+        unit_of_work,
+        policies=keys.policy,
+        workspaces=workspaces,
+        signals=signals,
+        deadlines=service.deadlines,
+    )
+    servicer = SessionServicer(service, turns, forks)
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: session_service_pb2_grpc.add_SessionServiceServicer_to_server(
@@ -241,8 +271,7 @@ async def build(
         finishers=[runner.shutdown],
         closers=[
             *closers,
-            sweeper.stop,
-            session_sweeper.stop,
+            *(each.stop for each in sweepers),
             watcher.stop,
             close_channel,
             lambda: dispose_engine(engine),

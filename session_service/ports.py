@@ -19,10 +19,12 @@ from typing import Protocol
 
 from session_service.sessions.model import Message, Session
 from session_service.turns.model import Approval, ApprovalStatus, Event, Turn, TurnStatus
+from session_service.turns.queue import QueuedTurn
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
 from shared.transaction import Transaction
+from shared.visibility import Viewer
 
 
 class SessionRepo(Protocol):
@@ -64,11 +66,16 @@ class SessionRepo(Protocol):
         conditions: Sequence[Condition],
         after: tuple[str, str] | None,
         limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Session]:
-        """Sessions matching conditions, oldest first, after the (create_time, id) position."""
+        """Sessions matching conditions (and visible to viewer, when given), oldest first,
+        after the (create_time, id) position."""
 
-    async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        """How many sessions match conditions."""
+    async def count(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        """How many sessions match conditions (and are visible to viewer, when given)."""
 
 
 class MessageRepo(Protocol):
@@ -159,6 +166,23 @@ class EventRepo(Protocol):
     async def at(self, tenant_id: str, session_id: str, sequence: int) -> Event | None:
         """The event at sequence, if there is one."""
 
+    async def compact(self, tenant_id: str, session_id: str, through: int) -> int:
+        """Removes the deltas up to through and marks the log compacted that far.
+
+        Returns how many events went. The session's compacted_through moves, and nothing
+        else of it: compaction is neither activity nor a new version.
+        """
+
+    async def compactable(self, ended_before: datetime, limit: int) -> list[tuple[str, str, int]]:
+        """(tenant, session, last sequence) of logs, of any tenant, with turns to compact.
+
+        The last sequence is that of the session's latest turn that ended before
+        ended_before; its deltas and those of every earlier turn are due.
+        """
+
+    async def next_compactable(self) -> datetime | None:
+        """When the earliest finished turn whose deltas are still kept ended, if any did."""
+
 
 class ApprovalRepo(Protocol):
     """Tool calls waiting turns paused for, and the decisions on them."""
@@ -203,6 +227,28 @@ class RateRepo(Protocol):
         """Stores the bucket's new state."""
 
 
+class QueueRepo(Protocol):
+    """Turns waiting behind their session's active turn (the caller holds its row lock)."""
+
+    async def add(self, tenant_id: str, entry: QueuedTurn) -> None:
+        """Stores entry at its position; a request_id the session's queue holds is
+        AlreadyExists."""
+
+    async def entries(self, tenant_id: str, session_id: str) -> list[QueuedTurn]:
+        """The session's queue, head first."""
+
+    async def by_request(
+        self, tenant_id: str, session_id: str, request_id: str
+    ) -> QueuedTurn | None:
+        """The queued turn a request_id asked for, if it still waits."""
+
+    async def remove(self, tenant_id: str, session_id: str, position: int) -> None:
+        """Takes one entry out of the queue."""
+
+    async def clear(self, tenant_id: str, session_id: str) -> int:
+        """Drops the session's whole queue; returns how many entries went."""
+
+
 class SessionUoW(Transaction, Protocol):
     """One SessionService transaction and the repositories that work inside it."""
 
@@ -233,6 +279,10 @@ class SessionUoW(Transaction, Protocol):
     @property
     def approvals(self) -> ApprovalRepo:
         """Approvals of waiting turns."""
+
+    @property
+    def queue(self) -> QueueRepo:
+        """Turns waiting behind the active one."""
 
 
 class SessionUoWFactory(Protocol):

@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, empty_pb2
 from ruamel.yaml import YAML
 
 from session_service.prepare.model import PreparationFailed, PreparedBundle
+from session_service.sessions.forks import SessionForks
 from session_service.sessions.model import (
     Message,
     Role,
@@ -29,6 +30,7 @@ from session_service.turns.model import (
     Event,
     EventBody,
     SessionCreated,
+    SessionRewound,
     ThinkingDelta,
     ToolCallCompleted,
     ToolCallStarted,
@@ -38,6 +40,7 @@ from session_service.turns.model import (
     TurnStarted,
     Usage,
 )
+from session_service.turns.queue import IfBusy
 from session_service.turns.service import TurnService, check_content
 from shared._generated.tandem.config.v1 import config_pb2
 from shared._generated.tandem.session.v1 import (
@@ -52,6 +55,7 @@ from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
 from shared.tenancy import caller_tenant
+from shared.visibility import Visibility
 
 SERVICE_NAME: str = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
@@ -96,6 +100,11 @@ def session_pb(session: Session) -> session_pb2.Session:
         update_time=timestamp(session.update_time),
         etag=session.etag,
         completion_reason=session.completion_reason,
+        queued_turns=session.queued_turns,
+        overrides=session.overrides,
+        owner=session.owner,
+        visibility=_VISIBILITY_PB[session.visibility],
+        team=session.team,
     )
     # Set only when there is one: an unset field means no limit (or no deadline).
     if session.ttl_seconds:
@@ -106,7 +115,31 @@ def session_pb(session: Session) -> session_pb2.Session:
         wire.expire_time.CopyFrom(timestamp(session.idle_expire_time))
     if session.delete_time is not None:
         wire.delete_time.CopyFrom(timestamp(session.delete_time))
+    if session.forked_from_session_id:
+        wire.forked_from.session_id = session.forked_from_session_id
+        wire.forked_from.sequence = session.forked_from_sequence
     return wire
+
+
+_VISIBILITY_PB = {
+    Visibility.PRIVATE: config_pb2.VISIBILITY_PRIVATE,
+    Visibility.TEAM: config_pb2.VISIBILITY_TEAM,
+    Visibility.ORG: config_pb2.VISIBILITY_ORG,
+}
+_VISIBILITY: dict[int, Visibility] = {int(n): v for v, n in _VISIBILITY_PB.items()}
+
+
+def _visibility(number: int) -> Visibility | None:
+    """CreateSessionRequest.visibility; None when unspecified, INVALID_ARGUMENT when unknown."""
+    if number == config_pb2.VISIBILITY_UNSPECIFIED:
+        return None
+    if number not in _VISIBILITY:
+        raise InvalidArgument(
+            "visibility must be VISIBILITY_PRIVATE, VISIBILITY_TEAM or VISIBILITY_ORG.",
+            reason="INVALID_VISIBILITY",
+            violations=[FieldViolation("visibility", f"unknown value {number}")],
+        )
+    return _VISIBILITY[number]
 
 
 def _seconds(value: duration_pb2.Duration, given: bool) -> float | None:
@@ -242,6 +275,16 @@ def _session_created(wire: events_pb2.SessionEvent, body: SessionCreated) -> Non
     wire.session_created.session.CopyFrom(session_pb(body.session))
 
 
+def _session_rewound(wire: events_pb2.SessionEvent, body: SessionRewound) -> None:
+    wire.session_rewound.CopyFrom(
+        events_pb2.SessionRewound(
+            to_message_id=body.to_message_id,
+            to_sequence=body.to_sequence,
+            removed_messages=body.removed_messages,
+        )
+    )
+
+
 # Each function takes the body type it is filed under.
 EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any], None]] = {
     TurnStarted: _turn_started,
@@ -258,6 +301,7 @@ EVENT_BODY_PB: Mapping[type[EventBody], Callable[[events_pb2.SessionEvent, Any],
     ApprovalRequested: _approval_requested,
     ApprovalDecided: _approval_decided,
     SessionCreated: _session_created,
+    SessionRewound: _session_rewound,
 }
 
 
@@ -317,6 +361,29 @@ def prepared_pb(bundle: PreparedBundle) -> session_service_pb2.PrepareConfigResp
     )
 
 
+_IF_BUSY: dict[int, IfBusy] = {
+    session_service_pb2.SendMessageRequest.IF_BUSY_UNSPECIFIED: IfBusy.REJECT,
+    session_service_pb2.SendMessageRequest.IF_BUSY_REJECT: IfBusy.REJECT,
+    session_service_pb2.SendMessageRequest.IF_BUSY_ENQUEUE: IfBusy.ENQUEUE,
+    session_service_pb2.SendMessageRequest.IF_BUSY_INTERRUPT: IfBusy.INTERRUPT,
+    session_service_pb2.SendMessageRequest.IF_BUSY_ROLLBACK: IfBusy.ROLLBACK,
+}
+
+
+def _if_busy(value: int) -> IfBusy:
+    """SendMessageRequest.if_busy → domain; a value this server does not know is refused."""
+    found = _IF_BUSY.get(value)
+    if found is None:
+        raise InvalidArgument(
+            f"if_busy {value} is not a known strategy.",
+            reason="INVALID_IF_BUSY",
+            violations=[
+                FieldViolation("if_busy", "must be REJECT, ENQUEUE, INTERRUPT or ROLLBACK")
+            ],
+        )
+    return found
+
+
 def _check_send_target(request: session_service_pb2.SendMessageRequest) -> None:
     """Exactly one of session_id and config_id; config_revision only with config_id."""
     if request.session_id and request.config_id:
@@ -341,6 +408,13 @@ def _check_send_target(request: session_service_pb2.SendMessageRequest) -> None:
             "config_revision is only for a new session (with config_id).",
             reason="SESSION_OR_CONFIG",
             violations=[FieldViolation("config_revision", "must be 0 when session_id is given")],
+        )
+    if request.overrides and not request.config_id:
+        # A session's overrides are fixed when it is made; a turn cannot change them.
+        raise InvalidArgument(
+            "overrides are only for a new session (with config_id).",
+            reason="SESSION_OR_CONFIG",
+            violations=[FieldViolation("overrides", "must be empty when session_id is given")],
         )
 
 
@@ -372,9 +446,10 @@ def refused_pb(
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     """Maps SessionService RPCs onto the session domain."""
 
-    def __init__(self, service: SessionService, turns: TurnService) -> None:
+    def __init__(self, service: SessionService, turns: TurnService, forks: SessionForks) -> None:
         self._service = service
         self._turns = turns
+        self._forks = forks
 
     async def CreateSession(
         self, request: session_service_pb2.CreateSessionRequest, context: Context
@@ -392,6 +467,8 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             time_remaining=context.time_remaining(),
             ttl=_seconds(request.ttl, request.HasField("ttl")),
             delete_after=_seconds(request.delete_after, request.HasField("delete_after")),
+            overrides=request.overrides,
+            visibility=_visibility(request.visibility),
         )
         return session_pb(created)
 
@@ -494,6 +571,31 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             messages=[message_pb(m) for m in page.items], next_page_token=page.next_page_token
         )
 
+    async def ForkSession(
+        self, request: session_service_pb2.ForkSessionRequest, context: Context
+    ) -> session_pb2.Session:
+        session_id = required(request.session_id, "session_id")
+        check_count(request.tags, "tags", MAX_TAGS, "tags")
+        forked = await self._forks.fork(
+            caller_tenant(),
+            session_id,
+            at_sequence=request.at_sequence,
+            new_session_id=request.new_session_id,
+            request_id=request.request_id,
+            tags=dict(request.tags),
+        )
+        return session_pb(forked)
+
+    async def RewindSession(
+        self, request: session_service_pb2.RewindSessionRequest, context: Context
+    ) -> session_pb2.Session:
+        session_id = required(request.session_id, "session_id")
+        to_message_id = required(request.to_message_id, "to_message_id")
+        rewound = await self._forks.rewind(
+            caller_tenant(), session_id, to_message_id, etag=request.etag
+        )
+        return session_pb(rewound)
+
     async def PrepareConfig(
         self, request: session_service_pb2.PrepareConfigRequest, context: Context
     ) -> session_service_pb2.PrepareConfigResponse:
@@ -533,6 +635,7 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
                 time_remaining=context.time_remaining(),
                 announce=True,
                 request_method=ONE_CALL_METHOD,
+                overrides=request.overrides,
             )
             session_id = created.session_id
         accepted = await self._turns.send(
@@ -541,11 +644,25 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
             request.content,
             request_id=request.request_id,
             turn_context=turn_context,
+            if_busy=_if_busy(request.if_busy),
         )
+        if accepted.queued_ahead:
+            yield events_pb2.SessionEvent(
+                turn_id=accepted.turn_id,
+                turn_queued=events_pb2.TurnQueued(
+                    turn_id=accepted.turn_id, position=accepted.queued_ahead
+                ),
+            )
         # A new session's turn is its first, so its stream from 0 is SessionCreated, then
         # the turn: nothing else can be written to a session no one else knew of.
         after = 0 if request.config_id else accepted.after_sequence
-        async for event in self._turns.events(tenant, session_id, after, turn_id=accepted.turn_id):
+        async for event in self._turns.events(
+            tenant,
+            session_id,
+            after,
+            turn_id=accepted.turn_id,
+            only_turn=accepted.queued_ahead > 0,
+        ):
             yield event_pb(event)
 
     async def StreamEvents(

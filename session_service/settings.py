@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from session_service.prepare.egress import DEFAULT_EGRESS_ALLOW
 from session_service.tool_policy import BashPolicy, ToolPolicy, WebPolicy
@@ -39,6 +40,8 @@ class SessionServiceSettings(ServiceSettings):
     # A running turn renews its lease every third of this; a turn whose replica died is
     # failed by the next request on its session once the lease has run out.
     turn_lease_seconds: float = Field(default=15.0, gt=0)
+    # Turns a session may hold queued behind its active one (SendMessage if_busy).
+    turn_queue_max: int = Field(default=8, gt=0)
     # Text deltas are written in batches: at most this long after they arrive ...
     event_flush_seconds: float = Field(default=0.025, gt=0)
     # ... or as soon as this many are waiting.
@@ -78,15 +81,32 @@ class SessionServiceSettings(ServiceSettings):
     approval_sweep_seconds: float = Field(default=30.0, gt=0)
     # Session lifetimes (seconds, 0: none). A session idle (no turn, message or lifecycle
     # change) for its ttl is COMPLETED with IDLE_TIMEOUT; one that ended is deleted, with its
-    # workspace, delete_after later. CreateSession may ask for its own, ttl at most the max.
+    # workspace, delete_after later. CreateSession may ask for its own, ttl at most the
+    # tenant's quota (TANDEM_QUOTA_SESSION_TTL_MAX_SECONDS, or its key-file entry).
     session_ttl_seconds: float = Field(default=0.0, ge=0)
-    session_ttl_max_seconds: float = Field(default=0.0, ge=0)
     session_delete_after_seconds: float = Field(default=0.0, ge=0)
     # The lifetime sweeper sleeps until the next deadline it knows of; deadlines other
     # replicas set (or that turns moved) are picked up within this long.
     session_sweep_seconds: float = Field(default=30.0, gt=0)
+    # Event retention (TANDEM_EVENT_RETENTION, seconds or an ISO 8601 duration such as P7D;
+    # 0: keep every event). The deltas of turns that ended longer ago than this are removed
+    # from the event log; the transcript keeps their text. Checked every sweep period.
+    event_retention: timedelta = Field(default=timedelta(0), ge=timedelta(0))
+    event_retention_sweep_seconds: float = Field(default=300.0, gt=0)
     # Hosts provider modules may connect to (`host`, `host:port`, `host:*`, globs).
     egress_allow: str = DEFAULT_EGRESS_ALLOW
+
+    @field_validator("event_retention", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # Environment variables are text: "3600" means seconds, as it does in every other
+        # TANDEM_*_SECONDS setting; ISO 8601 ("P7D") is taken as it is.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
 
     def workspaces(self) -> Workspaces:
         """The session workspaces and the extra roots tools may reach."""

@@ -31,7 +31,7 @@ from tandem_client.models import (
     Session,
     ValidationResult,
 )
-from tandem_client.streams import chat_events, config_changes, session_events
+from tandem_client.streams import chat_events, config_changes, if_busy_value, session_events
 from tandem_client.transport import Metadata, Transport, new_request_id
 
 _VIEW = {
@@ -462,6 +462,39 @@ class AsyncSessions:
         )
         return await self._session("ResumeSession", request)
 
+    async def fork(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int = 0,
+        new_session_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Session:
+        """A new ACTIVE session with the transcript up to at_sequence (0: the end), the same
+        config revision and a copy of the files (ForkSession).
+
+        A request_id is generated when none is given, so a retry returns the first fork.
+        """
+        request = session_service_pb2.ForkSessionRequest(
+            session_id=session_id,
+            at_sequence=at_sequence,
+            new_session_id=new_session_id,
+            tags=tags or {},
+            request_id=request_id or new_request_id(),
+        )
+        return await self._session("ForkSession", request, retry=True)
+
+    async def rewind(self, session_id: str, to_message_id: str, *, etag: str = "") -> Session:
+        """Removes the messages after to_message_id from what later turns see (RewindSession).
+
+        Not retried: a repeat would find the session changed (give the etag to be sure).
+        """
+        request = session_service_pb2.RewindSessionRequest(
+            session_id=session_id, to_message_id=to_message_id, etag=etag
+        )
+        return await self._session("RewindSession", request)
+
     async def append_message(self, session_id: str, content: str, *, role: str = "USER") -> Message:
         """Adds a message to the transcript without running a turn (AppendMessage).
 
@@ -504,14 +537,25 @@ class AsyncSessions:
         *,
         request_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        if_busy: str = "reject",
     ) -> AsyncGenerator[Event, None]:
         """Runs a turn (SendMessage) and yields its events through its terminal event.
 
         After a dropped connection or a draining server it resumes on its own from the last
         sequence it yielded, so no event is lost or repeated. A request_id is generated when
-        none is given: a retry before the first event re-attaches to the same turn.
+        none is given: a retry before the first event re-attaches to the same turn. if_busy
+        ("reject", "enqueue", "interrupt", "rollback") says what happens while another turn
+        of the session runs.
         """
-        return chat_events(self._t, session_id, content, request_id or new_request_id(), context)
+        if_busy_value(if_busy)  # an unknown strategy fails here, not at the first event
+        return chat_events(
+            self._t,
+            session_id,
+            content,
+            request_id or new_request_id(),
+            context,
+            if_busy=if_busy,
+        )
 
     def chat_new(
         self,
@@ -546,10 +590,21 @@ class AsyncSessions:
         *,
         request_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        if_busy: str = "reject",
     ) -> AsyncGenerator[Event, None]:
-        """SendMessage's events as one stream, without resuming: a drop raises Unavailable."""
+        """SendMessage's events as one stream, without resuming: a drop raises Unavailable.
+
+        if_busy as for chat().
+        """
+        if_busy_value(if_busy)
         return chat_events(
-            self._t, session_id, content, request_id or new_request_id(), context, resume=False
+            self._t,
+            session_id,
+            content,
+            request_id or new_request_id(),
+            context,
+            resume=False,
+            if_busy=if_busy,
         )
 
     async def reply(

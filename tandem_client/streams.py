@@ -23,6 +23,14 @@ from tandem_client.models import ConfigChange, Event
 from tandem_client.transport import Transport, backoff
 
 
+def if_busy_value(name: str) -> session_service_pb2.SendMessageRequest.IfBusy.ValueType:
+    """SendMessageRequest.if_busy for a strategy's name (ValueError for an unknown one)."""
+    key = f"IF_BUSY_{name.upper()}"
+    if key not in session_service_pb2.SendMessageRequest.IfBusy.keys():  # noqa: SIM118
+        raise ValueError(f"if_busy must be reject, enqueue, interrupt or rollback, not {name!r}")
+    return session_service_pb2.SendMessageRequest.IfBusy.Value(key)
+
+
 async def chat_events(
     transport: Transport,
     session_id: str,
@@ -33,11 +41,15 @@ async def chat_events(
     resume: bool = True,
     config_id: str = "",
     config_revision: int = 0,
+    if_busy: str = "reject",
 ) -> AsyncGenerator[Event, None]:
     """The events of the turn SendMessage starts, up to and including its terminal event.
 
     With config_id (and no session_id) SendMessage first makes the session: its
-    session_created event comes first, and names the session a resume follows.
+    session_created event comes first, and names the session a resume follows. if_busy
+    ("reject", "enqueue", "interrupt" or "rollback") says what happens while the session
+    runs another turn; a queued turn's stream yields its own events once it starts (the
+    server's turn_queued notice, which is not logged, is not yielded).
     """
     request = session_service_pb2.SendMessageRequest(
         session_id=session_id,
@@ -45,6 +57,7 @@ async def chat_events(
         request_id=request_id,
         config_id=config_id,
         config_revision=config_revision,
+        if_busy=if_busy_value(if_busy),
     )
     if context is not None:
         request.context.CopyFrom(_struct(context))

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
 from shared.identifiers import check_id, tag_violations
+from shared.visibility import Visibility, visibility_named
 
 
 class Status(Enum):
@@ -136,6 +137,23 @@ class Session:
     idle_expire_time: datetime | None = None
     delete_time: datetime | None = None
     completion_reason: str = ""
+    # Turns waiting in the session's queue behind its active one (SendMessage if_busy).
+    queued_turns: int = 0
+    # Event retention compacted the deltas of every turn up to this sequence: a replay must
+    # start after it. Only compaction moves it; it is no activity and no new version.
+    compacted_through: int = 0
+    # Set on a session ForkSession made: the session and the Message.sequence it was cut at.
+    forked_from_session_id: str = ""
+    forked_from_sequence: int = 0
+    # The bundle fragment composed last over the config for this session (CreateSession
+    # overrides), as given; "" for none. It never changes, and every preparation of the
+    # session's bundle (turns, agents, resume with upgrade_config) passes it.
+    overrides: str = ""
+    # Who created it (the caller's subject) and their team then, and who else sees it. Set
+    # at create only; a child session takes its parent's.
+    owner: str = ""
+    visibility: Visibility = Visibility.PRIVATE
+    team: str = ""
 
     @property
     def etag(self) -> str:
@@ -227,6 +245,23 @@ class Session:
         self.refuse_during_turn("append a message to")
         return self._written(now, message_count=message.sequence)
 
+    def check_rewind(self) -> None:
+        """A transcript is cut back only in an open session, between turns."""
+        if self.status not in OPEN_STATUSES:
+            raise wrong_status(
+                self,
+                "CREATED or ACTIVE",
+                "only CREATED or ACTIVE sessions can be rewound.",
+                "SESSION_CLOSED",
+            )
+        self.refuse_during_turn("rewind")
+
+    def rewound(self, to_sequence: int, event_sequence: int, now: datetime) -> Session:
+        """The session after its transcript was cut back to to_sequence between turns, with
+        the event that records it at event_sequence; new messages continue after the cut."""
+        self.check_rewind()
+        return self._written(now, message_count=to_sequence, last_sequence=event_sequence)
+
     def check_turn_can_begin(self) -> None:
         """Turns run only in ACTIVE sessions, one at a time."""
         if self.status is not Status.ACTIVE:
@@ -234,12 +269,36 @@ class Session:
         if self.active_turn_id:
             raise turn_in_progress(self)
 
-    def turn_begun(self, turn_id: str, sequence: int, message_count: int, now: datetime) -> Session:
-        """The session running turn_id, whose first event takes sequence."""
+    def turn_begun(
+        self,
+        turn_id: str,
+        sequence: int,
+        message_count: int,
+        now: datetime,
+        *,
+        dequeued: bool = False,
+    ) -> Session:
+        """The session running turn_id, whose first event takes sequence (dequeued: the
+        turn waited in the session's queue, and leaves it)."""
         self.check_turn_can_begin()
         return self._written(
-            now, active_turn_id=turn_id, last_sequence=sequence, message_count=message_count
+            now,
+            active_turn_id=turn_id,
+            last_sequence=sequence,
+            message_count=message_count,
+            queued_turns=self.queued_turns - 1 if dequeued else self.queued_turns,
         )
+
+    def turn_queued(self, now: datetime) -> Session:
+        """The session with one more turn waiting behind its active one (ACTIVE only)."""
+        if self.status is not Status.ACTIVE:
+            raise session_not_active(self)
+        return self._written(now, queued_turns=self.queued_turns + 1)
+
+    def turn_rolled_back(self, to_sequence: int, event_sequence: int, now: datetime) -> Session:
+        """The session after the turn that just ended left the transcript (if_busy ROLLBACK):
+        it is cut back to to_sequence, and event_sequence records the cut."""
+        return self._written(now, message_count=to_sequence, last_sequence=event_sequence)
 
     def turn_written(
         self,
@@ -363,6 +422,13 @@ def session_to_json(session: Session) -> dict[str, object]:
         "idle_expire_time": _time_json(session.idle_expire_time),
         "delete_time": _time_json(session.delete_time),
         "completion_reason": session.completion_reason,
+        "queued_turns": session.queued_turns,
+        "forked_from_session_id": session.forked_from_session_id,
+        "forked_from_sequence": session.forked_from_sequence,
+        "overrides": session.overrides,
+        "owner": session.owner,
+        "visibility": session.visibility.value,
+        "team": session.team,
     }
 
 
@@ -400,6 +466,17 @@ def session_from_json(data: Mapping[str, Any]) -> Session:
         idle_expire_time=_time_from_json(data.get("idle_expire_time")),
         delete_time=_time_from_json(data.get("delete_time")),
         completion_reason=data.get("completion_reason", ""),
+        # Absent from responses recorded before turns could be queued.
+        queued_turns=int(data.get("queued_turns", 0)),
+        # Absent from responses recorded before forks existed.
+        forked_from_session_id=data.get("forked_from_session_id", ""),
+        forked_from_sequence=int(data.get("forked_from_sequence", 0)),
+        # Absent from responses recorded before sessions had overrides.
+        overrides=data.get("overrides", ""),
+        # Absent from responses recorded before visibility: such sessions are the tenant's.
+        owner=data.get("owner", ""),
+        visibility=visibility_named(data.get("visibility", "ORG")),
+        team=data.get("team", ""),
     )
 
 

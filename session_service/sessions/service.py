@@ -7,13 +7,14 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.prepare.model import PreparedBundle
+from session_service.prepare.overrides import InvalidOverrides
 from session_service.sessions.model import (
     ENDING_TRANSITIONS,
     Message,
@@ -30,15 +31,18 @@ from session_service.sessions.model import (
     session_from_json,
     session_to_json,
 )
-from session_service.turns.model import Event, SessionCreated, TurnStatus
+from session_service.turns import log
+from session_service.turns.model import TurnStatus
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.turns.signals import Deadlines
 from session_service.workspace import Workspaces
 from shared.clock import utcnow
 from shared.errors import (
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PreconditionViolation,
 )
 from shared.idempotency import check_request_id, fingerprint, first_response
 from shared.listing import (
@@ -51,6 +55,7 @@ from shared.listing import (
     parse_filter,
 )
 from shared.quotas import PolicyLookup, check_count, unlimited
+from shared.visibility import Visibility, caller
 
 FILTER_FIELDS = ("config_id", "status", "parent_session_id", "agent")
 FILTER_PREFIXES = ("tags.",)
@@ -62,13 +67,13 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SessionLifetimes:
-    """How long sessions live: the defaults CreateSession applies, and the ttl ceiling.
+    """How long sessions live: the defaults CreateSession applies (the ceiling on ttl is a
+    per-tenant quota).
 
-    All in seconds; 0 is none (no idle limit, never deleted, no ceiling).
+    All in seconds; 0 is none (no idle limit, never deleted).
     """
 
     default_ttl: float = 0.0
-    max_ttl: float = 0.0
     default_delete_after: float = 0.0
 
 
@@ -76,8 +81,33 @@ class PreparesBundles(Protocol):
     """Turns (config, revision) into a prepared bundle, from cache or from ConfigService."""
 
     async def prepare(
-        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
+        self,
+        tenant_id: str,
+        config_id: str,
+        revision: int,
+        time_remaining: float | None,
+        *,
+        overrides: str = "",
     ) -> PreparedBundle: ...
+
+
+def visible(found: Session | None, session_id: str) -> Session:
+    """found, when it exists and the caller may see it; otherwise exactly the NOT_FOUND an
+    unknown id gets. Every read and write of a session on a caller's behalf passes here."""
+    if found is None or not caller().may_see(found.owner, found.visibility, found.team):
+        raise session_not_found(session_id)
+    return found
+
+
+async def visible_session(
+    uow: SessionUoW, tenant_id: str, session_id: str, *, for_update: bool = False
+) -> Session:
+    """The session, if the caller may see it (NOT_FOUND otherwise); for_update locks it."""
+    return visible(await uow.sessions.get(tenant_id, session_id, for_update=for_update), session_id)
+
+
+def _nobody_runs(_turn: log.NextTurn) -> None:
+    return None
 
 
 def session_not_found(session_id: str) -> NotFound:
@@ -108,6 +138,9 @@ class SessionService:
         self._lifetimes = lifetimes
         # Told of the lifetime deadlines this replica sets, so its sweeper wakes for them.
         self.deadlines = deadlines or Deadlines()
+        # Runs a queued turn that began when a read here failed the turn before it (the
+        # turn service, set by the app; until then such a turn's lease runs out).
+        self.start_queued: Callable[[log.NextTurn], None] = _nobody_runs
 
     async def create(
         self,
@@ -127,6 +160,8 @@ class SessionService:
         request_method: str = CREATE_METHOD,
         ttl: float | None = None,
         delete_after: float | None = None,
+        overrides: str = "",
+        visibility: Visibility | None = None,
     ) -> Session:
         """Prepares the config (pinning the revision it gets) and stores a new session.
 
@@ -136,10 +171,14 @@ class SessionService:
         session's log starts with SessionCreated (sequence 1), written with the session.
         request_method names the RPC whose request_ids the request_id is one of. ttl and
         delete_after (seconds; None: the service's defaults, 0: none) set how long the
-        session may idle and how long it is kept once it ended.
+        session may idle and how long it is kept once it ended. overrides, a bundle fragment
+        composed last over the config, is validated by preparing it (InvalidOverrides,
+        located under "overrides", makes no session) and stored with the session.
         """
         _check_config_reference(config_id, config_revision, "config_revision")
-        ttl_seconds, delete_after_seconds = self._lifetime_of(ttl, delete_after)
+        ttl_seconds, delete_after_seconds = self._lifetime_of(tenant_id, ttl, delete_after)
+        # Blank overrides are none: stored as none, and the same request as none.
+        overrides = overrides if overrides.strip() else ""
         if session_id:
             check_session_id(session_id)
         if request_id:
@@ -155,7 +194,13 @@ class SessionService:
             display_name,
             ttl,
             delete_after,
+            overrides,
         )
+        if visibility is not None:
+            # Folded in only when given, so fingerprints recorded before visibility match.
+            request_fingerprint = fingerprint(
+                f"{request_fingerprint}\x1fvisibility={visibility.value}".encode()
+            )
         if request_id:
             async with self._unit_of_work() as uow:
                 replay = await self._replay(
@@ -164,7 +209,7 @@ class SessionService:
             if replay is not None:
                 return replay
         prepared = await self._preparer.prepare(
-            tenant_id, config_id, config_revision, time_remaining
+            tenant_id, config_id, config_revision, time_remaining, overrides=overrides
         )
         now = utcnow()
         session = Session(
@@ -182,6 +227,8 @@ class SessionService:
             last_sequence=1 if announce else 0,
             ttl_seconds=ttl_seconds,
             delete_after_seconds=delete_after_seconds,
+            overrides=overrides,
+            **await self._ownership(tenant_id, parent_session_id, visibility),
         )
         # Creating it is its first activity: the same rule as every later write.
         session = dataclasses.replace(session, **session.lifetime(now, session.status))
@@ -193,22 +240,42 @@ class SessionService:
         self._note(stored)
         return stored
 
-    def _lifetime_of(self, ttl: float | None, delete_after: float | None) -> tuple[float, float]:
+    async def _ownership(
+        self, tenant_id: str, parent_session_id: str, visibility: Visibility | None
+    ) -> dict[str, Any]:
+        """Who a new session belongs to: the caller (PRIVATE unless asked otherwise), or for
+        a child session its parent's owner, team and visibility."""
+        if parent_session_id:
+            async with self._unit_of_work() as uow:
+                parent = await uow.sessions.get(tenant_id, parent_session_id)
+            if parent is not None:
+                return {"owner": parent.owner, "visibility": parent.visibility, "team": parent.team}
+        viewer = caller()
+        return {
+            "owner": viewer.subject,
+            "visibility": visibility or Visibility.PRIVATE,
+            "team": viewer.team,
+        }
+
+    def _lifetime_of(
+        self, tenant_id: str, ttl: float | None, delete_after: float | None
+    ) -> tuple[float, float]:
         """(ttl, delete_after) in seconds for a new session; INVALID_ARGUMENT located on the
-        field when one is negative or the ttl is over the ceiling."""
+        field when one is negative or the ttl is over the tenant's ceiling."""
         limits = self._lifetimes
+        max_ttl = self._policies(tenant_id).quotas.session_ttl_max_seconds
         if ttl is None:
             ttl = limits.default_ttl
-            if limits.max_ttl and ttl > limits.max_ttl:
-                ttl = limits.max_ttl  # the operator's default never beats its own ceiling
+            if max_ttl and ttl > max_ttl:
+                ttl = max_ttl  # the operator's default never beats the tenant's ceiling
         if delete_after is None:
             delete_after = limits.default_delete_after
         violations = []
         if ttl < 0:
             violations.append(FieldViolation("ttl", "must not be negative"))
-        elif limits.max_ttl and ttl > limits.max_ttl:
+        elif max_ttl and ttl > max_ttl:
             violations.append(
-                FieldViolation("ttl", f"at most {limits.max_ttl:g} seconds (the maximum)")
+                FieldViolation("ttl", f"at most {max_ttl} seconds (the tenant's maximum)")
             )
         if delete_after < 0:
             violations.append(FieldViolation("delete_after", "must not be negative"))
@@ -216,7 +283,7 @@ class SessionService:
             raise InvalidArgument(
                 f"Invalid session lifetime: {violations[0].field} {violations[0].description}.",
                 reason="INVALID_SESSION_LIFETIME",
-                metadata={"max_ttl_seconds": f"{limits.max_ttl:g}"},
+                metadata={"max_ttl_seconds": str(max_ttl)},
                 violations=violations,
             )
         return ttl, delete_after
@@ -243,8 +310,10 @@ class SessionService:
         earlier = await uow.idempotency.find(tenant_id, method, request_id, fingerprint)
         if earlier is None:
             return None
-        # The first response, as it was when the session was created.
-        return session_from_json(json.loads(earlier.response))
+        # The first response, as it was when the session was created; a request_id is the
+        # tenant's, so another caller repeating it gets nothing it may not see.
+        first = session_from_json(json.loads(earlier.response))
+        return visible(first, first.session_id)
 
     async def _store_new(
         self,
@@ -275,24 +344,20 @@ class SessionService:
                     tenant_id, "sessions", held - 1, limit, "delete sessions it is done with."
                 )
             if announce:
-                # No one can follow a session before it exists, so no replica's followers
-                # wait for this one from memory (origin "").
-                created = Event(1, "", SessionCreated(session), session.create_time)
-                await uow.events.append(tenant_id, session.session_id, [created], "")
+                await log.created(uow, tenant_id, session)
             await uow.commit()
         return session
 
     async def get(self, tenant_id: str, session_id: str) -> Session:
         """One session (its turn failed first if the turn's runner is gone)."""
         async with self._unit_of_work() as uow:
-            found = await uow.sessions.get(tenant_id, session_id)
-            expired = found is not None and await lease_expired(uow, tenant_id, found)
-        if found is None:
-            raise session_not_found(session_id)
+            found = visible(await uow.sessions.get(tenant_id, session_id), session_id)
+            expired = await lease_expired(uow, tenant_id, found)
         if expired:
-            found = await self._reap(tenant_id, session_id)
-            if found is None:
+            reaped = await self._reap(tenant_id, session_id)
+            if reaped is None:
                 raise session_not_found(session_id)
+            return reaped
         return found
 
     async def _reap(self, tenant_id: str, session_id: str) -> Session | None:
@@ -305,8 +370,10 @@ class SessionService:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
             if current is None:
                 return None
-            reaped, _ = await fail_abandoned(uow, tenant_id, current)
+            reaped, written = await fail_abandoned(uow, tenant_id, current)
             await uow.commit()
+        if written is not None and written.next is not None:
+            self.start_queued(written.next)
         return reaped
 
     async def list_sessions(
@@ -321,9 +388,13 @@ class SessionService:
         scope = page_scope("sessions", tenant_id, filter_text)
         after = decode_page_token(page_token, scope, shape=(str, str)) if page_token else []
         position = _session_position(after)
+        viewer = caller()
         async with self._unit_of_work() as uow:
-            items = await uow.sessions.page(tenant_id, conditions, position, size + 1)
-            total = await uow.sessions.count(tenant_id, conditions)
+            items = await uow.sessions.page(
+                tenant_id, conditions, position, size + 1, viewer=viewer
+            )
+            total = await uow.sessions.count(tenant_id, conditions, viewer=viewer)
+
             running = {s.session_id: s.active_turn_id for s in items if s.active_turn_id}
             turns = await uow.turns.of_sessions(tenant_id, running)
         now = utcnow()
@@ -348,10 +419,9 @@ class SessionService:
         and its retention ran out by then (checked under the row lock; False otherwise)."""
         async with self._unit_of_work(write=True) as uow:
             current = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if current is None:
-                if due_at is not None:
-                    return False  # another replica's sweeper got there first
-                raise session_not_found(session_id)
+            if current is None and due_at is not None:
+                return False  # another replica's sweeper got there first
+            current = visible(current, session_id)
             if due_at is not None and not current.deletable_at(due_at):
                 return False
             # A turn whose replica died holds nothing up: it is failed first.
@@ -432,13 +502,11 @@ class SessionService:
             # cannot be prepared.
             current = await self.get(tenant_id, session_id)
             next_status(session_id, current.status, transition)
-            prepared = await self._preparer.prepare(tenant_id, current.config_id, 0, time_remaining)
+            prepared = await _reprepared(self._preparer, tenant_id, current, time_remaining)
             new_revision = prepared.revision
         async with self._unit_of_work(write=True) as uow:
-            current_or_none = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if current_or_none is None:
-                raise session_not_found(session_id)
-            current = current_or_none
+            current = await visible_session(uow, tenant_id, session_id, for_update=True)
+
             next_status(session_id, current.status, transition)
             if transition in ENDING_TRANSITIONS:
                 # A turn whose replica died holds nothing up: it is failed first.
@@ -466,9 +534,7 @@ class SessionService:
         """Adds a message to the transcript without running a turn."""
         checked_role = check_message(role, content, tool_calls, tool_call_id)
         async with self._unit_of_work(write=True) as uow:
-            current = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if current is None:
-                raise session_not_found(session_id)
+            current = await visible_session(uow, tenant_id, session_id, for_update=True)
             current, _ = await fail_abandoned(uow, tenant_id, current)
             now = utcnow()
             message = Message(
@@ -494,9 +560,7 @@ class SessionService:
         scope = page_scope("messages", tenant_id, session_id)
         after = decode_page_token(page_token, scope, shape=(int,)) if page_token else []
         async with self._unit_of_work() as uow:
-            current = await uow.sessions.get(tenant_id, session_id)
-            if current is None:
-                raise session_not_found(session_id)
+            current = await visible_session(uow, tenant_id, session_id)
             items = await uow.messages.page(
                 tenant_id, session_id, int(after[0]) if after else 0, size + 1
             )
@@ -526,6 +590,7 @@ def _create_fingerprint(
     display_name: str,
     ttl: float | None = None,
     delete_after: float | None = None,
+    overrides: str = "",
 ) -> str:
     """What makes two CreateSession requests the same request (all but its request_id)."""
     request: dict[str, object] = {
@@ -543,7 +608,34 @@ def _create_fingerprint(
         request["ttl"] = ttl
     if delete_after is not None:
         request["delete_after"] = delete_after
+    if overrides:
+        request["overrides"] = overrides
     return fingerprint(json.dumps(request, sort_keys=True).encode())
+
+
+async def _reprepared(
+    preparer: PreparesBundles, tenant_id: str, session: Session, time_remaining: float | None
+) -> PreparedBundle:
+    """The latest revision of the session's config, with its overrides composed again.
+
+    Overrides that no longer apply to it refuse the upgrade: the request carries none, so
+    the session's state is what is wrong (FAILED_PRECONDITION, each problem named).
+    """
+    try:
+        return await preparer.prepare(
+            tenant_id, session.config_id, 0, time_remaining, overrides=session.overrides
+        )
+    except InvalidOverrides as exc:
+        raise FailedPrecondition(
+            "The session's overrides do not apply to the latest revision of its config: "
+            f"{exc.message}",
+            reason="OVERRIDES_DO_NOT_APPLY",
+            metadata={"session_id": session.session_id},
+            violations=[
+                PreconditionViolation("INVALID_OVERRIDES", v.field, v.description)
+                for v in exc.violations
+            ],
+        ) from None
 
 
 def _session_position(after: Sequence[Any]) -> tuple[str, str] | None:

@@ -36,11 +36,18 @@ class SessionRow(Base):
         # The lifetime sweeper's questions, across tenants: who idled out, who is due to go.
         Index("ix_sessions_idle_expire", "idle_expire_time"),
         Index("ix_sessions_delete_time", "delete_time"),
+        # Listings of a regular caller filter by owner (beside ORG and the caller's team).
+        Index("ix_sessions_owner", "tenant_id", "owner"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     config_id: Mapped[str] = mapped_column(String(64))
+    # Who created it and their team then; who else sees it (PRIVATE, TEAM or ORG). Set at
+    # create only.
+    owner: Mapped[str] = mapped_column(Text, default="", server_default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="ORG", server_default="ORG")
+    team: Mapped[str] = mapped_column(String(128), default="", server_default="")
     config_revision: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
     error_message: Mapped[str] = mapped_column(Text, default="")
@@ -63,6 +70,17 @@ class SessionRow(Base):
     idle_expire_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delete_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completion_reason: Mapped[str] = mapped_column(String(32), default="")
+    # The session's bundle fragment (CreateSession overrides), written once at insert.
+    overrides: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Turns waiting in session_turn_queue, kept by the Session aggregate with each write.
+    queued_turns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Event retention: the deltas of every turn up to this sequence were compacted away.
+    # Written by compaction only, never by a session write.
+    compacted_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A session ForkSession made: the session and the message sequence it was cut at. Set at
+    # create only.
+    forked_from_session_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    forked_from_sequence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class MessageRow(Base):
@@ -90,6 +108,8 @@ class TurnRow(Base):
         Index("ux_session_turns_request", "tenant_id", "session_id", "request_id", unique=True),
         # Counts a tenant's running turns for its concurrency quota.
         Index("ix_session_turns_status", "tenant_id", "status"),
+        # Event retention finds the oldest finished turns, across tenants.
+        Index("ix_session_turns_end_time", "end_time"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -164,3 +184,32 @@ class ApprovalRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     expire_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     decide_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TurnQueueRow(Base):
+    """A turn waiting behind its session's active turn (SendMessage if_busy), head first.
+
+    Positions only grow at the tail (ENQUEUE) and shrink at the head (INTERRUPT, ROLLBACK),
+    so they may go below 1; only their order means anything.
+    """
+
+    __tablename__ = "session_turn_queue"
+    __table_args__ = (
+        # A retried SendMessage finds its queued turn rather than queueing another.
+        Index(
+            "ux_session_turn_queue_request", "tenant_id", "session_id", "request_id", unique=True
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    turn_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(64))
+    # NULL when the caller gave none, so the unique index only binds real ids.
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    content: Mapped[str] = mapped_column(Text)
+    turn_context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # ROLLBACK: the running turn whose messages leave the transcript when it ends.
+    rolls_back: Mapped[str] = mapped_column(String(64), default="")
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime())

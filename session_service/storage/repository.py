@@ -48,9 +48,11 @@ from session_service.storage.models import (
     RateBucketRow,
     SessionRow,
     TenantUsageRow,
+    TurnQueueRow,
     TurnRow,
 )
 from session_service.turns.model import (
+    DELTA_KINDS,
     Approval,
     ApprovalStatus,
     Event,
@@ -58,11 +60,13 @@ from session_service.turns.model import (
     Turn,
     TurnStatus,
 )
+from session_service.turns.queue import QueuedTurn
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
 from shared.quotas import Bucket
+from shared.visibility import Viewer, visibility_named
 
 _SESSIONS = cast(Table, SessionRow.__table__)
 _MESSAGES = cast(Table, MessageRow.__table__)
@@ -71,6 +75,7 @@ _EVENTS = cast(Table, EventRow.__table__)
 _RATES = cast(Table, RateBucketRow.__table__)
 _USAGE = cast(Table, TenantUsageRow.__table__)
 _APPROVALS = cast(Table, ApprovalRow.__table__)
+_QUEUE = cast(Table, TurnQueueRow.__table__)
 
 _SESSION_COLUMNS = (
     _SESSIONS.c.session_id,
@@ -94,6 +99,14 @@ _SESSION_COLUMNS = (
     _SESSIONS.c.idle_expire_time,
     _SESSIONS.c.delete_time,
     _SESSIONS.c.completion_reason,
+    _SESSIONS.c.forked_from_session_id,
+    _SESSIONS.c.forked_from_sequence,
+    _SESSIONS.c.overrides,
+    _SESSIONS.c.queued_turns,
+    _SESSIONS.c.compacted_through,
+    _SESSIONS.c.owner,
+    _SESSIONS.c.visibility,
+    _SESSIONS.c.team,
 )
 _SESSION_KEY = (_SESSIONS.c.tenant_id == bindparam("k_tenant")) & (
     _SESSIONS.c.session_id == bindparam("k_session")
@@ -127,11 +140,15 @@ _NEXT_IDLE = select(func.min(_SESSIONS.c.idle_expire_time)).where(
     _SESSIONS.c.status.in_(_OPEN), _SESSIONS.c.active_turn_id == ""
 )
 _NEXT_DELETE = select(func.min(_SESSIONS.c.delete_time)).where(_SESSIONS.c.status.not_in(_OPEN))
+_DELTA_KINDS = tuple(sorted(kind.value for kind in DELTA_KINDS))
+_TURNS_OF_SESSION = (_TURNS.c.tenant_id == _SESSIONS.c.tenant_id) & (
+    _TURNS.c.session_id == _SESSIONS.c.session_id
+)
 _DELETE_SESSION_PARTS = tuple(
     delete(table).where(
         table.c.tenant_id == bindparam("k_tenant"), table.c.session_id == bindparam("k_session")
     )
-    for table in (_MESSAGES, _TURNS, _EVENTS, _APPROVALS)
+    for table in (_MESSAGES, _TURNS, _EVENTS, _APPROVALS, _QUEUE)
 )
 
 _USAGE_KEY = _USAGE.c.tenant_id == bindparam("k_tenant")
@@ -252,6 +269,14 @@ def _session(row: Any) -> Session:
         idle_expire_time=row.idle_expire_time,
         delete_time=row.delete_time,
         completion_reason=row.completion_reason,
+        forked_from_session_id=row.forked_from_session_id,
+        forked_from_sequence=row.forked_from_sequence,
+        overrides=row.overrides,
+        queued_turns=row.queued_turns,
+        compacted_through=row.compacted_through,
+        owner=row.owner,
+        visibility=visibility_named(row.visibility),
+        team=row.team,
     )
 
 
@@ -274,6 +299,7 @@ def _changeable(session: Session) -> dict[str, Any]:
         "idle_expire_time": session.idle_expire_time,
         "delete_time": session.delete_time,
         "completion_reason": session.completion_reason,
+        "queued_turns": session.queued_turns,
     }
 
 
@@ -334,6 +360,13 @@ class SessionRepository:
                     "create_time": session.create_time,
                     "parent_session_id": session.parent_session_id,
                     "agent": session.agent,
+                    "forked_from_session_id": session.forked_from_session_id,
+                    "forked_from_sequence": session.forked_from_sequence,
+                    # Written once: no later write changes a session's overrides.
+                    "overrides": storable(session.overrides),
+                    "owner": session.owner,
+                    "visibility": session.visibility.value,
+                    "team": session.team,
                     **_changeable(session),
                 },
             )
@@ -388,11 +421,14 @@ class SessionRepository:
         conditions: Sequence[Condition],
         after: tuple[str, str] | None,
         limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Session]:
-        """Sessions matching conditions, oldest first, after the (create_time, id) position."""
+        """Sessions matching conditions (and visible to viewer, when given), oldest first,
+        after the (create_time, id) position."""
         query = (
             select(*_SESSION_COLUMNS)
-            .where(*self._filter(tenant_id, conditions))
+            .where(*self._filter(tenant_id, conditions, viewer))
             .order_by(_SESSIONS.c.create_time, _SESSIONS.c.session_id)
             .limit(limit)
         )
@@ -405,16 +441,28 @@ class SessionRepository:
         rows = (await self._session.execute(query)).all()
         return [_session(row) for row in rows]
 
-    async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        """How many sessions match conditions."""
+    async def count(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        """How many sessions match conditions (and are visible to viewer, when given)."""
         query = (
-            select(func.count()).select_from(SessionRow).where(*self._filter(tenant_id, conditions))
+            select(func.count())
+            .select_from(SessionRow)
+            .where(*self._filter(tenant_id, conditions, viewer))
         )
         return int(await self._session.scalar(query) or 0)
 
     @staticmethod
-    def _filter(tenant_id: str, conditions: Sequence[Condition]) -> list[ColumnElement[bool]]:
+    def _filter(
+        tenant_id: str, conditions: Sequence[Condition], viewer: Viewer | None = None
+    ) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = [SessionRow.tenant_id == tenant_id]
+        if viewer is not None:
+            # The visibility rule over the sessions table: the one place listings apply it.
+            clauses.append(
+                viewer.condition(SessionRow.owner, SessionRow.visibility, SessionRow.team)
+            )
+
         for condition in conditions:
             value = condition.value
             if condition.field in _PLAIN_FILTER_COLUMNS:
@@ -776,6 +824,58 @@ class EventRepository:
         found = await self.after(tenant_id, session_id, sequence - 1, 1)
         return found[0] if found and found[0].sequence == sequence else None
 
+    async def compact(self, tenant_id: str, session_id: str, through: int) -> int:
+        """Removes the deltas up to through and marks the log compacted that far."""
+        removed = await self._session.execute(
+            delete(_EVENTS).where(
+                _EVENTS.c.tenant_id == tenant_id,
+                _EVENTS.c.session_id == session_id,
+                _EVENTS.c.sequence <= through,
+                _EVENTS.c.kind.in_(_DELTA_KINDS),
+            )
+        )
+        # Not a session write: no version, no activity, so no etag or idle deadline moves.
+        await self._session.execute(
+            update(_SESSIONS)
+            .where(
+                _SESSIONS.c.tenant_id == tenant_id,
+                _SESSIONS.c.session_id == session_id,
+                _SESSIONS.c.compacted_through < through,
+            )
+            .values(compacted_through=through)
+        )
+        return _rowcount(removed)
+
+    async def compactable(self, ended_before: datetime, limit: int) -> list[tuple[str, str, int]]:
+        """(tenant, session, last sequence) of logs, of any tenant, with turns to compact.
+
+        The last sequence is that of the session's latest turn that ended before
+        ended_before; its deltas and those of every earlier turn are due.
+        """
+        rows = await self._session.execute(
+            select(_TURNS.c.tenant_id, _TURNS.c.session_id, func.max(_TURNS.c.last_sequence))
+            .join(_SESSIONS, _TURNS_OF_SESSION)
+            .where(
+                _TURNS.c.end_time <= ended_before,
+                _TURNS.c.last_sequence > _SESSIONS.c.compacted_through,
+            )
+            .group_by(_TURNS.c.tenant_id, _TURNS.c.session_id)
+            .limit(limit)
+        )
+        return [(tenant, session, int(last)) for tenant, session, last in rows]
+
+    async def next_compactable(self) -> datetime | None:
+        """When the earliest finished turn whose deltas are still kept ended, if any did."""
+        found = await self._session.scalar(
+            select(func.min(_TURNS.c.end_time))
+            .join(_SESSIONS, _TURNS_OF_SESSION)
+            .where(
+                _TURNS.c.end_time.is_not(None),
+                _TURNS.c.last_sequence > _SESSIONS.c.compacted_through,
+            )
+        )
+        return cast(datetime | None, found)
+
 
 async def announce(session: AsyncSession, channel: str, payload: str) -> None:
     """NOTIFY other replicas at commit (PostgreSQL only; in process the caller wakes readers)."""
@@ -928,3 +1028,106 @@ class ApprovalRepository:
         """When the first pending approval (of any tenant) runs out of time, if any does."""
         value = await self._session.scalar(_NEXT_EXPIRY)
         return value if isinstance(value, datetime) else None
+
+
+_QUEUE_KEY = (_QUEUE.c.tenant_id == bindparam("k_tenant")) & (
+    _QUEUE.c.session_id == bindparam("k_session")
+)
+_QUEUE_COLUMNS = (
+    _QUEUE.c.session_id,
+    _QUEUE.c.position,
+    _QUEUE.c.turn_id,
+    _QUEUE.c.message_id,
+    _QUEUE.c.request_id,
+    _QUEUE.c.content,
+    _QUEUE.c.turn_context,
+    _QUEUE.c.rolls_back,
+    _QUEUE.c.create_time,
+)
+_QUEUE_ENTRIES = select(*_QUEUE_COLUMNS).where(_QUEUE_KEY).order_by(_QUEUE.c.position)
+_QUEUE_BY_REQUEST = select(*_QUEUE_COLUMNS).where(
+    _QUEUE_KEY, _QUEUE.c.request_id == bindparam("k_request")
+)
+_QUEUE_REMOVE = delete(_QUEUE).where(_QUEUE_KEY, _QUEUE.c.position == bindparam("k_position"))
+_QUEUE_CLEAR = delete(_QUEUE).where(_QUEUE_KEY)
+
+
+def _queued(row: Any) -> QueuedTurn:
+    return QueuedTurn(
+        session_id=row.session_id,
+        position=row.position,
+        turn_id=row.turn_id,
+        message_id=row.message_id,
+        request_id=row.request_id or "",
+        content=row.content,
+        create_time=row.create_time,
+        turn_context=dict(row.turn_context or {}),
+        rolls_back=row.rolls_back,
+    )
+
+
+class QueueRepository:
+    """Turns waiting behind their session's active turn (`session_turn_queue`).
+
+    Callers hold the session's row lock, so a request_id taken twice is a caller's retry
+    racing itself, which the lock already ordered: the unique index is the last guard.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, tenant_id: str, entry: QueuedTurn) -> None:
+        """Stores entry at its position; a request_id the queue holds is AlreadyExists."""
+        try:
+            await self._session.execute(
+                insert(_QUEUE),
+                {
+                    "tenant_id": tenant_id,
+                    "session_id": entry.session_id,
+                    "position": entry.position,
+                    "turn_id": entry.turn_id,
+                    "message_id": entry.message_id,
+                    "request_id": entry.request_id or None,
+                    "content": storable(entry.content),
+                    "turn_context": storable(dict(entry.turn_context)),
+                    "rolls_back": entry.rolls_back,
+                    "create_time": entry.create_time,
+                },
+            )
+        except IntegrityError as exc:
+            raise AlreadyExists(
+                f"A turn with request_id {entry.request_id!r} is queued already.",
+                reason="TURN_REQUEST_ID_TAKEN",
+            ) from exc
+
+    async def entries(self, tenant_id: str, session_id: str) -> list[QueuedTurn]:
+        """The session's queue, head first."""
+        rows = await self._session.execute(
+            _QUEUE_ENTRIES, {"k_tenant": tenant_id, "k_session": session_id}
+        )
+        return [_queued(row) for row in rows]
+
+    async def by_request(
+        self, tenant_id: str, session_id: str, request_id: str
+    ) -> QueuedTurn | None:
+        """The queued turn a request_id asked for, if it still waits."""
+        result = await self._session.execute(
+            _QUEUE_BY_REQUEST,
+            {"k_tenant": tenant_id, "k_session": session_id, "k_request": request_id},
+        )
+        row = result.first()
+        return None if row is None else _queued(row)
+
+    async def remove(self, tenant_id: str, session_id: str, position: int) -> None:
+        """Takes one entry out of the queue."""
+        await self._session.execute(
+            _QUEUE_REMOVE,
+            {"k_tenant": tenant_id, "k_session": session_id, "k_position": position},
+        )
+
+    async def clear(self, tenant_id: str, session_id: str) -> int:
+        """Drops the session's whole queue; returns how many entries went."""
+        result = await self._session.execute(
+            _QUEUE_CLEAR, {"k_tenant": tenant_id, "k_session": session_id}
+        )
+        return _rowcount(result)

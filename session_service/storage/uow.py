@@ -9,6 +9,7 @@ from session_service.storage.repository import (
     ApprovalRepository,
     EventRepository,
     MessageRepository,
+    QueueRepository,
     RateBucketRepository,
     SessionRepository,
     TurnRepository,
@@ -27,6 +28,7 @@ class SessionUnitOfWork(UnitOfWork):
     events: EventRepository
     rates: RateBucketRepository
     approvals: ApprovalRepository
+    queue: QueueRepository
 
     def _bind(self, session: AsyncSession) -> None:
         self.idempotency = IdempotencyRepository(session, IdempotencyKey)
@@ -36,3 +38,4 @@ class SessionUnitOfWork(UnitOfWork):
         self.events = EventRepository(session)
         self.rates = RateBucketRepository(session)
         self.approvals = ApprovalRepository(session)
+        self.queue = QueueRepository(session)

@@ -15,7 +15,7 @@ from datetime import datetime
 from session_service.ports import SessionUoW
 from session_service.sessions.model import Session
 from session_service.turns import log
-from session_service.turns.model import Event, TurnFailed, TurnStatus
+from session_service.turns.model import TurnFailed, TurnStatus
 from session_service.turns.signals import NO_ORIGIN
 from shared.clock import utcnow
 
@@ -51,13 +51,15 @@ async def fail_abandoned(
     force: bool = False,
     runs_here: Callable[[str], bool] = _nowhere,
     origin: str = NO_ORIGIN,
-) -> tuple[Session, Event | None]:
+    next_lease_seconds: float = log.NEXT_LEASE_SECONDS,
+) -> tuple[Session, log.Written | None]:
     """Ends the active turn with TurnFailed if its lease ran out (with force, in any case).
 
     A turn that runs in this process (runs_here) is left alone: its runner renews the lease
     as soon as it can. The caller holds the session's row lock and commits. A caller that
-    hands the returned event (None when nothing was failed) to this replica's followers
-    passes its origin; otherwise they learn of it as other replicas' followers do.
+    hands the returned events (None when nothing was failed) to this replica's followers
+    passes its origin; otherwise they learn of them as other replicas' followers do. When a
+    queued turn began in its place (`Written.next`), the caller runs it after commit.
     """
     turn_id = session.active_turn_id
     if not turn_id or runs_here(turn_id):
@@ -65,7 +67,7 @@ async def fail_abandoned(
     now = utcnow()
     if not force and not await lease_expired(uow, tenant_id, session, now):
         return session, None
-    return await log.end_with(
+    written = await log.end_turn(
         uow,
         tenant_id,
         session,
@@ -76,4 +78,6 @@ async def fail_abandoned(
         TurnStatus.FAILED,
         now=now,
         origin=origin,
+        next_lease_seconds=next_lease_seconds,
     )
+    return written.session, written

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.sessions.model import Session
-from session_service.sessions.service import session_not_found
+from session_service.sessions.service import visible_session
 from session_service.turns import log
 from session_service.turns.engine import TurnJob
 from session_service.turns.hub import SessionFeed
@@ -32,6 +33,15 @@ from session_service.turns.model import (
     TurnCancelled,
     TurnStarted,
     TurnStatus,
+)
+from session_service.turns.queue import (
+    DEFAULT_MAX_QUEUED,
+    IfBusy,
+    QueuedTurn,
+    check_room,
+    place,
+    turn_dropped,
+    turns_ahead,
 )
 from session_service.turns.reaping import fail_abandoned, lease_expired
 from session_service.turns.signals import TurnSignals, log_key
@@ -78,6 +88,8 @@ class TurnOptions:
     read_seconds: float = 5.0
     # Each tenant's concurrent-turn quota and SendMessage rate.
     policies: PolicyLookup = unlimited
+    # Turns a session may hold queued behind its active one (TANDEM_TURN_QUEUE_MAX).
+    max_queued_turns: int = DEFAULT_MAX_QUEUED
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,27 @@ class _Started:
     job: TurnJob
     events: Sequence[Event]
     lease_expires: datetime
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A turn stored in its session's queue, and what the same transaction ended."""
+
+    turn_id: str
+    ahead: int
+    after_sequence: int
+    settled: tuple[log.Written, ...] = ()
+    # The running turn the queued one interrupts, to stop here if it runs here.
+    interrupts: str = ""
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A retried SendMessage whose turn still waits in the queue."""
+
+    entry: QueuedTurn
+    ahead: int
+    after_sequence: int
 
 
 @dataclass(frozen=True)
@@ -130,13 +163,17 @@ class Accepted:
 
     turn_id: str
     after_sequence: int  # stream this turn's events after this sequence
+    # Queued behind the session's active turn: how many turns run before it (0: it runs).
+    # Its stream opens with TurnQueued and carries only its own turn's events.
+    queued_ahead: int = 0
 
 
 async def _check_turn_limits(
-    uow: SessionUoW, tenant_id: str, quotas: Quotas, now: datetime
+    uow: SessionUoW, tenant_id: str, quotas: Quotas, now: datetime, *, starts: bool = True
 ) -> None:
-    """The tenant's concurrent-turn quota, then its SendMessage rate; under its lock."""
-    if quotas.concurrent_turns:
+    """The tenant's concurrent-turn quota (unless the turn only queues: it takes the slot
+    of the turn it follows), then its SendMessage rate; under its lock."""
+    if quotas.concurrent_turns and starts:
         running = await uow.turns.count_running(tenant_id, now)
         check_count(
             tenant_id,
@@ -187,6 +224,24 @@ class TurnService:
         self._draining = False
         # Event streams (SendMessage and StreamEvents) open on this replica, for metrics.
         self.open_streams = 0
+        # A queued turn begun where this replica's writers end turns runs here.
+        signals.start_queued = self.start_queued
+
+    def start_queued(self, follows: log.NextTurn) -> None:
+        """Runs a queued turn this replica began (in the transaction that ended the one
+        before it), as a freshly accepted turn runs."""
+        self._runner.start(self._job(follows))
+
+    def _settle(self, tenant_id: str, session_id: str, written: log.Written | None) -> None:
+        """After commit: hands what an ending wrote to this replica's followers, and runs
+        the queued turn it began, if any."""
+        if written is None:
+            return
+        self._signals.hub.publish(
+            log_key(tenant_id, session_id), written.events, written.lease_expires
+        )
+        if written.next is not None:
+            self.start_queued(written.next)
 
     def drain(self) -> None:
         """Ends every event stream so its client resumes on another replica."""
@@ -201,8 +256,14 @@ class TurnService:
         *,
         request_id: str = "",
         turn_context: Mapping[str, Any] | None = None,
+        if_busy: IfBusy = IfBusy.REJECT,
     ) -> Accepted:
-        """Accepts a user message and starts its turn (or finds the turn request_id started)."""
+        """Accepts a user message and starts its turn (or finds the turn request_id started).
+
+        While the session runs a turn, if_busy says what happens: refused (REJECT), or the
+        turn is queued after the others (ENQUEUE) or before them, the running turn asked to
+        stop (INTERRUPT, ROLLBACK); see `queue`.
+        """
         if request_id:
             check_request_id(request_id)
             earlier = await self._by_request(tenant_id, session_id, request_id)
@@ -210,9 +271,17 @@ class TurnService:
                 return await self._replay(tenant_id, session_id, earlier, content)
         check_content(content)
         try:
-            job = await self._accept(tenant_id, session_id, content, request_id, turn_context)
+            job = await self._accept(
+                tenant_id, session_id, content, request_id, turn_context, if_busy
+            )
         except AlreadyExists:
             job = None
+        if isinstance(job, _Queued):
+            for written in job.settled:
+                self._settle(tenant_id, session_id, written)
+            if job.interrupts:
+                self._runner.cancel_local(job.interrupts)
+            return Accepted(job.turn_id, job.after_sequence, queued_ahead=job.ahead)
         if not isinstance(job, _Started):
             # A concurrent retry with the same request_id won; attach to its turn.
             earlier = job or await self._by_request(tenant_id, session_id, request_id)
@@ -223,28 +292,87 @@ class TurnService:
         return Accepted(job.job.turn_id, job.job.last_sequence - 1)
 
     async def _replay(
-        self, tenant_id: str, session_id: str, earlier: Turn, content: str
+        self, tenant_id: str, session_id: str, earlier: Turn | _Waiting, content: str
     ) -> Accepted:
         """The turn a retry re-attaches to, if the retry carries the same message."""
+        if isinstance(earlier, _Waiting):
+            entry = earlier.entry
+            if entry.content != content:
+                raise _reused(entry.request_id, entry.turn_id)
+            return Accepted(entry.turn_id, earlier.after_sequence, queued_ahead=earlier.ahead)
         async with self._unit_of_work() as uow:
             started = await uow.events.after(tenant_id, session_id, earlier.first_sequence - 1, 1)
         first = started[0].body if started else None
         sent = first.user_message.content if isinstance(first, TurnStarted) else None
         if sent is not None and sent != content:
-            # A reused key with another message is a client bug; running the first turn's
-            # stream for it would answer a question that was not asked.
-            raise InvalidArgument(
-                f"request_id {earlier.request_id!r} was already used for a different message "
-                f"(turn {earlier.turn_id}).",
-                reason="REQUEST_ID_REUSED",
-                metadata={"turn_id": earlier.turn_id},
-                violations=[FieldViolation("request_id", "already used with different content")],
-            )
+            raise _reused(earlier.request_id or "", earlier.turn_id)
         return Accepted(earlier.turn_id, earlier.first_sequence - 1)
 
-    async def _by_request(self, tenant_id: str, session_id: str, request_id: str) -> Turn | None:
+    async def _by_request(
+        self, tenant_id: str, session_id: str, request_id: str
+    ) -> Turn | _Waiting | None:
         async with self._unit_of_work() as uow:
-            return await uow.turns.by_request(tenant_id, session_id, request_id)
+            # A retry re-attaches to its turn only if the caller may see the session.
+            session = await visible_session(uow, tenant_id, session_id)
+            return await _requested(uow, tenant_id, session, request_id)
+
+    def _job(self, follows: log.NextTurn) -> TurnJob:
+        session = follows.session
+        return TurnJob(
+            tenant_id=follows.tenant_id,
+            session_id=session.session_id,
+            turn_id=follows.turn_id,
+            config_id=session.config_id,
+            config_revision=session.config_revision,
+            last_sequence=follows.last_sequence,
+            message_count=follows.message_count,
+            overrides=session.overrides,
+            turn_context=dict(follows.turn_context),
+            agent=session.agent,
+            parent_session_id=session.parent_session_id,
+        )
+
+    async def _enqueue(
+        self,
+        uow: SessionUoW,
+        tenant_id: str,
+        session: Session,
+        entry: QueuedTurn,
+        if_busy: IfBusy,
+        quotas: Quotas,
+        now: datetime,
+    ) -> _Queued | log.Written:
+        """Queues entry behind the session's active turn (under its row lock); INTERRUPT and
+        ROLLBACK put it first and stop that turn. A turn that only waited for approvals ends
+        at once, and the returned Written has entry begun in its place."""
+        session_id = session.session_id
+        entries = await uow.queue.entries(tenant_id, session_id)
+        check_room(session_id, len(entries), self._options.max_queued_turns)
+        await _check_turn_limits(uow, tenant_id, quotas, now, starts=False)
+        entry = dataclasses.replace(entry, position=place(entries, if_busy))
+        await uow.queue.add(tenant_id, entry)
+        session = session.turn_queued(now)
+        await uow.sessions.save(tenant_id, session)
+        ahead = turns_ahead([*entries, entry], entry.turn_id)
+        if if_busy is IfBusy.ENQUEUE:
+            return _Queued(entry.turn_id, ahead, session.last_sequence)
+        active = session.active_turn_id
+        current = await uow.turns.get(tenant_id, session_id, active)
+        if current is not None and current.status is TurnStatus.WAITING:
+            # Nothing runs a paused turn: it ends here, as CancelTurn ends it.
+            await uow.approvals.close_turn(tenant_id, session_id, active, now)
+            return await log.end_turn(
+                uow,
+                tenant_id,
+                session,
+                TurnCancelled(reason="cancelled", partial_message=None),
+                TurnStatus.CANCELLED,
+                now=now,
+                origin=self._signals.origin,
+                next_lease_seconds=self._options.lease_seconds,
+            )
+        await log.request_cancel(uow, tenant_id, session_id, active)
+        return _Queued(entry.turn_id, ahead, session.last_sequence, interrupts=active)
 
     async def _accept(
         self,
@@ -253,7 +381,8 @@ class TurnService:
         content: str,
         request_id: str,
         turn_context: Mapping[str, Any] | None,
-    ) -> _Started | Turn:
+        if_busy: IfBusy = IfBusy.REJECT,
+    ) -> _Started | _Queued | Turn | _Waiting:
         turn_id = uuid.uuid4().hex
         quotas = self._options.policies(tenant_id).quotas
         async with self._unit_of_work(write=True) as uow:
@@ -261,17 +390,43 @@ class TurnService:
                 # Taken before the session's row lock, always in that order, so two accepts
                 # cannot wait on each other.
                 await uow.sessions.lock_tenant(tenant_id, "turns")
-            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if session is None:
-                raise session_not_found(session_id)
+            session = await visible_session(uow, tenant_id, session_id, for_update=True)
             if request_id:
                 # Checked again under the session's lock: a retry that raced the first try.
-                earlier = await uow.turns.by_request(tenant_id, session_id, request_id)
+                earlier = await _requested(uow, tenant_id, session, request_id)
                 if earlier is not None:
                     return earlier
             session, reaped = await self._reap_abandoned(uow, tenant_id, session)
             now = utcnow()
             lease = now + timedelta(seconds=self._options.lease_seconds)
+            if session.active_turn_id and if_busy is not IfBusy.REJECT:
+                queued = await self._enqueue(
+                    uow,
+                    tenant_id,
+                    session,
+                    QueuedTurn(
+                        session_id=session_id,
+                        position=0,
+                        turn_id=turn_id,
+                        message_id=uuid.uuid4().hex,
+                        request_id=request_id,
+                        content=content,
+                        create_time=now,
+                        turn_context=dict(turn_context or {}),
+                        rolls_back=session.active_turn_id if if_busy is IfBusy.ROLLBACK else "",
+                    ),
+                    if_busy,
+                    quotas,
+                    now,
+                )
+                await uow.commit()
+                if isinstance(queued, log.Written):
+                    # The interrupted turn only waited for approvals: it ended here, and this
+                    # one began in its place.
+                    assert queued.next is not None
+                    events = [*(reaped.events if reaped else ()), *queued.events]
+                    return _Started(self._job(queued.next), events, queued.next.lease_expires)
+                return dataclasses.replace(queued, settled=(reaped,) if reaped else ())
             # Before the quota and rate are spent on it.
             session.check_turn_can_begin()
             await _check_turn_limits(uow, tenant_id, quotas, now)
@@ -296,11 +451,12 @@ class TurnService:
             config_revision=session.config_revision,
             last_sequence=begun.event.sequence,
             message_count=begun.user_message.sequence,
+            overrides=session.overrides,
             turn_context=dict(turn_context or {}),
             agent=session.agent,
             parent_session_id=session.parent_session_id,
         )
-        return _Started(job, [*([reaped] if reaped else []), begun.event], lease)
+        return _Started(job, [*(reaped.events if reaped else ()), begun.event], lease)
 
     async def events(
         self,
@@ -310,11 +466,13 @@ class TurnService:
         *,
         follow: bool = False,
         turn_id: str = "",
+        only_turn: bool = False,
     ) -> AsyncIterator[Event]:
         """Stored events after after_sequence, then live ones.
 
-        With turn_id: until that turn's final event. Without: until no turn runs (or, with
-        follow, until the caller leaves).
+        With turn_id: until that turn's final event (with only_turn, that turn's events
+        only: a queued turn's stream, ABORTED TURN_DROPPED if it will never run). Without:
+        until no turn runs (or, with follow, until the caller leaves).
         """
         if after_sequence < 0:
             raise InvalidArgument(
@@ -332,11 +490,21 @@ class TurnService:
                     FieldViolation("after_sequence", f"must be <= {session.last_sequence}")
                 ],
             )
+        if after_sequence < session.compacted_through:
+            raise compacted(session, after_sequence)
         self.open_streams += 1
         feed = self._signals.hub.attach(log_key(tenant_id, session_id))
         try:
             async with contextlib.aclosing(
-                self._follow(feed, tenant_id, session_id, after_sequence, follow, turn_id)
+                self._follow(
+                    feed,
+                    tenant_id,
+                    session_id,
+                    after_sequence,
+                    follow,
+                    turn_id,
+                    only_turn=only_turn and bool(turn_id),
+                )
             ) as events:
                 async for event in events:
                     yield event
@@ -352,6 +520,8 @@ class TurnService:
         cursor: int,
         follow: bool,
         turn_id: str,
+        *,
+        only_turn: bool = False,
     ) -> AsyncGenerator[Event, None]:
         while True:
             if self._draining:
@@ -362,6 +532,8 @@ class TurnService:
                     metadata={"last_sequence": str(cursor), "session_id": session_id},
                 )
             if feed.gone:
+                if only_turn:
+                    raise turn_dropped(session_id, turn_id)
                 return  # the session was deleted
             held = feed.since(cursor)
             if held is None:
@@ -375,6 +547,12 @@ class TurnService:
                     continue
             if held:
                 for event in held:
+                    if event.sequence != cursor + 1:
+                        # Only retention leaves holes, and it compacted under this reader.
+                        raise compacted(await self._current(tenant_id, session_id), cursor)
+                    if only_turn and event.turn_id != turn_id:
+                        cursor = event.sequence  # the turns ahead of a queued one
+                        continue
                     yield event
                     cursor = event.sequence
                     if turn_id and event.turn_id == turn_id and event.terminal:
@@ -386,8 +564,24 @@ class TurnService:
             # Up to date with everything committed.
             if not feed.active_turn_id and not follow and not turn_id:
                 return
+            # Queued turns wait only behind an active one; with none, this one either began
+            # (the feed will show it) or was dropped.
+            if (
+                only_turn
+                and not feed.active_turn_id
+                and not await self._still_coming(tenant_id, session_id, turn_id)
+            ):
+                raise turn_dropped(session_id, turn_id)
             if not await feed.wait(self._patience(feed)):
                 self._timed_out(feed)
+
+    async def _still_coming(self, tenant_id: str, session_id: str, turn_id: str) -> bool:
+        """Whether turn_id began or still waits in the session's queue."""
+        async with bounded(self._options.read_seconds), self._unit_of_work() as uow:
+            if await uow.turns.get(tenant_id, session_id, turn_id) is not None:
+                return True
+            entries = await uow.queue.entries(tenant_id, session_id)
+        return any(entry.turn_id == turn_id for entry in entries)
 
     def _patience(self, feed: SessionFeed) -> float:
         """How long a follower that is up to date sleeps before it looks for itself."""
@@ -499,9 +693,7 @@ class TurnService:
     async def cancel(self, tenant_id: str, session_id: str, turn_id: str) -> str:
         """Asks the running turn to stop, wherever it runs; returns its id."""
         async with self._unit_of_work(write=True) as uow:
-            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if session is None:
-                raise session_not_found(session_id)
+            session = await visible_session(uow, tenant_id, session_id, for_update=True)
             session, reaped = await self._reap_abandoned(uow, tenant_id, session)
             if turn_id:
                 turn = await uow.turns.get(tenant_id, session_id, turn_id)
@@ -531,7 +723,7 @@ class TurnService:
                 # Nothing runs a paused turn: it ends here, and what it waited on closes.
                 now = utcnow()
                 await uow.approvals.close_turn(tenant_id, session_id, turn_id, now)
-                session, ended = await log.end_with(
+                ended = await log.end_turn(
                     uow,
                     tenant_id,
                     session,
@@ -539,14 +731,15 @@ class TurnService:
                     TurnStatus.CANCELLED,
                     now=now,
                     origin=self._signals.origin,
+                    next_lease_seconds=self._options.lease_seconds,
                 )
                 await uow.commit()
-                self._publish(tenant_id, session_id, ended)
+                self._settle(tenant_id, session_id, reaped)
+                self._settle(tenant_id, session_id, ended)
                 return turn_id
             await log.request_cancel(uow, tenant_id, session_id, turn_id)
             await uow.commit()
-        if reaped is not None:
-            self._publish(tenant_id, session_id, reaped)
+        self._settle(tenant_id, session_id, reaped)
         self._runner.cancel_local(turn_id)
         return turn_id
 
@@ -575,9 +768,7 @@ class TurnService:
             )
         now = utcnow()
         async with self._unit_of_work(write=True) as uow:
-            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if session is None:
-                raise session_not_found(session_id)
+            session = await visible_session(uow, tenant_id, session_id, for_update=True)
             turn_id = session.active_turn_id
             turn = await uow.turns.get(tenant_id, session_id, turn_id) if turn_id else None
             if turn is None or turn.status is not TurnStatus.WAITING:
@@ -625,6 +816,7 @@ class TurnService:
                     config_revision=session.config_revision,
                     last_sequence=session.last_sequence,
                     message_count=session.message_count,
+                    overrides=session.overrides,
                     agent=session.agent,
                     parent_session_id=session.parent_session_id,
                     resume=True,
@@ -665,9 +857,7 @@ class TurnService:
     async def _current(self, tenant_id: str, session_id: str) -> Session:
         """The session, after failing its turn if that turn's lease ran out."""
         async with self._unit_of_work() as uow:
-            session = await uow.sessions.get(tenant_id, session_id)
-            if session is None:
-                raise session_not_found(session_id)
+            session = await visible_session(uow, tenant_id, session_id)
             expired = await lease_expired(uow, tenant_id, session)
         if expired and not self._runner.runs(session.active_turn_id):
             session = await self.reap(tenant_id, session_id)
@@ -676,24 +866,19 @@ class TurnService:
     async def reap(self, tenant_id: str, session_id: str) -> Session:
         """Fails the session's running turn if its runner stopped renewing the lease."""
         async with self._unit_of_work(write=True) as uow:
-            session = await uow.sessions.get(tenant_id, session_id, for_update=True)
-            if session is None:
-                raise session_not_found(session_id)
-            reaped, event = await self._reap_abandoned(uow, tenant_id, session)
+            session = await visible_session(uow, tenant_id, session_id, for_update=True)
+            reaped, written = await self._reap_abandoned(uow, tenant_id, session)
             await uow.commit()
-        if event is not None:
-            self._publish(tenant_id, session_id, event)
+        self._settle(tenant_id, session_id, written)
         return reaped
-
-    def _publish(self, tenant_id: str, session_id: str, event: Event) -> None:
-        self._signals.hub.publish(log_key(tenant_id, session_id), [event])
 
     async def _reap_abandoned(
         self, uow: SessionUoW, tenant_id: str, session: Session, *, force: bool = False
-    ) -> tuple[Session, Event | None]:
+    ) -> tuple[Session, log.Written | None]:
         """Ends a turn whose lease ran out (or, with force, any running turn) with TurnFailed.
 
-        The caller holds the session's row lock, commits, and then publishes the event.
+        The caller holds the session's row lock, commits, and then settles what it wrote
+        (`_settle`): a queued turn may have begun in its place.
         """
         return await fail_abandoned(
             uow,
@@ -702,6 +887,7 @@ class TurnService:
             force=force,
             runs_here=self._runner.runs,
             origin=self._signals.origin,
+            next_lease_seconds=self._options.lease_seconds,
         )
 
     async def recover_orphans(self) -> int:
@@ -711,9 +897,58 @@ class TurnService:
         for tenant_id, turn in running:
             async with self._unit_of_work(write=True) as uow:
                 session = await uow.sessions.get(tenant_id, turn.session_id, for_update=True)
+                written: log.Written | None = None
                 if session is not None and session.active_turn_id == turn.turn_id:
-                    await self._reap_abandoned(uow, tenant_id, session, force=True)
+                    _, written = await self._reap_abandoned(uow, tenant_id, session, force=True)
                 else:
                     await log.close_stray(uow, tenant_id, turn.session_id, turn.turn_id)
                 await uow.commit()
+            self._settle(tenant_id, turn.session_id, written)
         return len(running)
+
+
+def compacted(session: Session, after_sequence: int) -> OutOfRange:
+    """OUT_OF_RANGE for a replay from where retention removed events: where one can start."""
+    first = session.compacted_through + 1
+    return OutOfRange(
+        f"Events of session {session.session_id!r} up to {session.compacted_through} were "
+        f"compacted (their text is in the transcript, see ListMessages); replay from "
+        f"after_sequence {session.compacted_through} or later.",
+        reason="EVENTS_COMPACTED",
+        metadata={
+            "first_sequence": str(first),
+            "compacted_through": str(session.compacted_through),
+            "after_sequence": str(after_sequence),
+        },
+        violations=[FieldViolation("after_sequence", f"must be >= {session.compacted_through}")],
+    )
+
+
+async def _requested(
+    uow: SessionUoW, tenant_id: str, session: Session, request_id: str
+) -> Turn | _Waiting | None:
+    """What request_id asked for in session: its turn, or its place in the queue.
+
+    The session was read first: a turn that leaves the queue after it writes its TurnStarted
+    after that session's last event, so a stream from there misses none of it.
+    """
+    turn = await uow.turns.by_request(tenant_id, session.session_id, request_id)
+    if turn is not None:
+        return turn
+    entry = await uow.queue.by_request(tenant_id, session.session_id, request_id)
+    if entry is None:
+        return None
+    entries = await uow.queue.entries(tenant_id, session.session_id)
+    ahead = turns_ahead(entries, entry.turn_id) or 1
+    return _Waiting(entry, ahead, session.last_sequence)
+
+
+def _reused(request_id: str, turn_id: str) -> InvalidArgument:
+    # A reused key with another message is a client bug; running the first turn's stream
+    # for it would answer a question that was not asked.
+    return InvalidArgument(
+        f"request_id {request_id!r} was already used for a different message (turn {turn_id}).",
+        reason="REQUEST_ID_REUSED",
+        metadata={"turn_id": turn_id},
+        violations=[FieldViolation("request_id", "already used with different content")],
+    )

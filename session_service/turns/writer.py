@@ -239,7 +239,9 @@ class EventWriter:
             if not events and not messages and end is None and not waiting:
                 return
             try:
-                lease = await self._write_retrying(events, messages, end, display_name, waiting)
+                lease, written = await self._write_retrying(
+                    events, messages, end, display_name, waiting
+                )
             except (TurnLost, EventNotStored) as exc:
                 self.problem = exc
                 self.discard()
@@ -261,10 +263,19 @@ class EventWriter:
             deadlines = [a.expire_time for a in waiting if a.expire_time is not None]
             if deadlines:
                 self._signals.approval_deadlines.note(min(deadlines))
-            # Committed: this replica's followers get the events from memory.
+            # Committed: this replica's followers get the events from memory, as stored (a
+            # rolled-back turn's end reads differently, and the next queued turn may follow).
+            follows = written.next if written is not None else None
+            if end is not None:
+                held = follows.lease_expires if follows is not None else None
+            else:
+                held = NO_LEASE if waiting else lease
             self._signals.hub.publish(
-                self._key, events, None if end is not None else NO_LEASE if waiting else lease
+                self._key, written.events if written is not None else events, held
             )
+            if follows is not None:
+                # This replica ended the turn, so it runs the one that began after it.
+                self._signals.start_queued(follows)
 
     async def _write_retrying(
         self,
@@ -273,7 +284,7 @@ class EventWriter:
         end: TurnStatus | None,
         display_name: str = "",
         waiting: Sequence[Approval] = (),
-    ) -> datetime:
+    ) -> tuple[datetime, log.Written | None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = self._options.retry_first_seconds
@@ -325,7 +336,8 @@ class EventWriter:
         waiting: Sequence[Approval],
         *,
         retry: bool,
-    ) -> datetime:
+    ) -> tuple[datetime, log.Written | None]:
+        """Writes one batch; the log's account of it (None: an earlier attempt committed it)."""
         now = utcnow()
         lease = now + timedelta(seconds=self._options.lease_seconds)
         async with self._unit_of_work(write=True) as uow:
@@ -333,13 +345,13 @@ class EventWriter:
             if current is None:
                 raise TurnLost(f"the session of turn {self._turn_id} was deleted")
             if retry and await self._already_written(uow, events, messages):
-                return lease
+                return lease, None
             if current.active_turn_id != self._turn_id:
                 raise TurnLost(
                     f"turn {self._turn_id} was failed as abandoned while this replica could "
                     "not renew its lease"
                 )
-            await log.append(
+            written = await log.write(
                 uow,
                 self._tenant_id,
                 current,
@@ -351,9 +363,10 @@ class EventWriter:
                 end=end,
                 display_name=display_name,
                 waiting=waiting,
+                next_lease_seconds=self._options.lease_seconds,
             )
             await uow.commit()
-        return lease
+        return lease, written
 
     async def _already_written(
         self, uow: SessionUoW, events: Sequence[Event], messages: Sequence[Message]

@@ -18,10 +18,12 @@ from session_service.ports import (
     ApprovalRepo,
     EventRepo,
     MessageRepo,
+    QueueRepo,
     RateRepo,
     SessionRepo,
     TurnRepo,
 )
+from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import (
     OPEN_STATUSES,
     Message,
@@ -30,6 +32,7 @@ from session_service.sessions.model import (
     storable_message,
 )
 from session_service.turns.model import (
+    DELTA_KINDS,
     Approval,
     ApprovalStatus,
     Event,
@@ -37,11 +40,13 @@ from session_service.turns.model import (
     TurnStatus,
     storable_body,
 )
+from session_service.turns.queue import QueuedTurn
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
 from shared.errors import AlreadyExists
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
+from shared.visibility import Viewer
 from tests.unit.fake_storage import FakeDatabase, FakeIdempotency, FakeUnit, Keys, holds
 
 
@@ -60,6 +65,7 @@ class State:
     rates: dict[tuple[str, str], Bucket] = dataclasses.field(default_factory=dict)
     keys: Keys = dataclasses.field(default_factory=dict)
     approvals: dict[tuple[str, str, str, str], Approval] = dataclasses.field(default_factory=dict)
+    queue: dict[tuple[str, str, int], QueuedTurn] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         """A working copy; values are frozen, so copying the containers is enough."""
@@ -71,6 +77,7 @@ class State:
             dict(self.rates),
             dict(self.keys),
             dict(self.approvals),
+            queue=dict(self.queue),
         )
 
 
@@ -151,7 +158,11 @@ class FakeSessionRepo:
         current = self._state.sessions.get(key)
         assert current is not None, "save needs an existing session"
         self._state.sessions[key] = dataclasses.replace(
-            self._stored(session), create_time=current.create_time, config_id=current.config_id
+            self._stored(session),
+            create_time=current.create_time,
+            config_id=current.config_id,
+            # Only compaction writes this column.
+            compacted_through=current.compacted_through,
         )
 
     @staticmethod
@@ -170,6 +181,7 @@ class FakeSessionRepo:
         state.turns = {k: v for k, v in state.turns.items() if k[:2] != owner}
         state.events = {k: v for k, v in state.events.items() if k[:2] != owner}
         state.approvals = {k: v for k, v in state.approvals.items() if k[:2] != owner}
+        state.queue = {k: v for k, v in state.queue.items() if k[:2] != owner}
         state.sessions.pop(owner, None)
 
     async def idle(self, now: datetime, limit: int) -> list[tuple[str, str]]:
@@ -211,15 +223,29 @@ class FakeSessionRepo:
         conditions: Sequence[Condition],
         after: tuple[str, str] | None,
         limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Session]:
-        found = self._matching(tenant_id, conditions)
+        found = [
+            s
+            for s in self._matching(tenant_id, conditions)
+            if viewer is None or viewer.may_see(s.owner, s.visibility, s.team)
+        ]
         if after is not None:
             position = (datetime.fromisoformat(after[0]), after[1])
             found = [s for s in found if (s.create_time, s.session_id) > position]
         return found[:limit]
 
-    async def count(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        return len(self._matching(tenant_id, conditions))
+    async def count(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        return len(
+            [
+                s
+                for s in self._matching(tenant_id, conditions)
+                if viewer is None or viewer.may_see(s.owner, s.visibility, s.team)
+            ]
+        )
 
 
 class FakeMessageRepo:
@@ -403,6 +429,100 @@ class FakeEventRepo:
     async def at(self, tenant_id: str, session_id: str, sequence: int) -> Event | None:
         return self._unit.work.events.get((tenant_id, session_id, sequence))
 
+    async def compact(self, tenant_id: str, session_id: str, through: int) -> int:
+        self._unit.writing()
+        work = self._unit.work
+        doomed = [
+            key
+            for key, event in work.events.items()
+            if key[:2] == (tenant_id, session_id)
+            and key[2] <= through
+            and event.kind in DELTA_KINDS
+        ]
+        for key in doomed:
+            del work.events[key]
+        session = work.sessions.get((tenant_id, session_id))
+        if session is not None and session.compacted_through < through:
+            work.sessions[(tenant_id, session_id)] = dataclasses.replace(
+                session, compacted_through=through
+            )
+        return len(doomed)
+
+    def _due(self) -> list[tuple[str, str, Turn]]:
+        """Ended turns whose deltas are still kept, with their tenant and session."""
+        work = self._unit.work
+        return [
+            (tenant, sid, turn)
+            for (tenant, sid, _), turn in work.turns.items()
+            if turn.end_time is not None
+            and (tenant, sid) in work.sessions
+            and turn.last_sequence > work.sessions[(tenant, sid)].compacted_through
+        ]
+
+    async def compactable(self, ended_before: datetime, limit: int) -> list[tuple[str, str, int]]:
+        last: dict[tuple[str, str], int] = {}
+        for tenant, sid, turn in self._due():
+            assert turn.end_time is not None
+            if turn.end_time <= ended_before:
+                last[(tenant, sid)] = max(last.get((tenant, sid), 0), turn.last_sequence)
+        return [(tenant, sid, through) for (tenant, sid), through in last.items()][:limit]
+
+    async def next_compactable(self) -> datetime | None:
+        ends = [turn.end_time for _, _, turn in self._due() if turn.end_time is not None]
+        return min(ends, default=None)
+
+
+class FakeQueueRepo:
+    """Turn queues in a unit's working copy."""
+
+    def __init__(self, unit: FakeSessionUnitOfWork) -> None:
+        self._unit = unit
+
+    async def add(self, tenant_id: str, entry: QueuedTurn) -> None:
+        self._unit.writing()
+        key = (tenant_id, entry.session_id, entry.position)
+        if key in self._unit.work.queue:
+            raise DuplicateKey(f"queue entry {key} exists already")
+        if entry.request_id and await self.by_request(
+            tenant_id, entry.session_id, entry.request_id
+        ):
+            raise AlreadyExists(
+                f"A turn with request_id {entry.request_id!r} is queued already.",
+                reason="TURN_REQUEST_ID_TAKEN",
+            )
+        self._unit.work.queue[key] = dataclasses.replace(
+            entry,
+            content=storable(entry.content),
+            turn_context=storable(dict(entry.turn_context)),
+        )
+
+    async def entries(self, tenant_id: str, session_id: str) -> list[QueuedTurn]:
+        found = [
+            e
+            for (tenant, sid, _), e in self._unit.work.queue.items()
+            if (tenant, sid) == (tenant_id, session_id)
+        ]
+        return sorted(found, key=lambda e: e.position)
+
+    async def by_request(
+        self, tenant_id: str, session_id: str, request_id: str
+    ) -> QueuedTurn | None:
+        return next(
+            (e for e in await self.entries(tenant_id, session_id) if e.request_id == request_id),
+            None,
+        )
+
+    async def remove(self, tenant_id: str, session_id: str, position: int) -> None:
+        self._unit.writing()
+        self._unit.work.queue.pop((tenant_id, session_id, position), None)
+
+    async def clear(self, tenant_id: str, session_id: str) -> int:
+        self._unit.writing()
+        doomed = [k for k in self._unit.work.queue if k[:2] == (tenant_id, session_id)]
+        for key in doomed:
+            del self._unit.work.queue[key]
+        return len(doomed)
+
 
 class FakeRateRepo:
     """Token buckets in a unit's working copy."""
@@ -544,6 +664,12 @@ class FakeSessionUnitOfWork(FakeUnit[State]):
         return FakeApprovalRepo(self)
 
     @property
+    def queue(self) -> QueueRepo:
+        """Turns waiting behind the active one."""
+        _ = self.work
+        return FakeQueueRepo(self)
+
+    @property
     def rates(self) -> RateRepo:
         """Rate buckets."""
         _ = self.work
@@ -554,3 +680,34 @@ class FakeSessionUnitOfWork(FakeUnit[State]):
         """Stored first responses."""
         _ = self.work
         return FakeIdempotency(self)
+
+
+class StubPreparer:
+    """Prepares any config: revision 0 means the latest, which is `latest`."""
+
+    def __init__(self, latest: int = 3) -> None:
+        self.latest = latest
+        self.calls: list[tuple[str, str, int]] = []
+
+    async def prepare(
+        self,
+        tenant_id: str,
+        config_id: str,
+        revision: int,
+        time_remaining: float | None,
+        *,
+        overrides: str = "",
+    ) -> PreparedBundle:
+        self.calls.append((tenant_id, config_id, revision))
+        return PreparedBundle(
+            tenant_id=tenant_id,
+            config_id=config_id,
+            revision=revision or self.latest,
+            name=config_id,
+            document={},
+            masked={},
+            instruction="",
+            modules=(),
+            composed_from=(),
+            included_configs=frozenset(),
+        )
