@@ -364,3 +364,30 @@ async def test_fail_abandoned_hands_back_the_turn_it_began(database: FakeSession
     assert written.next.turn_id == "b"
     assert (reaped.active_turn_id, reaped.queued_turns) == ("b", 0)
     assert [e.kind for e in written.events] == [EventKind.TURN_FAILED, EventKind.TURN_STARTED]
+
+
+async def test_cancelling_a_waiting_turn_begins_the_next_here(
+    sessions: SessionService,
+    turns: TurnService,
+    database: FakeSessionDatabase,
+    runner: RecordingRunner,
+) -> None:
+    a = await running(sessions, turns)
+    b = await turns.send(TENANT, "s1", "B", if_busy=IfBusy.ENQUEUE)
+    now = utcnow()
+    async with database.unit_of_work(write=True) as uow:
+        session = await uow.sessions.get(TENANT, "s1", for_update=True)
+        assert session is not None
+        approval = Approval("s1", a, "call-1", "bash", "{}", ApprovalStatus.PENDING, now, None)
+        asked = Event(
+            session.last_sequence + 1, a, ApprovalRequested("call-1", "bash", "{}", None), now
+        )
+        await log.write(uow, TENANT, session, [asked], [], now=now, origin="-", waiting=[approval])
+        await uow.commit()
+
+    assert await turns.cancel(TENANT, "s1", "") == a
+
+    session = await current(database)
+    assert (session.active_turn_id, session.queued_turns) == (b.turn_id, 0)
+    assert runner.jobs[-1].turn_id == b.turn_id
+    assert database.turn(TENANT, "s1", a).status is TurnStatus.CANCELLED  # type: ignore[union-attr]
