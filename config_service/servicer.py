@@ -24,12 +24,14 @@ from shared._generated.tandem.config.v1 import (
 )
 from shared.auth.identity import current
 from shared.bundle.validate import BundleSummary, Severity, Violation
+from shared.errors import FieldViolation, InvalidArgument
 from shared.identifiers import MAX_TAGS
 from shared.lru import Lru
 from shared.rpc.context import Context
 from shared.rpc.convert import struct_to_python, timestamp
 from shared.rpc.fields import StructLimits, check_count, check_struct, required
 from shared.tenancy import caller_tenant
+from shared.visibility import Visibility
 
 SERVICE_NAME: str = config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
@@ -42,6 +44,12 @@ _KIND = {
     ConfigKind.AGENT: config_pb2.CONFIG_KIND_AGENT,
     ConfigKind.CONTEXT: config_pb2.CONFIG_KIND_CONTEXT,
 }
+VISIBILITY_PB = {
+    Visibility.PRIVATE: config_pb2.VISIBILITY_PRIVATE,
+    Visibility.TEAM: config_pb2.VISIBILITY_TEAM,
+    Visibility.ORG: config_pb2.VISIBILITY_ORG,
+}
+_VISIBILITY: dict[int, Visibility] = {int(n): v for v, n in VISIBILITY_PB.items()}
 _CHANGE = {
     ChangeType.CREATED: config_pb2.CHANGE_TYPE_CREATED,
     ChangeType.UPDATED: config_pb2.CHANGE_TYPE_UPDATED,
@@ -97,6 +105,9 @@ def config_pb(config: Config, full: bool = True) -> config_pb2.Config:
         path=config.path,
         source_uri=config.source_uri,
         warnings=[violation_pb(v) for v in config.warnings],
+        owner=config.owner,
+        visibility=VISIBILITY_PB[config.visibility],
+        team=config.team,
     )
 
 
@@ -131,6 +142,19 @@ MODULE_CONFIG_LIMITS = StructLimits(max_bytes=64 * 1024, max_entries=4_096, max_
 MAX_UPDATE_PATHS = 16
 
 
+def visibility_of(number: int, field: str) -> Visibility | None:
+    """A requested visibility; None when unspecified, INVALID_ARGUMENT when unknown."""
+    if number == config_pb2.VISIBILITY_UNSPECIFIED:
+        return None
+    if number not in _VISIBILITY:
+        raise InvalidArgument(
+            f"{field} must be VISIBILITY_PRIVATE, VISIBILITY_TEAM or VISIBILITY_ORG.",
+            reason="INVALID_VISIBILITY",
+            violations=[FieldViolation(field, f"unknown value {number}")],
+        )
+    return _VISIBILITY[number]
+
+
 def _fields(config: config_pb2.Config) -> ConfigFields:
     check_count(config.tags, "config.tags", MAX_TAGS, "tags")
     return ConfigFields(
@@ -138,6 +162,7 @@ def _fields(config: config_pb2.Config) -> ConfigFields:
         description=config.description,
         yaml_content=config.yaml_content,
         tags=dict(config.tags),
+        visibility=visibility_of(config.visibility, "config.visibility"),
     )
 
 

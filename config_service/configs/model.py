@@ -12,6 +12,7 @@ from shared.bundle.references import MAX_NAME_LENGTH, is_valid_name
 from shared.bundle.validate import BundleSummary, Violation
 from shared.errors import FieldViolation, InvalidArgument
 from shared.identifiers import check_id, tag_violations
+from shared.visibility import Visibility
 
 
 class ConfigKind(Enum):
@@ -53,6 +54,10 @@ class Config:
     source_uri: str = ""
     # Findings of the write that made this revision; never stored.
     warnings: tuple[Violation, ...] = ()
+    # Who created it (the caller's subject) and their team then, and who else sees it.
+    owner: str = ""
+    visibility: Visibility = Visibility.ORG
+    team: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class ConfigFields:
     description: str | None = None
     yaml_content: str | None = None
     tags: Mapping[str, str] | None = field(default=None)
+    visibility: Visibility | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class Watcher:
         return None if self.service else self.tenant_id
 
 
-UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags")
+UPDATABLE_PATHS = ("name", "description", "yaml_content", "tags", "visibility")
 OUTPUT_ONLY_PATHS = (
     "config_id",
     "revision",
@@ -106,6 +112,8 @@ OUTPUT_ONLY_PATHS = (
     "path",
     "source_uri",
     "warnings",
+    "owner",
+    "team",
 )
 
 MAX_DESCRIPTION = 2048

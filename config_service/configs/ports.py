@@ -15,6 +15,7 @@ from config_service.configs.model import ChangeType, Config, ConfigChange
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.transaction import Transaction
+from shared.visibility import Viewer
 
 
 class ConfigRepo(Protocol):
@@ -85,12 +86,26 @@ class ConfigRepo(Protocol):
         """True when a live config was imported into package namespace."""
 
     async def list_live(
-        self, tenant_id: str, conditions: Sequence[Condition], after_id: str | None, limit: int
+        self,
+        tenant_id: str,
+        conditions: Sequence[Condition],
+        after_id: str | None,
+        limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Config]:
-        """Live configs matching conditions, ordered by id, after after_id."""
+        """Live configs matching conditions (and visible to viewer, when given), by id,
+        after after_id."""
 
-    async def count_live(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        """How many live configs match conditions."""
+    async def count_live(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        """How many live configs match conditions (and are visible to viewer, when given)."""
+
+    async def visible_ids(
+        self, tenant_id: str, config_ids: Sequence[str], viewer: Viewer
+    ) -> set[str]:
+        """Which of config_ids (live or deleted) viewer may see."""
 
     async def list_revisions(
         self, tenant_id: str, config_id: str, before: int | None, limit: int

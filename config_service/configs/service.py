@@ -58,6 +58,7 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     PreconditionViolation,
     QuotaViolation,
     ResourceExhausted,
@@ -74,6 +75,7 @@ from shared.listing import (
     parse_filter,
 )
 from shared.quotas import PolicyLookup, check_count, unlimited
+from shared.visibility import SEES_ALL, Viewer, Visibility, caller
 
 R = TypeVar("R")
 
@@ -129,6 +131,9 @@ class Watch:
 
     tenant_id: str | None
     cursor: int
+    # Who watches: changes of configs this viewer may not see are left out. Not part of
+    # where the watch is, so not of its equality.
+    viewer: Viewer = dataclasses.field(default=SEES_ALL, compare=False)
 
 
 @dataclasses.dataclass
@@ -149,6 +154,21 @@ def _not_found(config_id: str, revision: int = 0) -> NotFound:
         reason="CONFIG_NOT_FOUND",
         resource_type="Config",
         resource_name=config_id if not revision else f"{config_id}@{revision}",
+    )
+
+
+def _seen(found: Config | None, viewer: Viewer) -> bool:
+    """Whether found exists and viewer may see it (the one check every read and write of a
+    config makes; an invisible config is answered exactly as an unknown one)."""
+    return found is not None and viewer.may_see(found.owner, found.visibility, found.team)
+
+
+def _not_shareable(current: Config) -> PermissionDenied:
+    return PermissionDenied(
+        f"Only the owner of config {current.config_id!r} or a tenant admin may change its "
+        "visibility.",
+        reason="VISIBILITY_CHANGE_DENIED",
+        metadata={"config_id": current.config_id, "field": "config.visibility"},
     )
 
 
@@ -259,23 +279,27 @@ class ConfigService:
                 "revision must not be negative.",
                 violations=[FieldViolation("revision", "must be >= 0")],
             )
-        if revision:
-            found = self._cache.revision(tenant_id, config_id, revision)
-            if found is None:
-                async with self._unit_of_work() as uow:
-                    found = await uow.configs.get_revision(tenant_id, config_id, revision)
-                if found is not None:
-                    self._cache.keep_revision(tenant_id, found)
-        else:
-            found = self._cache.latest(tenant_id, config_id)
-            if found is None:
-                generation = self._cache.generation
-                async with self._unit_of_work() as uow:
-                    found = await uow.configs.get(tenant_id, config_id)
-                if found is not None:
-                    self._cache.keep_latest(tenant_id, found, generation)
-            if found is not None and found.delete_time is not None:
-                found = None
+        current = self._cache.latest(tenant_id, config_id)
+        if current is None:
+            generation = self._cache.generation
+            async with self._unit_of_work() as uow:
+                current = await uow.configs.get(tenant_id, config_id)
+            if current is not None:
+                self._cache.keep_latest(tenant_id, current, generation)
+        # Who sees a revision is decided by the config as it is now, deleted or not: making
+        # a config private hides its history too.
+        if current is None or not _seen(current, caller()):
+            raise _not_found(config_id, revision)
+        if not revision:
+            if current.delete_time is not None:
+                raise _not_found(config_id)
+            return current
+        found = self._cache.revision(tenant_id, config_id, revision)
+        if found is None:
+            async with self._unit_of_work() as uow:
+                found = await uow.configs.get_revision(tenant_id, config_id, revision)
+            if found is not None:
+                self._cache.keep_revision(tenant_id, found)
         if found is None:
             raise _not_found(config_id, revision)
         return found
@@ -292,9 +316,12 @@ class ConfigService:
         scope = page_scope("configs", tenant_id, filter_text)
         after = decode_page_token(page_token, scope, shape=(str,))
         after_id = str(after[0]) if after else None
+        viewer = caller()
         async with self._unit_of_work() as uow:
-            items = await uow.configs.list_live(tenant_id, conditions, after_id, size + 1)
-            total = await uow.configs.count_live(tenant_id, conditions)
+            items = await uow.configs.list_live(
+                tenant_id, conditions, after_id, size + 1, viewer=viewer
+            )
+            total = await uow.configs.count_live(tenant_id, conditions, viewer=viewer)
         return page_of(items, size, scope, lambda item: [item.config_id], total)
 
     async def list_revisions(
@@ -306,7 +333,7 @@ class ConfigService:
         after = decode_page_token(page_token, scope, shape=(int,))
         async with self._unit_of_work() as uow:
             current = await uow.configs.get(tenant_id, config_id)
-            if current is None:
+            if current is None or not _seen(current, caller()):
                 raise _not_found(config_id)
             before = int(after[0]) if after else None
             items = await uow.configs.list_revisions(tenant_id, config_id, before, size + 1)
@@ -344,6 +371,7 @@ class ConfigService:
         result = await self._require_valid(tenant_id, content, "config.yaml_content")
         now = utcnow()
         new_id = config_id or uuid.uuid4().hex
+        viewer = caller()
         config = Config(
             config_id=new_id,
             name=fields.name,
@@ -355,6 +383,9 @@ class ConfigService:
             create_time=now,
             update_time=now,
             summary=result.summary,
+            owner=viewer.subject,
+            visibility=fields.visibility or Visibility.ORG,
+            team=viewer.team,
         )
         if validate_only:
             async with self._unit_of_work() as uow:
@@ -399,6 +430,11 @@ class ConfigService:
                         tenant_id, first["config_id"], first["revision"]
                     )
                     assert replay is not None, "revisions are never deleted"
+                    # The request_id is the tenant's: another caller repeating it gets
+                    # nothing it may not see.
+                    current = await uow.configs.get(tenant_id, replay.config_id)
+                    if not _seen(current, caller()):
+                        raise _not_found(replay.config_id)
                     return dataclasses.replace(
                         replay, warnings=_warnings_from_json(first.get("warnings", []))
                     )
@@ -441,8 +477,15 @@ class ConfigService:
         """Applies the fields named by paths (all given fields when None) as a new revision."""
         chosen = self._update_paths(fields, paths)
         check_fields(ConfigFields(**{path: getattr(fields, path) for path in chosen}))
+        viewer = caller()
 
         def apply(current: Config) -> Config:
+            if (
+                "visibility" in chosen
+                and fields.visibility is not current.visibility
+                and not viewer.may_share(current.owner)
+            ):
+                raise _not_shareable(current)
             changes: dict[str, Any] = {}
             for path in chosen:
                 value = getattr(fields, path)
@@ -480,7 +523,12 @@ class ConfigService:
                 violations=[FieldViolation("revision", "must be >= 1")],
             )
         async with self._unit_of_work() as uow:
-            old = await uow.configs.get_revision(tenant_id, config_id, revision)
+            current = await uow.configs.get(tenant_id, config_id)
+            # An invisible config's revisions are answered as an unknown config's would be.
+            visible = _seen(current, caller())
+            old = (
+                await uow.configs.get_revision(tenant_id, config_id, revision) if visible else None
+            )
         if old is None:
             raise _not_found(config_id, revision)
 
@@ -499,7 +547,7 @@ class ConfigService:
         """Deletes a config; its revisions stay readable for sessions pinned to them."""
         async with self._unit(write=True) as uow:
             current = await uow.configs.get(tenant_id, config_id, for_update=True)
-            if current is None or current.delete_time is not None:
+            if current is None or current.delete_time is not None or not _seen(current, caller()):
                 raise _not_found(config_id)
             _check_etag(current, etag)
             now = utcnow()
@@ -522,7 +570,7 @@ class ConfigService:
         """The one write path for changes to an existing config."""
         async with self._unit(write=not validate_only) as uow:
             current = await uow.configs.get(tenant_id, config_id, for_update=not validate_only)
-            if current is None or current.delete_time is not None:
+            if current is None or current.delete_time is not None or not _seen(current, caller()):
                 raise _not_found(config_id)
             _check_etag(current, etag)
             # An edit re-parses and re-dumps the whole document: seconds for a large one.
@@ -573,7 +621,8 @@ class ConfigService:
         if paths is None:
             return [p for p in UPDATABLE_PATHS if getattr(fields, p)]
         if paths == ["*"]:
-            return list(UPDATABLE_PATHS)
+            # Visibility unspecified keeps it as it is, rather than resetting who sees it.
+            return [p for p in UPDATABLE_PATHS if p != "visibility" or fields.visibility]
         violations = []
         for path in paths:
             if path in OUTPUT_ONLY_PATHS:
@@ -591,6 +640,12 @@ class ConfigService:
                 "config.name cannot be cleared.",
                 reason="NAME_REQUIRED",
                 violations=[FieldViolation("config.name", "is required")],
+            )
+        if "visibility" in paths and fields.visibility is None:
+            raise InvalidArgument(
+                "config.visibility must be VISIBILITY_PRIVATE, VISIBILITY_TEAM or VISIBILITY_ORG.",
+                reason="VISIBILITY_REQUIRED",
+                violations=[FieldViolation("config.visibility", "is required")],
             )
         return list(dict.fromkeys(paths))
 
@@ -798,6 +853,18 @@ class ConfigService:
     ) -> _Plan:
         namespace = package.namespace
         stored = await uow.configs.live_in_namespace(tenant_id, namespace, for_update=lock)
+        viewer = caller()
+        if not all(_seen(config, viewer) for config in stored):
+            # A re-import revises or removes every file of the package: not files its
+            # importer may not see. Which ones stays hidden.
+            raise AlreadyExists(
+                f"Package {namespace!r} holds files you may not see; their owner or a tenant "
+                "admin can import it.",
+                reason="PACKAGE_NOT_VISIBLE",
+                resource_type="BundlePackage",
+                resource_name=namespace,
+                metadata={"namespace": namespace},
+            )
         by_path = {config.path: config for config in stored}
         own_ids = {config.config_id for config in stored}
         taken = [
@@ -807,7 +874,7 @@ class ConfigService:
         ]
         adopted: Config | None = None
         for config in taken:
-            if config.name == namespace and not config.namespace:
+            if config.name == namespace and not config.namespace and _seen(config, viewer):
                 # The namespace's bundle, created on its own: it becomes the package root.
                 adopted = config
                 continue
@@ -841,13 +908,15 @@ class ConfigService:
             if current is None and adopted is not None and file.name == adopted.name:
                 current = adopted
             if current is None:
-                config = _new_config(tenant_id, file, namespace, source_uri, now)
+                config = _new_config(tenant_id, file, namespace, source_uri, now, viewer)
                 plan.created.append(config)
             elif _same_file(current, file, namespace, source_uri):
                 config = current
                 plan.unchanged.append(config)
             else:
-                config = _revised_config(tenant_id, current, file, namespace, source_uri, now)
+                config = _revised_config(
+                    tenant_id, current, file, namespace, source_uri, now, viewer
+                )
                 plan.updated.append(config)
             plan.configs.append(config)
         plan.deleted.extend(
@@ -946,7 +1015,7 @@ class ConfigService:
         cursor = latest if after_sequence == 0 else after_sequence
         if oldest and cursor < oldest - 1:
             raise _expired(cursor, oldest)
-        return Watch(tenant_id, cursor)
+        return Watch(tenant_id, cursor, caller())
 
     async def follow(self, watch: Watch) -> AsyncIterator[ConfigChange]:
         """The watched changes after its cursor, then new ones as they commit, until drained.
@@ -969,11 +1038,23 @@ class ConfigService:
             oldest, batch = await asyncio.shield(self._read_changes(tenant_id, cursor))
             if oldest and cursor < oldest - 1:
                 raise _expired(cursor, oldest)
+            shown = await asyncio.shield(self._visible_changes(tenant_id, watch.viewer, batch))
             for change in batch:
-                yield change
+                if change.config_id in shown:
+                    yield change
                 cursor = change.sequence
             if len(batch) < WATCH_BATCH:
                 await Broadcast.wait(ticket, self._options.watch_poll_seconds)
+
+    async def _visible_changes(
+        self, tenant_id: str | None, viewer: Viewer, batch: Sequence[ConfigChange]
+    ) -> set[str]:
+        """The ids of batch's configs the watcher may see: names of the others stay hidden."""
+        ids = {change.config_id for change in batch}
+        if viewer.sees_all or tenant_id is None or not ids:
+            return ids
+        async with self._unit_of_work() as uow:
+            return await uow.configs.visible_ids(tenant_id, sorted(ids), viewer)
 
     async def _read_changes(
         self, tenant_id: str | None, cursor: int
@@ -997,6 +1078,9 @@ def _create_fingerprint(config_id: str, fields: ConfigFields) -> str:
         "yaml_content": fields.yaml_content or "",
         "tags": dict(fields.tags or {}),
     }
+    if fields.visibility is not None:
+        # Only when given, so fingerprints recorded before visibility existed still match.
+        canonical["visibility"] = fields.visibility.value
     return fingerprint(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -1052,7 +1136,12 @@ def _invalid_package(package: Package) -> InvalidArgument:
 
 
 def _new_config(
-    tenant_id: str, file: PackageFile, namespace: str, source_uri: str, now: datetime
+    tenant_id: str,
+    file: PackageFile,
+    namespace: str,
+    source_uri: str,
+    now: datetime,
+    importer: Viewer,
 ) -> Config:
     # Ids of imported files are random, like CreateConfig's: a file removed and added back
     # later gets a new id, since a deleted config's id stays taken by its revisions.
@@ -1072,6 +1161,10 @@ def _new_config(
         namespace=namespace,
         path=file.path,
         source_uri=source_uri,
+        # A package is shared with the whole tenant, in the name of whoever imported it.
+        owner=importer.subject,
+        visibility=Visibility.ORG,
+        team=importer.team,
     )
 
 
@@ -1094,6 +1187,7 @@ def _revised_config(
     namespace: str,
     source_uri: str,
     now: datetime,
+    importer: Viewer,
 ) -> Config:
     revision = current.revision + 1
     # Tags are the tenant's own, never part of a package: they carry over.
@@ -1110,6 +1204,9 @@ def _revised_config(
         namespace=namespace,
         path=file.path,
         source_uri=source_uri,
+        owner=importer.subject,
+        visibility=Visibility.ORG,
+        team=importer.team,
     )
 
 
@@ -1139,9 +1236,10 @@ def _import_record(result: ImportResult) -> bytes:
 
 
 def _same_content(a: Config, b: Config) -> bool:
-    return (a.name, a.description, a.yaml_content, dict(a.tags)) == (
+    return (a.name, a.description, a.yaml_content, dict(a.tags), a.visibility) == (
         b.name,
         b.description,
         b.yaml_content,
         dict(b.tags),
+        b.visibility,
     )

@@ -43,6 +43,8 @@ class ConfigRow(Base):
         # A package's files, and `git+https://…#subdirectory=PATH` lookups.
         Index("ix_configs_namespace", "tenant_id", "namespace"),
         Index("ix_configs_source_path", "tenant_id", "source_key", "path"),
+        # Listings of a regular caller filter by owner (beside ORG and the caller's team).
+        Index("ix_configs_owner", "tenant_id", "owner"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -63,6 +65,10 @@ class ConfigRow(Base):
     source_uri: Mapped[str] = mapped_column(String(1024), default="")
     # source_uri as references match it: `@REF` and fragment dropped (canonical_source).
     source_key: Mapped[str] = mapped_column(String(1024), default="")
+    # Who created it and their team then; who else sees it (PRIVATE, TEAM or ORG).
+    owner: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="ORG")
+    team: Mapped[str] = mapped_column(String(128), default="")
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     update_time: Mapped[datetime] = mapped_column(UTCDateTime())
     delete_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -86,6 +92,9 @@ class ConfigRevisionRow(Base):
     namespace: Mapped[str] = mapped_column(String(128), default="")
     path: Mapped[str] = mapped_column(String(256), default="")
     source_uri: Mapped[str] = mapped_column(String(1024), default="")
+    owner: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="ORG")
+    team: Mapped[str] = mapped_column(String(128), default="")
     # When the config was first created, and when this revision was written.
     create_time: Mapped[datetime] = mapped_column(UTCDateTime())
     revision_time: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -18,6 +18,7 @@ from shared.bundle.validate import BundleSummary
 from shared.db.tenant_lock import lock_tenant
 from shared.errors import AlreadyExists
 from shared.listing import Condition, like_pattern
+from shared.visibility import Viewer, visibility_named
 
 # Any fixed 63-bit number; it names the lock that orders change-log appends on PostgreSQL.
 _CHANGE_LOG_LOCK = 0x7A6D_C0DE_0001
@@ -58,7 +59,15 @@ def _config(row: ConfigRow | ConfigRevisionRow, update_time: datetime) -> Config
         namespace=row.namespace,
         path=row.path,
         source_uri=row.source_uri,
+        owner=row.owner,
+        visibility=visibility_named(row.visibility),
+        team=row.team,
     )
+
+
+def _visible(viewer: Viewer) -> ColumnElement[bool]:
+    """The visibility rule over the configs table: every listing filters by it here."""
+    return viewer.condition(ConfigRow.owner, ConfigRow.visibility, ConfigRow.team)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -157,6 +166,9 @@ class ConfigRepository:
         row.path = config.path
         row.source_uri = config.source_uri
         row.source_key = canonical_source(config.source_uri)
+        row.owner = config.owner
+        row.visibility = config.visibility.value
+        row.team = config.team
         row.update_time = config.update_time
         self._session.add(self._revision_row(tenant_id, config))
         await self._flush_unique(config)
@@ -266,12 +278,19 @@ class ConfigRepository:
         return found is not None
 
     async def list_live(
-        self, tenant_id: str, conditions: Sequence[Condition], after_id: str | None, limit: int
+        self,
+        tenant_id: str,
+        conditions: Sequence[Condition],
+        after_id: str | None,
+        limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Config]:
-        """Live configs matching conditions, ordered by id, after after_id."""
+        """Live configs matching conditions (and visible to viewer, when given), by id,
+        after after_id."""
         query = (
             select(ConfigRow)
-            .where(*self._live(tenant_id, conditions))
+            .where(*self._live(tenant_id, conditions, viewer))
             .order_by(ConfigRow.config_id)
             .limit(limit)
         )
@@ -280,12 +299,32 @@ class ConfigRepository:
         rows = (await self._session.scalars(query)).all()
         return [_config(row, row.update_time) for row in rows]
 
-    async def count_live(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        """How many live configs match conditions."""
+    async def count_live(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        """How many live configs match conditions (and are visible to viewer, when given)."""
         query = (
-            select(func.count()).select_from(ConfigRow).where(*self._live(tenant_id, conditions))
+            select(func.count())
+            .select_from(ConfigRow)
+            .where(*self._live(tenant_id, conditions, viewer))
         )
         return int(await self._session.scalar(query) or 0)
+
+    async def visible_ids(
+        self, tenant_id: str, config_ids: Sequence[str], viewer: Viewer
+    ) -> set[str]:
+        """Which of config_ids (live or deleted) viewer may see."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(config_ids))):
+            rows = await self._session.scalars(
+                select(ConfigRow.config_id).where(
+                    ConfigRow.tenant_id == tenant_id,
+                    ConfigRow.config_id.in_(chunk),
+                    _visible(viewer),
+                )
+            )
+            found.update(rows)
+        return found
 
     async def list_revisions(
         self, tenant_id: str, config_id: str, before: int | None, limit: int
@@ -305,11 +344,15 @@ class ConfigRepository:
         rows = (await self._session.scalars(query)).all()
         return [_config(row, row.revision_time) for row in rows]
 
-    def _live(self, tenant_id: str, conditions: Sequence[Condition]) -> list[ColumnElement[bool]]:
+    def _live(
+        self, tenant_id: str, conditions: Sequence[Condition], viewer: Viewer | None = None
+    ) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = [
             ConfigRow.tenant_id == tenant_id,
             ConfigRow.delete_time.is_(None),
         ]
+        if viewer is not None:
+            clauses.append(_visible(viewer))
         for condition in conditions:
             value = condition.value
             if condition.field in _COLUMNS:
@@ -359,6 +402,9 @@ class ConfigRepository:
             path=config.path,
             source_uri=config.source_uri,
             source_key=canonical_source(config.source_uri),
+            owner=config.owner,
+            visibility=config.visibility.value,
+            team=config.team,
             create_time=config.create_time,
             update_time=config.update_time,
             delete_time=None,
@@ -380,6 +426,9 @@ class ConfigRepository:
             namespace=config.namespace,
             path=config.path,
             source_uri=config.source_uri,
+            owner=config.owner,
+            visibility=config.visibility.value,
+            team=config.team,
             create_time=config.create_time,
             revision_time=config.update_time,
         )

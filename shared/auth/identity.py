@@ -33,6 +33,9 @@ class Identity:
     # caller rather than for the calling service.
     authorization: str = ""
     service: bool = False
+    # The caller's team within the tenant (from its key or token claims); "" for none. What
+    # TEAM visibility shares with.
+    team: str = ""
 
     def may(self, needed: Role) -> bool:
         """Whether this caller's role covers needed."""

@@ -6,6 +6,7 @@ The key list is YAML (or JSON), from a file or an environment variable:
       - name: team-a-ci          # shown in logs, never the key
         tenant: team-a
         role: writer             # reader, writer, admin, or service
+        team: platform           # optional: the caller's team (TEAM visibility)
         sha256: 9f86d0818...     # `python -m shared.auth.keys hash <key>`
 
     tenants:                     # optional: overrides of the TANDEM_QUOTA_* defaults
@@ -40,6 +41,8 @@ from shared.quotas import NO_LIMITS, TenantPolicy, parse_policy
 _log = logging.getLogger(__name__)
 
 _ROLES = {"reader": Role.READER, "writer": Role.WRITER, "admin": Role.ADMIN}
+# Stored on every config and session a caller creates.
+MAX_TEAM_LENGTH = 128
 
 
 class KeyFileError(ValueError):
@@ -58,12 +61,13 @@ class KeyEntry:
     name: str
     tenant_id: str
     role: str
+    team: str = ""
 
     def identity(self, authorization: str) -> Identity:
         """The caller this key authenticates."""
         if self.role == SERVICE_ROLE:
             return Identity(self.tenant_id, None, self.name, authorization, service=True)
-        return Identity(self.tenant_id, _ROLES[self.role], self.name, authorization)
+        return Identity(self.tenant_id, _ROLES[self.role], self.name, authorization, team=self.team)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,10 @@ def _entry(raw: Mapping[str, Any], where: str) -> KeyEntry:
     role = raw["role"].strip().lower()
     if role not in _ROLES and role != SERVICE_ROLE:
         raise KeyFileError(f"{where}.role: one of reader, writer, admin, service")
-    return KeyEntry(raw["name"].strip(), raw["tenant"].strip(), role)
+    team = raw.get("team", "")
+    if not isinstance(team, str) or len(team.strip()) > MAX_TEAM_LENGTH:
+        raise KeyFileError(f"{where}.team: a string of at most {MAX_TEAM_LENGTH} characters")
+    return KeyEntry(raw["name"].strip(), raw["tenant"].strip(), role, team.strip())
 
 
 class KeyStore:

@@ -6,7 +6,8 @@ An identity provider signs the tokens; Tandem holds only its public keys, as a J
 
 Only asymmetric signatures are accepted (RS*, PS*, ES*, EdDSA), so a leaked key file lets
 no one mint tokens. A token must name its key by `kid` (unless the set holds exactly one
-key), carry `exp`, `iss`, `aud` and `sub`, and name a tenant and a role in its claims.
+key), carry `exp`, `iss`, `aud` and `sub`, and name a tenant and a role in its claims; a
+team claim is optional.
 
 The file is re-read when it changes, so the provider's keys rotate without a restart.
 """
@@ -25,6 +26,7 @@ import jwt
 from jwt.exceptions import InvalidSubjectError
 
 from shared.auth.identity import Identity, Role
+from shared.auth.keys import MAX_TEAM_LENGTH
 from shared.auth.reloading import ReloadingFile
 from shared.errors import Unauthenticated
 
@@ -152,12 +154,14 @@ class JwtVerifier:
         role_claim: str = "role",
         leeway_seconds: float = 30.0,
         reload_seconds: float = 2.0,
+        team_claim: str = "team",
     ) -> None:
         self._issuer = issuer
         self._audience = audience
         self._path = Path(jwks_file)
         self._tenant_claim = tenant_claim
         self._role_claim = role_claim
+        self._team_claim = team_claim
         self._leeway = leeway_seconds
         try:
             self._jwks = ReloadingFile(self._path, _parse_jwks, reload_seconds, "JWKS")
@@ -203,6 +207,7 @@ class JwtVerifier:
             role=self._role(claims),
             subject=f"jwt:{claims['sub']}",
             authorization=f"Bearer {token}",
+            team=self._team(claims),
         )
 
     def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
@@ -249,6 +254,18 @@ class JwtVerifier:
         if not isinstance(tenant, str) or not tenant.strip():
             raise _invalid(f"The token's '{self._tenant_claim}' claim must be a non-empty string.")
         return tenant.strip()
+
+    def _team(self, claims: Mapping[str, Any]) -> str:
+        # Optional: a caller of no team sees what it owns and what its tenant shares.
+        team = claims.get(self._team_claim)
+        if team is None:
+            return ""
+        if not isinstance(team, str) or len(team.strip()) > MAX_TEAM_LENGTH:
+            raise _invalid(
+                f"The token's '{self._team_claim}' claim must be a string of at most "
+                f"{MAX_TEAM_LENGTH} characters."
+            )
+        return team.strip()
 
     def _role(self, claims: Mapping[str, Any]) -> Role:
         role = claims.get(self._role_claim)

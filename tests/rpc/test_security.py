@@ -123,8 +123,11 @@ async def test_reader_writer_and_admin_each_get_what_their_role_allows(secured: 
     )
     assert [c.config_id for c in listed.configs] == ["roles"]
     # Sessions: writers run them; readers only look.
+    # Shared with the tenant: a new session is its creator's own (PRIVATE) unless asked.
     session = await secured.sessions.CreateSession(
-        session_service_pb2.CreateSessionRequest(config_id="roles", start=True),
+        session_service_pb2.CreateSessionRequest(
+            config_id="roles", start=True, visibility=config_pb2.VISIBILITY_ORG
+        ),
         metadata=auth("a-writer"),
     )
     send = session_service_pb2.SendMessageRequest(session_id=session.session_id, content="hi")
@@ -170,7 +173,9 @@ async def test_tenant_b_can_touch_nothing_of_tenant_a(secured: Secured) -> None:
     configs, sessions = secured.configs, secured.sessions
     a_config = await create_config(secured, "a-writer", "a-config")
     a_session = await sessions.CreateSession(
-        session_service_pb2.CreateSessionRequest(config_id="a-config", start=True),
+        session_service_pb2.CreateSessionRequest(
+            config_id="a-config", start=True, visibility=config_pb2.VISIBILITY_ORG
+        ),
         metadata=auth("a-writer"),
     )
     first = await collect(

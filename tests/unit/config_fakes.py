@@ -19,6 +19,7 @@ from shared.bundle.references import canonical_source
 from shared.errors import AlreadyExists
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
+from shared.visibility import Viewer
 from tests.unit.fake_storage import FakeDatabase, FakeIdempotency, FakeUnit, Keys, holds
 
 
@@ -231,20 +232,45 @@ class FakeConfigRepo:
     async def namespace_is_imported(self, tenant_id: str, namespace: str) -> bool:
         return any(c.namespace == namespace for c in self._live(tenant_id))
 
-    def _matching(self, tenant_id: str, conditions: Sequence[Condition]) -> list[Config]:
-        found = [c for c in self._live(tenant_id) if all(_matches(c, x) for x in conditions)]
+    def _matching(
+        self, tenant_id: str, conditions: Sequence[Condition], viewer: Viewer | None = None
+    ) -> list[Config]:
+        found = [
+            c
+            for c in self._live(tenant_id)
+            if all(_matches(c, x) for x in conditions)
+            and (viewer is None or viewer.may_see(c.owner, c.visibility, c.team))
+        ]
         return sorted(found, key=lambda c: c.config_id)
 
     async def list_live(
-        self, tenant_id: str, conditions: Sequence[Condition], after_id: str | None, limit: int
+        self,
+        tenant_id: str,
+        conditions: Sequence[Condition],
+        after_id: str | None,
+        limit: int,
+        *,
+        viewer: Viewer | None = None,
     ) -> list[Config]:
-        found = self._matching(tenant_id, conditions)
+        found = self._matching(tenant_id, conditions, viewer)
         if after_id is not None:
             found = [c for c in found if c.config_id > after_id]
         return found[:limit]
 
-    async def count_live(self, tenant_id: str, conditions: Sequence[Condition]) -> int:
-        return len(self._matching(tenant_id, conditions))
+    async def count_live(
+        self, tenant_id: str, conditions: Sequence[Condition], *, viewer: Viewer | None = None
+    ) -> int:
+        return len(self._matching(tenant_id, conditions, viewer))
+
+    async def visible_ids(
+        self, tenant_id: str, config_ids: Sequence[str], viewer: Viewer
+    ) -> set[str]:
+        return {
+            config_id
+            for config_id in config_ids
+            if (found := self._state.configs.get((tenant_id, config_id))) is not None
+            and viewer.may_see(found.owner, found.visibility, found.team)
+        }
 
     async def list_revisions(
         self, tenant_id: str, config_id: str, before: int | None, limit: int
