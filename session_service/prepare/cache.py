@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from session_service.prepare.model import PreparedBundle
 from shared.lru import Lru
 
-Key = tuple[str, str, int]  # (tenant, config_id, revision)
+# (tenant, config_id, revision), and for a session with overrides the digest of them: every
+# variant of a config shares its config_id, so evicting the config drops them all.
+Key = tuple[str, str, int] | tuple[str, str, int, str]
 
 # Past this many remembered invalidations the memory is reset (which only costs in-flight
 # preparations their chance to be cached).
@@ -25,7 +27,8 @@ class CacheStats:
 
 
 class PreparedCache:
-    """Prepared bundles by (tenant, config_id, revision), least recently used out first.
+    """Prepared bundles by (tenant, config_id, revision[, overrides digest]), least recently
+    used out first.
 
     `generation` grows with every invalidation. A preparation reads it before it starts; its
     result is stored only if nothing it was built from (its config, or a name it included)

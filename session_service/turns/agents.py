@@ -54,6 +54,7 @@ class CreatesSessions(Protocol):
         start: bool = False,
         parent_session_id: str = "",
         agent: str = "",
+        overrides: str = "",
     ) -> Session: ...
 
 
@@ -109,6 +110,8 @@ class ParentTurn:
     parent_session_id: str
     config_id: str
     config_revision: int
+    # The parent's overrides: its children run agents of the bundle they compose to.
+    overrides: str
     bundle: PreparedBundle
     record: Callable[[EventBody], Awaitable[None]]
     transcript: Callable[[], Sequence[ChatMessage]]
@@ -189,6 +192,7 @@ class ChildAgents:
                         start=True,
                         parent_session_id=parent.session_id,
                         agent=agent,
+                        overrides=parent.overrides,
                     )
                 accepted = await launcher.turns().send(
                     parent.tenant_id, child.session_id, instruction

@@ -96,6 +96,9 @@ class TurnJob:
     config_revision: int
     last_sequence: int
     message_count: int
+    # The session's overrides, composed over its config revision (Session.overrides). No
+    # default: a turn prepared without its session's overrides would run another bundle.
+    overrides: str
     turn_context: Mapping[str, Any] = field(default_factory=dict)
     # Set in a child session: the agent of the parent's bundle it runs, and the parent.
     agent: str = ""
@@ -242,7 +245,7 @@ class TurnRunner:
     def __init__(
         self,
         unit_of_work: SessionUoWFactory,
-        prepare: Callable[[str, str, int], Any],
+        prepare: Callable[[str, str, int, str], Any],
         signals: TurnSignals,
         options: WriterOptions | None = None,
         instruments: TurnInstruments | None = None,
@@ -407,7 +410,7 @@ class _Turn:
         job: TurnJob,
         writer: EventWriter,
         unit_of_work: SessionUoWFactory,
-        prepare: Callable[[str, str, int], Any],
+        prepare: Callable[[str, str, int, str], Any],
         stopping: Callable[[], bool],
         instruments: TurnInstruments,
         sandbox: Callable[[str], Sandbox],
@@ -509,7 +512,7 @@ class _Turn:
     async def _loop(self) -> None:
         job = self._job
         bundle: PreparedBundle = await self._prepare(
-            job.tenant_id, job.config_id, job.config_revision
+            job.tenant_id, job.config_id, job.config_revision, job.overrides
         )
         if job.agent:
             bundle = _agent_bundle(bundle, job.agent)
@@ -524,6 +527,7 @@ class _Turn:
                     job.parent_session_id,
                     job.config_id,
                     job.config_revision,
+                    job.overrides,
                     bundle,
                     self._writer.add,
                     lambda: tuple(transcript),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 from session_service.prepare.cache import PreparedCache
 from session_service.prepare.egress import EgressPolicy
 from session_service.prepare.environment import BundleEnvironment
-from session_service.prepare.model import PreparationFailed
+from session_service.prepare.model import PreparationFailed, PreparedBundle
 from session_service.prepare.modules import ModuleRegistry
+from session_service.prepare.overrides import InvalidOverrides
 from session_service.prepare.preparer import ModuleReach, Preparer
 from session_service.prepare.source import FetchedConfig
 from session_service.prepare.watcher import WatchState
@@ -172,3 +174,105 @@ async def test_shipped_bundles_are_found_in_the_tandem_namespace_only(
     assert prepared.composed_from == ("bundle:tandem:dev", "config:app")
     # The shipped name is never looked up among the tenant's configs.
     assert not [r for r in source.reads if "tandem" in r]
+
+
+# --- session overrides --------------------------------------------------------------------
+
+ECHO_APP = (
+    "bundle:\n  name: app\nproviders:\n  - module: provider-echo\n"
+    "    config: {default_model: m-a}\ntools:\n  - module: tool-filesystem\n"
+)
+OVERRIDES = (
+    "providers:\n  - module: provider-echo\n    config: {default_model: m-b}\n"
+    "remove:\n  tools: [tool-filesystem]\n"
+    "context:\n  include: ['acme:context/style.md']\n"
+)
+
+
+def _models(bundle: PreparedBundle) -> list[object]:
+    return [m.config.get("default_model") for m in bundle.modules if m.kind == "provider"]
+
+
+def _tools(bundle: PreparedBundle) -> list[str]:
+    return [m.module for m in bundle.modules if m.kind == "tool"]
+
+
+async def test_overrides_compose_last_and_each_variant_is_cached_once(
+    source: MemorySource, tmp_path: Path
+) -> None:
+    source.put("app", "app", ECHO_APP)
+    source.put("style", "acme:context/style.md", "Be brief.")
+    state = WatchState()
+    state.up()
+    cache = PreparedCache(8)
+    preparer = Preparer(source, cache, REGISTRY, BundleEnvironment({}), state)
+    plain = await preparer.prepare("t", "app", 0, None)
+    overridden = await preparer.prepare("t", "app", 0, None, overrides=OVERRIDES)
+    assert (_models(overridden), _tools(overridden)) == (["m-b"], [])
+    assert [c.name for c in overridden.context] == ["acme:context/style.md"]
+    assert overridden.composed_from == ("config:app", "overrides")
+    # The plain bundle is another entry, untouched by the variant.
+    assert (_models(plain), _tools(plain)) == (["m-a"], ["tool-filesystem"])
+    # The same overrides, written differently, are the same entry; none is the plain one.
+    rewritten = "# the same, reordered\n" + OVERRIDES.replace("remove:", "\nremove:")
+    assert await preparer.prepare("t", "app", 0, None, overrides=rewritten) is overridden
+    assert await preparer.prepare("t", "app", 0, None, overrides="  \n") is plain
+    other = await preparer.prepare("t", "app", 0, None, overrides=OVERRIDES.replace("m-b", "m-c"))
+    assert _models(other) == ["m-c"]
+    assert cache.stats().size == 3
+    # A change to the config drops every variant of it; one to the context file, those using it.
+    preparer.forget("style", "acme:context/style.md")
+    assert cache.stats().size == 1
+    preparer.forget("app", "app")
+    assert cache.stats().size == 0
+
+
+async def test_concurrent_preparations_of_the_same_overrides_build_once(
+    source: MemorySource, tmp_path: Path
+) -> None:
+    source.put("app", "app", ECHO_APP)
+    source.put("style", "acme:context/style.md", "Be brief.")
+    state = WatchState()
+    state.up()
+    preparer = _preparer(source, state, tmp_path)
+    first, second = await asyncio.gather(
+        preparer.prepare("t", "app", 0, None, overrides=OVERRIDES),
+        preparer.prepare("t", "app", 0, None, overrides="# same\n" + OVERRIDES),
+    )
+    assert first is second
+    assert source.reads.count("name:acme:context/style.md") == 1
+
+
+async def test_problems_the_overrides_cause_are_invalid_argument_located_in_them(
+    source: MemorySource, tmp_path: Path
+) -> None:
+    source.put("app", "app", ECHO_APP)
+    preparer = _preparer(source, WatchState(), tmp_path)
+    fragment = (
+        "tools:\n  - module: tool-unknown\n"
+        "  - module: tool-filesystem\n    config: {allowed_paths: ['/etc']}\n"
+        "providers:\n  - module: provider-echo\n    config: {api_key: '${NOT_ALLOWED}'}\n"
+        "context:\n  include: ['acme:context/missing.md']\n"
+    )
+    with pytest.raises(InvalidOverrides) as refused:
+        await preparer.prepare("t", "app", 0, None, overrides=fragment)
+    found = {(v.field, v.line, v.description.split(":")[0]) for v in refused.value.violations}
+    assert found == {
+        ("overrides.tools[0].module", 2, "MODULE_NOT_INSTALLED"),
+        ("overrides.tools[1].config.allowed_paths", 4, "TOOL_PATH_NOT_ALLOWED"),
+        ("overrides.providers[0].config.api_key", 7, "ENV_NOT_AVAILABLE"),
+        ("overrides.context.include[0]", 9, "CONTEXT_NOT_FOUND"),
+    }
+
+
+async def test_a_config_that_fails_on_its_own_still_fails_as_the_configs_problem(
+    source: MemorySource, tmp_path: Path
+) -> None:
+    source.put("bad", "bad", "bundle:\n  name: bad\ntools:\n  - module: tool-unknown\n")
+    preparer = _preparer(source, WatchState(), tmp_path)
+    fragment = "providers:\n  - module: provider-echo\n"
+    with pytest.raises(PreparationFailed) as failed:
+        await preparer.prepare("t", "bad", 0, None, overrides=fragment)
+    assert {(v.type, v.subject) for v in failed.value.violations} == {
+        ("MODULE_NOT_INSTALLED", "config:bad: tools[0]")
+    }

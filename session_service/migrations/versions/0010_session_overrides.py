@@ -7,6 +7,9 @@ Create Date: 2026-12-01
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "session_0010"
 down_revision: str | None = "session_0009"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +17,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("sessions") as batch:
+        batch.add_column(sa.Column("overrides", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("overrides")
