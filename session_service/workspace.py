@@ -9,12 +9,15 @@ key files and other sessions' workspaces stay out of reach.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,3 +176,171 @@ class Workspaces:
             except OSError as exc:
                 # The session is gone either way; what is left over is for the operator.
                 _log.warning("could not remove a workspace: %s", type(exc).__name__)
+
+    def stage_copy(
+        self,
+        tenant_id: str,
+        workspace_of: str,
+        session_id: str,
+        limits: CopyLimits | None = None,
+    ) -> Path:
+        """A copy of a session's files in a private staging folder, for `place` to move in.
+
+        workspace_of is the session whose workspace session_id works in (itself, or for an
+        agent's child session the session that started the chain); the state folder is
+        session_id's own. WorkspaceTooLarge past the limits, and then nothing is left.
+        """
+        staged = self.root / _folder_name(tenant_id) / ".forks" / uuid.uuid4().hex
+        staged.mkdir(mode=0o700, parents=True)
+        try:
+            budget = _Budget(limits or CopyLimits())
+            copy_tree(self.path(tenant_id, workspace_of), staged / "workspace", budget)
+            copy_tree(self.state_path(tenant_id, session_id), staged / "state", budget)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return staged
+
+    def place(self, staged: Path, tenant_id: str, session_id: str) -> None:
+        """Moves a staged copy in as session_id's workspace and state folder.
+
+        The caller has claimed session_id (its row is written, not yet committed), so what
+        is there already belongs to no session: a leftover that a delete could not remove.
+        """
+        for part, target in (
+            ("workspace", self.path(tenant_id, session_id)),
+            ("state", self.state_path(tenant_id, session_id)),
+        ):
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if target.exists() or target.is_symlink():
+                _remove_any(target)
+            os.rename(staged / part, target)
+        staged.rmdir()
+
+    def discard(self, staged: Path) -> None:
+        """Removes a staged copy that will not be placed."""
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    """How much of a workspace (with its state folder) a fork copies at most."""
+
+    max_bytes: int = 512 * MIB
+    # Files and folders, each one entry.
+    max_entries: int = 50_000
+    max_depth: int = 64
+
+
+class WorkspaceTooLarge(Exception):
+    """A workspace over a copy limit; what names the limit ("bytes", "entries", "depth")."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"the workspace holds more than {limit} {what}")
+        self.what = what
+        self.limit = limit
+
+
+class _Budget:
+    def __init__(self, limits: CopyLimits) -> None:
+        self.limits = limits
+        self.bytes = 0
+        self.entries = 0
+
+    def entry(self) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise WorkspaceTooLarge("files and folders", self.limits.max_entries)
+
+    def take(self, size: int) -> None:
+        self.bytes += size
+        if self.bytes > self.limits.max_bytes:
+            raise WorkspaceTooLarge("bytes", self.limits.max_bytes)
+
+
+# Opening with these never follows a link in the last component, and a FIFO swapped in
+# after the listing cannot block the open.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def copy_tree(source: Path, target: Path, budget: _Budget) -> None:
+    """Copies the folders and regular files under source into target (made here).
+
+    The source is hostile (a turn's tools wrote it, and one may still be writing): every
+    folder and file is opened relative to its parent's descriptor without following links,
+    so nothing swapped in during the copy leads outside. Symbolic links are skipped, not
+    copied: a link copied as it is could point into the parent's workspace or elsewhere on
+    the host, and a link followed would copy what it points at. Sockets, FIFOs and devices
+    are skipped too, as is anything that cannot be read. A missing source is an empty copy.
+    """
+    target.mkdir(mode=0o700)
+    try:
+        descriptor = os.open(source, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return  # the folder itself is a link
+        raise
+    try:
+        _copy_folder(descriptor, target, budget, 1)
+    finally:
+        os.close(descriptor)
+
+
+def _copy_folder(descriptor: int, target: Path, budget: _Budget, depth: int) -> None:
+    if depth > budget.limits.max_depth:
+        raise WorkspaceTooLarge("levels of folders", budget.limits.max_depth)
+    with os.scandir(descriptor) as listing:
+        entries = [(entry.name, entry.is_symlink()) for entry in listing]
+    for name, is_link in entries:
+        if is_link:
+            continue
+        budget.entry()
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=descriptor)
+        except OSError:
+            child = -1  # not a folder (or gone): perhaps a file
+        if child >= 0:
+            try:
+                (target / name).mkdir(mode=0o700)
+                _copy_folder(child, target / name, budget, depth + 1)
+            finally:
+                os.close(child)
+            continue
+        _copy_file(descriptor, name, target / name, budget)
+
+
+def _copy_file(folder: int, name: str, target: Path, budget: _Budget) -> None:
+    try:
+        source = os.open(name, _FILE_FLAGS, dir_fd=folder)
+    except OSError:
+        return  # a link, gone, or unreadable
+    try:
+        status = os.fstat(source)
+        if not stat.S_ISREG(status.st_mode):
+            return
+        budget.take(status.st_size)
+        os.set_blocking(source, True)
+        copied = 0
+        with open(target, "xb") as out:
+            while chunk := os.read(source, MIB):
+                grown = max(copied + len(chunk), status.st_size) - max(copied, status.st_size)
+                budget.take(grown)  # what it grew by while being copied counts too
+                copied += len(chunk)
+                out.write(chunk)
+        os.chmod(target, stat.S_IMODE(status.st_mode) & 0o777)
+        os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
+    finally:
+        os.close(source)
+
+
+def _remove_any(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)

@@ -153,6 +153,8 @@ def session(pb: session_pb2.Session) -> Session:
         parent_session_id=pb.parent_session_id,
         agent=pb.agent,
         display_name=pb.display_name,
+        forked_from_session_id=pb.forked_from.session_id,
+        forked_from_sequence=pb.forked_from.sequence,
     )
 
 
@@ -259,6 +261,13 @@ def event(pb: events_pb2.SessionEvent) -> Event:
     elif kind == "session_created":
         created = pb.session_created
         base["session"] = session(created.session) if created.HasField("session") else None
+    elif kind == "session_rewound":
+        rewound = pb.session_rewound
+        base |= {
+            "to_message_id": rewound.to_message_id,
+            "to_sequence": rewound.to_sequence,
+            "removed_messages": rewound.removed_messages,
+        }
     return Event(**base)
 
 

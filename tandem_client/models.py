@@ -137,6 +137,9 @@ class Session:
     parent_session_id: str = ""
     agent: str = ""
     display_name: str = ""
+    # Set on a session made by a fork: the session and the message sequence it was cut at.
+    forked_from_session_id: str = ""
+    forked_from_sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,8 @@ class Event:
     `kind` names the event: "turn_started", "content_delta", "thinking_delta",
     "tool_call_started", "tool_call_completed", "usage", "turn_completed", "turn_failed",
     "turn_cancelled", "agent_started", "agent_completed", "approval_requested",
-    "approval_decided" or "session_created". Only the fields of that kind are set; the others
-    keep their defaults.
+    "approval_decided", "session_created" or "session_rewound". Only the fields of that kind
+    are set; the others keep their defaults.
     """
 
     sequence: int
@@ -222,6 +225,10 @@ class Event:
     approved: bool = False
     # session_created: the session a one-call chat made (it belongs to no turn)
     session: Session | None = None
+    # session_rewound: the last message kept, its sequence, and how many messages went
+    to_message_id: str = ""
+    to_sequence: int = 0
+    removed_messages: int = 0
 
     @property
     def terminal(self) -> bool:

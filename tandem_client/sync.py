@@ -341,6 +341,30 @@ class Sessions:
             self._c._async.sessions.resume(session_id, upgrade_config=upgrade_config)
         )
 
+    def fork(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int = 0,
+        new_session_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Session:
+        """A new session from this one's transcript up to at_sequence (0: the end)."""
+        return self._c._run(
+            self._c._async.sessions.fork(
+                session_id,
+                at_sequence=at_sequence,
+                new_session_id=new_session_id,
+                tags=tags,
+                request_id=request_id,
+            )
+        )
+
+    def rewind(self, session_id: str, to_message_id: str, *, etag: str = "") -> Session:
+        """Removes the messages after to_message_id from what later turns see."""
+        return self._c._run(self._c._async.sessions.rewind(session_id, to_message_id, etag=etag))
+
     def append_message(self, session_id: str, content: str, *, role: str = "USER") -> Message:
         """Adds a message to the transcript without running a turn."""
         return self._c._run(self._c._async.sessions.append_message(session_id, content, role=role))

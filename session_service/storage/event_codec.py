@@ -9,7 +9,8 @@ Versions:
 - 0 (no VERSION_KEY): logs written before events were typed. The payload holds the fields
   of the wire message of that kind, a transcript message as `message_fields` writes it.
 - 1: the same fields, with VERSION_KEY. session_created (added later, so never unversioned)
-  stores its session as `session_to_json` writes it, under "session".
+  stores its session as `session_to_json` writes it, under "session". session_rewound
+  (added later still) stores to_message_id, to_sequence and removed_messages.
 A payload of a version this code does not know is an error, never guessed at.
 """
 
@@ -35,6 +36,7 @@ from session_service.turns.model import (
     EventBody,
     EventKind,
     SessionCreated,
+    SessionRewound,
     ThinkingDelta,
     ToolCallCompleted,
     ToolCallStarted,
@@ -188,6 +190,14 @@ def _encode_session_created(body: SessionCreated) -> dict[str, Any]:
     return {"session": session_to_json(body.session)}
 
 
+def _encode_session_rewound(body: SessionRewound) -> dict[str, Any]:
+    return {
+        "to_message_id": body.to_message_id,
+        "to_sequence": body.to_sequence,
+        "removed_messages": body.removed_messages,
+    }
+
+
 # Each function takes the body type it is filed under.
 _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     TurnStarted: _encode_turn_started,
@@ -204,6 +214,7 @@ _ENCODERS: Mapping[type[EventBody], Callable[[Any], dict[str, Any]]] = {
     ApprovalRequested: _encode_approval_requested,
     ApprovalDecided: _encode_approval_decided,
     SessionCreated: _encode_session_created,
+    SessionRewound: _encode_session_rewound,
 }
 
 
@@ -321,6 +332,14 @@ def _decode_session_created(data: Mapping[str, Any]) -> SessionCreated:
     return SessionCreated(session=session_from_json(data["session"]))
 
 
+def _decode_session_rewound(data: Mapping[str, Any]) -> SessionRewound:
+    return SessionRewound(
+        to_message_id=str(data.get("to_message_id", "")),
+        to_sequence=int(data.get("to_sequence", 0)),
+        removed_messages=int(data.get("removed_messages", 0)),
+    )
+
+
 _Decoders = Mapping[EventKind, Callable[[Mapping[str, Any]], EventBody]]
 
 _DECODERS_V1: _Decoders = {
@@ -339,6 +358,7 @@ _DECODERS_V1: _Decoders = {
     EventKind.APPROVAL_DECIDED: _decode_approval_decided,
     # New in version 1: no unversioned log holds one, but the table is shared.
     EventKind.SESSION_CREATED: _decode_session_created,
+    EventKind.SESSION_REWOUND: _decode_session_rewound,
 }
 
 _DECODERS: Mapping[int, _Decoders] = {

@@ -28,11 +28,14 @@ class EventKind(Enum):
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_DECIDED = "approval_decided"
     SESSION_CREATED = "session_created"
+    SESSION_REWOUND = "session_rewound"
 
 
 TERMINAL_KINDS = frozenset(
     {EventKind.TURN_COMPLETED, EventKind.TURN_FAILED, EventKind.TURN_CANCELLED}
 )
+# What event retention removes from finished turns: their text is in the transcript.
+DELTA_KINDS = frozenset({EventKind.CONTENT_DELTA, EventKind.THINKING_DELTA})
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,20 @@ class SessionCreated:
     session: Session
 
 
+@dataclass(frozen=True)
+class SessionRewound:
+    """RewindSession cut the transcript back to a message; it belongs to no turn.
+
+    Later turns see the transcript up to to_sequence. The log keeps every earlier event, so
+    what the removed messages said stays readable there.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.SESSION_REWOUND
+    to_message_id: str
+    to_sequence: int
+    removed_messages: int
+
+
 # What one event says: exactly one of these.
 EventBody: TypeAlias = (
     TurnStarted
@@ -194,6 +211,7 @@ EventBody: TypeAlias = (
     | ApprovalRequested
     | ApprovalDecided
     | SessionCreated
+    | SessionRewound
 )
 
 
