@@ -27,6 +27,14 @@ from session_service.prepare.model import (
     ResolvedModule,
 )
 from session_service.prepare.modules import ModuleRegistry
+from session_service.prepare.overrides import (
+    OVERRIDES_LABEL,
+    Overrides,
+    apply_overrides,
+    fragment_violations,
+    parse_overrides,
+    refused,
+)
 from session_service.prepare.resolve import Lookups, Resolver
 from session_service.prepare.source import ConfigSource, FetchedConfig
 from session_service.workspace import Sandbox
@@ -54,6 +62,7 @@ from shared.errors import (
     PreconditionViolation,
     Unavailable,
 )
+from shared.lru import Lru
 
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
@@ -75,6 +84,8 @@ MAX_SKILL_BYTES = 1024 * 1024
 # Skill files read per namespace (or named skill): one ListConfigs page at most.
 MAX_SKILL_FILES = 1000
 SKILLS_FOLDER = "skills"
+# Sessions' overrides kept parsed, by their text (each at most 64 KiB).
+FRAGMENTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,7 @@ class Preparer:
         # The latest revision seen of each config: the answer while ConfigService is down.
         self._latest: dict[tuple[str, str], int] = {}
         self._inflight: dict[Key, asyncio.Future[PreparedBundle]] = {}
+        self._fragments: Lru[str, Overrides] = Lru(FRAGMENTS_KEPT)
 
     def forget(self, config_id: str, name: str, *, created: bool = False) -> None:
         """A config changed: drop what was derived from it."""
@@ -176,14 +188,30 @@ class Preparer:
         self._cache.clear()
 
     async def prepare(
-        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
+        self,
+        tenant_id: str,
+        config_id: str,
+        revision: int,
+        time_remaining: float | None,
+        *,
+        overrides: str = "",
     ) -> PreparedBundle:
-        """The prepared bundle of a revision (0: the latest), from cache when it is current."""
+        """The prepared bundle of a revision (0: the latest), from cache when it is current.
+
+        overrides, a session's bundle fragment, is composed last; problems it causes are
+        InvalidOverrides (INVALID_ARGUMENT) located under "overrides".
+        """
+        fragment = await self._fragment(overrides)
         generation = self._cache.generation
         fetched: FetchedConfig | None = None
         if revision == 0:
             revision, fetched = await self._latest_revision(tenant_id, config_id, time_remaining)
-        key = (tenant_id, config_id, revision)
+        # Sessions with the same overrides (by digest) share one entry; none, the plain one.
+        key: Key = (
+            (tenant_id, config_id, revision, fragment.digest)
+            if fragment
+            else (tenant_id, config_id, revision)
+        )
         cached = self._cache.get(key)
         if cached is not None and (
             self._watch.healthy or await self._still_current(cached, time_remaining)
@@ -197,7 +225,7 @@ class Preparer:
         try:
             if fetched is None or fetched.revision != revision:
                 fetched = await self._client.get(config_id, revision, time_remaining)
-            prepared = await self._build(tenant_id, fetched, time_remaining)
+            prepared = await self._build(tenant_id, fetched, time_remaining, fragment)
             self._cache.put(key, prepared, generation)
             future.set_result(prepared)
             return prepared
@@ -208,6 +236,18 @@ class Preparer:
             raise
         finally:
             del self._inflight[key]
+
+    async def _fragment(self, text: str) -> Overrides | None:
+        """Parsed overrides; a session's are parsed once, not again for each of its turns."""
+        if not text.strip():
+            return None
+        known = self._fragments.get(text)
+        if known is not None:
+            return known
+        parsed = await self._cpu.run(parse_overrides, text, self._limits)
+        if parsed is not None:
+            self._fragments.put(text, parsed)
+        return parsed
 
     async def _latest_revision(
         self, tenant_id: str, config_id: str, time_remaining: float | None
@@ -239,7 +279,11 @@ class Preparer:
         return True
 
     async def _build(
-        self, tenant_id: str, fetched: FetchedConfig, time_remaining: float | None
+        self,
+        tenant_id: str,
+        fetched: FetchedConfig,
+        time_remaining: float | None,
+        fragment: Overrides | None = None,
     ) -> PreparedBundle:
         work = _Composition()
         label = f"config:{fetched.name}"
@@ -247,6 +291,8 @@ class Preparer:
         if root is None:
             raise _failure(fetched, work.problems)
         composed, instruction = await self._compose(root, [fetched.name], work, time_remaining)
+        if fragment is not None:
+            composed = await self._overlay(composed, fragment, fetched, work, time_remaining)
         masked = copy.deepcopy(composed)
         expanded = self._expand(tenant_id, composed, "", work)
         modules, skills = await self._with_skills(
@@ -254,6 +300,11 @@ class Preparer:
         )
         agents = await self._agent_modules(tenant_id, expanded, modules, work, time_remaining)
         if work.problems:
+            if fragment is not None:
+                # The caller's own input is at fault before the config is.
+                located = fragment_violations(work.problems, fragment, composed)
+                if located:
+                    raise refused(located)
             raise _failure(fetched, work.problems)
         provider = default_provider(expanded, work.depths)
         if provider is None:
@@ -283,6 +334,33 @@ class Preparer:
             context=tuple(work.context.values()),
             skills=skills,
         )
+
+    async def _overlay(
+        self,
+        composed: dict[str, Any],
+        fragment: Overrides,
+        fetched: FetchedConfig,
+        work: _Composition,
+        time_remaining: float | None,
+    ) -> dict[str, Any]:
+        """The session's overrides as the outermost layer: removals, then a merge by the
+        rules of includes; the context files and agents it names resolve among the
+        tenant's configs, bare names in the config's own package."""
+        merged = apply_overrides(composed, fragment)
+        layer = _Loaded(OVERRIDES_LABEL, dict(fragment.data), "", fetched.namespace)
+        work.chain.append(OVERRIDES_LABEL)
+        for list_key in MODULE_LISTS:
+            for entry in fragment.data.get(list_key) or []:
+                if isinstance(entry, Mapping):
+                    entry_key = (list_key, module_key(entry))
+                    work.origins[entry_key] = OVERRIDES_LABEL
+                    # Outside the config itself (depth 0): it wins a tie for default provider.
+                    work.depths[entry_key] = -1
+        for part in ("orchestrator", "context"):
+            if part in (fragment.data.get("session") or {}):
+                work.origins[("session", part)] = OVERRIDES_LABEL
+        await self._agents_and_context(layer, work, time_remaining)
+        return merged
 
     async def _agent_modules(
         self,
