@@ -511,3 +511,45 @@ async def test_a_turn_follows_its_sessions_visibility_not_its_configs(stack: Sec
     )
     assert hidden is not None
     assert hidden.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_forks_and_rewinds_need_the_session_visible_and_a_fork_is_the_forkers(
+    stack: Secured,
+) -> None:
+    sessions = await owned_sessions(stack)
+    stub = stack.sessions
+    first: dict[str, str] = {}
+    for name in sessions.values():
+        message = await stub.AppendMessage(
+            session_service_pb2.AppendMessageRequest(
+                session_id=name,
+                message=session_pb2.Message(role=session_pb2.ROLE_USER, content="first"),
+            ),
+            metadata=auth("owner"),
+        )
+        first[name] = message.message_id
+
+    calls: dict[str, Call] = {
+        "ForkSession": lambda who, name: stub.ForkSession(
+            session_service_pb2.ForkSessionRequest(session_id=name), metadata=auth(who)
+        ),
+        "RewindSession": lambda who, name: stub.RewindSession(
+            session_service_pb2.RewindSessionRequest(
+                session_id=name, to_message_id=first.get(name, "unknown-message")
+            ),
+            metadata=auth(who),
+        ),
+    }
+    await check_matrix(calls, sessions, "s-unknown")
+    fork = await stub.ForkSession(
+        session_service_pb2.ForkSessionRequest(session_id=sessions["team"]), metadata=auth("mate")
+    )
+    assert (fork.owner, fork.team, fork.visibility) == ("mate", "a", config_pb2.VISIBILITY_TEAM)
+    hidden = await outcome(
+        stub.GetSession(
+            session_service_pb2.GetSessionRequest(session_id=fork.session_id),
+            metadata=auth("other"),
+        )
+    )
+    assert hidden is not None
+    assert hidden.code() is grpc.StatusCode.NOT_FOUND
