@@ -294,7 +294,7 @@ class SessionForks:
             parent = await visible_session(uow, tenant_id, session_id, for_update=True)
             parent, _ = await fail_abandoned(uow, tenant_id, parent)
             transcript = await _transcript(uow, tenant_id, session_id, parent.message_count)
-            owner = await _workspace_owner(uow, tenant_id, parent)
+            files_of = await _workspace_owner(uow, tenant_id, parent)
             await uow.commit()
         cut = fork_point(parent, transcript, at_sequence)
         check_cut(transcript, cut, "at_sequence")
@@ -303,7 +303,7 @@ class SessionForks:
         forker = caller()
         fork = dataclasses.replace(fork, owner=forker.subject, team=forker.team)
 
-        staged = await self._stage(tenant_id, parent, owner)
+        staged = await self._stage(tenant_id, parent, files_of)
         placed = committed = False
         try:
             async with self._unit_of_work(write=True) as uow:
@@ -346,15 +346,16 @@ class SessionForks:
                     await asyncio.to_thread(self._workspaces.discard, staged)
         return fork
 
-    async def _stage(self, tenant_id: str, parent: Session, owner: str) -> Path | None:
-        """A staged copy of the parent's files (workspace and state folder), if it has any."""
+    async def _stage(self, tenant_id: str, parent: Session, files_of: str) -> Path | None:
+        """A staged copy of the parent's files: the workspace it works in (files_of's) and
+        its own state folder."""
         if self._workspaces is None:
             return None
         try:
             return await asyncio.to_thread(
                 self._workspaces.stage_copy,
                 tenant_id,
-                owner,
+                files_of,
                 parent.session_id,
                 self._copy_limits,
             )
