@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from session_service.fresh_reads import FreshReads
-from session_service.prepare.source import FetchedConfig
+from session_service.prepare.source import Change, FetchedConfig
 from shared._generated.tandem.config.v1 import (
     config_pb2,
     config_service_pb2,
@@ -33,18 +32,6 @@ from shared.errors import (
     TandemError,
     Unavailable,
 )
-
-
-@dataclass(frozen=True)
-class Change:
-    """One entry of ConfigService's change stream."""
-
-    sequence: int
-    config_id: str
-    name: str
-    revision: int
-    created: bool
-    deleted: bool
 
 
 def _fetched(config: config_pb2.Config) -> FetchedConfig:

@@ -8,7 +8,8 @@ Defaults come from settings (`TANDEM_QUOTA_*`); the key list can override them p
         bundle_env_allow: [ACME_*]          # more variables its bundles may reference
         secrets: {GITHUB_TOKEN: ghp_...}    # its own credentials, for `${GITHUB_TOKEN}`
         quotas: {configs: 500, sessions: 20000, concurrent_turns: 16,
-                 send_messages_per_minute: 600, send_message_burst: 50}
+                 send_messages_per_minute: 600, send_message_burst: 50,
+                 session_ttl_max_seconds: 86400}
 
 A limit of 0 means unlimited.
 """
@@ -30,6 +31,7 @@ QUOTA_FIELDS = (
     "concurrent_turns",
     "send_messages_per_minute",
     "send_message_burst",
+    "session_ttl_max_seconds",
 )
 
 
@@ -44,6 +46,8 @@ class Quotas:
     # How many messages may be sent at once before the per-minute rate applies; 0 is a full
     # minute's worth.
     send_message_burst: int = 0
+    # The longest idle ttl a session of the tenant may ask for (CreateSession.ttl).
+    session_ttl_max_seconds: int = 0
 
 
 @dataclass(frozen=True)

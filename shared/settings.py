@@ -94,6 +94,8 @@ class ServiceSettings(BaseSettings):
     # Messages that may be sent back to back before the per-minute rate applies (0: a full
     # minute's worth).
     quota_send_message_burst: int = Field(default=0, ge=0)
+    # The longest idle ttl CreateSession may ask for, in seconds (SessionService).
+    quota_session_ttl_max_seconds: int = Field(default=0, ge=0)
     # Literal credentials in bundles are refused unless a tenant opts in (here for every
     # tenant, or per tenant in the key list).
     allow_literal_secrets: bool = False
@@ -162,6 +164,7 @@ class ServiceSettings(BaseSettings):
                 concurrent_turns=self.quota_concurrent_turns,
                 send_messages_per_minute=self.quota_send_messages_per_minute,
                 send_message_burst=self.quota_send_message_burst,
+                session_ttl_max_seconds=self.quota_session_ttl_max_seconds,
             ),
             allow_literal_secrets=self.allow_literal_secrets,
         )

@@ -6,6 +6,7 @@ SessionService's implementation is the gRPC client of ConfigService
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,4 +43,28 @@ class ConfigSource(Protocol):
         self, filter_text: str, time_remaining: float | None = None, limit: int = 100
     ) -> list[FetchedConfig]:
         """Live configs matching a ListConfigs filter, with their content."""
+        ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of ConfigService's change stream."""
+
+    sequence: int
+    config_id: str
+    name: str
+    revision: int
+    created: bool
+    deleted: bool
+
+
+class ConfigChanges(Protocol):
+    """Follows config changes of every tenant, under the service's own identity."""
+
+    def watch(self, after_sequence: int, established: Callable[[], None]) -> AsyncIterator[Change]:
+        """Changes after after_sequence (0: from now on), until the stream breaks.
+
+        established is called once the stream is accepted, before any change; a stream
+        whose history no longer reaches after_sequence raises OutOfRange.
+        """
         ...

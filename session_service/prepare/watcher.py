@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
-from session_service.configs_client import ConfigClient
-from session_service.prepare.preparer import Preparer
+from session_service.prepare.source import ConfigChanges
 from shared.errors import OutOfRange, TandemError
 
 _log = logging.getLogger(__name__)
@@ -40,13 +40,23 @@ class WatchState:
         self.connected.clear()
 
 
+class Forgets(Protocol):
+    """What the watcher tells about changes: the preparer, which drops what they outdate."""
+
+    def forget(self, config_id: str, name: str, *, created: bool = False) -> None:
+        """A config changed: drop what was derived from it."""
+
+    def forget_all(self) -> None:
+        """The change history is gone: nothing derived can be trusted."""
+
+
 class ConfigWatcher:
     """The cache's background subscription to WatchConfigs."""
 
     def __init__(
         self,
-        client: ConfigClient,
-        preparer: Preparer,
+        client: ConfigChanges,
+        preparer: Forgets,
         state: WatchState,
         retry_seconds: float = 1.0,
     ) -> None:

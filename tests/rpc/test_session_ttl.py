@@ -18,7 +18,7 @@ from shared._generated.tandem.session.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
 )
-from tests.rpc.test_approvals import APPROVE, decide, document, echo, gated_session, until, write
+from tests.support.approvals import APPROVE, decide, document, echo, gated_session, until, write
 from tests.support.configs import create_config
 from tests.support.databases import fresh_postgres_database, require_postgres
 from tests.support.pair import Stack, running_pair, running_session_service
@@ -147,7 +147,8 @@ async def test_delete_after_removes_the_ended_session_and_its_workspace(
 
 
 async def test_a_ttl_over_the_maximum_is_refused_on_ttl(database_url: str) -> None:
-    async with running_pair(database_url, session={"session_ttl_max_seconds": 60}) as stack:
+    # Every tenant's ceiling, from the quota's setting (a key file may set it per tenant).
+    async with running_pair(database_url, session={"quota_session_ttl_max_seconds": 60}) as stack:
         await create_config(stack, "app", "bundle:\n  name: app\n")
         error = await rpc_error(create(stack, ttl=seconds(61)))
         listed = await stack.sessions.ListSessions(session_service_pb2.ListSessionsRequest())

@@ -69,6 +69,24 @@ def test_a_tenant_entry_overrides_only_what_it_names() -> None:
     assert policy.quotas == Quotas(configs=500, sessions=20, concurrent_turns=3)
 
 
+def test_a_tenant_may_have_its_own_session_ttl_ceiling() -> None:
+    parsed = parse_keys(
+        "keys: []\ntenants:\n  team-a:\n    quotas: {session_ttl_max_seconds: 3600}\n",
+        "keys.yaml",
+        DEFAULTS,
+    )
+    assert parsed.tenants["team-a"].quotas.session_ttl_max_seconds == 3600
+    assert ConfigServiceSettings(quota_session_ttl_max_seconds=60).tenant_defaults().quotas == (
+        Quotas(
+            configs=10_000,
+            sessions=100_000,
+            concurrent_turns=64,
+            send_messages_per_minute=600,
+            session_ttl_max_seconds=60,
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("tenants", "where"),
     [

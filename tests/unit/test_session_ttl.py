@@ -14,16 +14,26 @@ from session_service.sessions.model import IDLE_TIMEOUT, Message, Role, Session,
 from session_service.sessions.service import SessionLifetimes, SessionService
 from shared.clock import utcnow
 from shared.errors import InvalidArgument, NotFound
-from tests.unit.session_fakes import FakeSessionDatabase
-from tests.unit.test_session_use_cases import StubPreparer
+from shared.quotas import NO_LIMITS, PolicyLookup, Quotas, TenantPolicy, unlimited
+from tests.unit.session_fakes import FakeSessionDatabase, StubPreparer
 
 TENANT = "t1"
 
 
-def service(db: FakeSessionDatabase, lifetimes: SessionLifetimes | None = None) -> SessionService:
+def service(
+    db: FakeSessionDatabase,
+    lifetimes: SessionLifetimes | None = None,
+    policies: PolicyLookup = unlimited,
+) -> SessionService:
     return SessionService(
-        db.unit_of_work, StubPreparer(), lifetimes=lifetimes or SessionLifetimes()
+        db.unit_of_work, StubPreparer(), policies, lifetimes=lifetimes or SessionLifetimes()
     )
+
+
+def ttl_capped(seconds: int) -> PolicyLookup:
+    """TENANT may keep sessions idle for at most seconds; every other tenant, forever."""
+    capped = TenantPolicy(Quotas(session_ttl_max_seconds=seconds))
+    return lambda tenant_id: capped if tenant_id == TENANT else NO_LIMITS
 
 
 def age(db: FakeSessionDatabase, session_id: str, **changes: object) -> Session:
@@ -55,13 +65,29 @@ async def test_no_ttl_means_no_deadline() -> None:
     assert await service(db).next_lifetime_deadline() is None
 
 
-async def test_a_ttl_over_the_maximum_is_refused_on_the_ttl_field() -> None:
+async def test_a_ttl_over_the_tenants_maximum_is_refused_on_the_ttl_field() -> None:
     db = FakeSessionDatabase()
     with pytest.raises(InvalidArgument) as caught:
-        await service(db, SessionLifetimes(max_ttl=100)).create(TENANT, "c1", ttl=101)
+        await service(db, policies=ttl_capped(100)).create(TENANT, "c1", ttl=101)
     assert [v.field for v in caught.value.violations] == ["ttl"]
     assert "100" in caught.value.violations[0].description
+    assert caught.value.metadata["max_ttl_seconds"] == "100"
     assert db.state.sessions == {}
+
+
+async def test_the_maximum_is_each_tenants_own() -> None:
+    db = FakeSessionDatabase()
+    sessions = service(db, policies=ttl_capped(100))
+    assert (await sessions.create(TENANT, "c1", ttl=100)).ttl_seconds == 100
+    # Another tenant has no ceiling.
+    assert (await sessions.create("t2", "c1", ttl=10_000)).ttl_seconds == 10_000
+
+
+async def test_a_default_ttl_over_the_tenants_maximum_is_lowered_to_it() -> None:
+    db = FakeSessionDatabase()
+    sessions = service(db, SessionLifetimes(default_ttl=600), ttl_capped(100))
+    assert (await sessions.create(TENANT, "c1")).ttl_seconds == 100
+    assert (await sessions.create("t2", "c1")).ttl_seconds == 600
 
 
 async def test_a_negative_delete_after_is_refused() -> None:

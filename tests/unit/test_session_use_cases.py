@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from session_service.prepare.model import PreparedBundle
 from session_service.sessions.model import Role, Session, Status, Transition
 from session_service.sessions.service import SessionService
 from session_service.turns import log
@@ -47,34 +46,9 @@ from shared.errors import (
     ResourceExhausted,
 )
 from shared.quotas import PolicyLookup, Quotas, TenantPolicy, unlimited
-from tests.unit.session_fakes import FakeSessionDatabase
+from tests.unit.session_fakes import FakeSessionDatabase, StubPreparer
 
 TENANT = "t1"
-
-
-class StubPreparer:
-    """Prepares any config: revision 0 means the latest, which is `latest`."""
-
-    def __init__(self, latest: int = 3) -> None:
-        self.latest = latest
-        self.calls: list[tuple[str, str, int]] = []
-
-    async def prepare(
-        self, tenant_id: str, config_id: str, revision: int, time_remaining: float | None
-    ) -> PreparedBundle:
-        self.calls.append((tenant_id, config_id, revision))
-        return PreparedBundle(
-            tenant_id=tenant_id,
-            config_id=config_id,
-            revision=revision or self.latest,
-            name=config_id,
-            document={},
-            masked={},
-            instruction="",
-            modules=(),
-            composed_from=(),
-            included_configs=frozenset(),
-        )
 
 
 class RecordingRunner:
