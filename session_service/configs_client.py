@@ -32,6 +32,7 @@ from shared.errors import (
     TandemError,
     Unavailable,
 )
+from shared.visibility import Visibility
 
 
 def _fetched(config: config_pb2.Config) -> FetchedConfig:
@@ -45,7 +46,18 @@ def _fetched(config: config_pb2.Config) -> FetchedConfig:
         namespace=config.namespace,
         path=config.path,
         source_uri=config.source_uri,
+        owner=config.owner,
+        # A ConfigService from before visibility sends none: its configs are the tenant's.
+        visibility=_VISIBILITY.get(config.visibility, Visibility.ORG),
+        team=config.team,
     )
+
+
+_VISIBILITY = {
+    config_pb2.VISIBILITY_PRIVATE: Visibility.PRIVATE,
+    config_pb2.VISIBILITY_TEAM: Visibility.TEAM,
+    config_pb2.VISIBILITY_ORG: Visibility.ORG,
+}
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:

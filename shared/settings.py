@@ -78,12 +78,14 @@ class ServiceSettings(BaseSettings):
     # How often the key and JWKS files are checked for changes (rotation without a restart).
     api_keys_reload_seconds: float = Field(default=2.0, ge=0)
     # JWT bearer tokens from an identity provider, verified against its public keys (a JWKS
-    # file, re-read when it changes). The tenant and role come from the named claims.
+    # file, re-read when it changes). The tenant and role come from the named claims, and the
+    # caller's team (optional, for TEAM visibility) from jwt_team_claim.
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_jwks_file: str = ""
     jwt_tenant_claim: str = "tenant"
     jwt_role_claim: str = "role"
+    jwt_team_claim: str = "team"
     jwt_leeway_seconds: float = Field(default=30.0, ge=0)
     # Every tenant's limits unless the key list's `tenants:` section says otherwise; 0 is
     # unlimited. Configs and sessions count what a tenant holds; turns, those running now.
@@ -151,6 +153,7 @@ class ServiceSettings(BaseSettings):
             jwks_file=self.jwt_jwks_file,
             tenant_claim=self.jwt_tenant_claim,
             role_claim=self.jwt_role_claim,
+            team_claim=self.jwt_team_claim,
             leeway_seconds=self.jwt_leeway_seconds,
             reload_seconds=self.api_keys_reload_seconds,
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import FailedPrecondition, FieldViolation
+from shared.visibility import Readers
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class PreparedBundle:
     context: tuple[ContextFile, ...] = ()
     # Skills handed to a tool-skills module, by name (each once).
     skills: tuple[PreparedSkill, ...] = ()
+    # Who may see each stored config it was composed from (the config itself included), by
+    # name: a cached bundle is handed only to callers who may see all of them.
+    readers: Mapping[str, Readers] = dataclasses.field(default_factory=dict)
 
     @property
     def system_instruction(self) -> str:

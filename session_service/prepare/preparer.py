@@ -63,6 +63,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.lru import Lru
+from shared.visibility import Readers, caller
 
 _KIND_OF_LIST = {"providers": "provider", "tools": "tool", "hooks": "hook"}
 DEFAULT_ORCHESTRATOR = "loop-basic"
@@ -134,6 +135,13 @@ class _Composition:
     context_bytes: int = 0
     # The package namespaces of the bundles composed, the outermost last.
     namespaces: dict[str, None] = field(default_factory=dict)
+    # Every stored config composed in, by name: who may see the result depends on them.
+    read: dict[str, FetchedConfig] = field(default_factory=dict)
+
+    def include(self, config: FetchedConfig) -> None:
+        """Records a stored config the bundle is composed from."""
+        self.included[config.name] = (config.config_id, config.revision)
+        self.read[config.name] = config
 
 
 @dataclass(frozen=True)
@@ -195,8 +203,12 @@ class Preparer:
         time_remaining: float | None,
         *,
         overrides: str = "",
+        for_turn: bool = False,
     ) -> PreparedBundle:
         """The prepared bundle of a revision (0: the latest), from cache when it is current.
+
+        A turn of an existing session (for_turn) is gated by the session's visibility, so a
+        cached bundle is handed to it without checking who may see its configs.
 
         overrides, a session's bundle fragment, is composed last; problems it causes are
         InvalidOverrides (INVALID_ARGUMENT) located under "overrides".
@@ -216,10 +228,11 @@ class Preparer:
         if cached is not None and (
             self._watch.healthy or await self._still_current(cached, time_remaining)
         ):
-            return cached
+            return await self._for_caller(cached, tenant_id, time_remaining, fragment, for_turn)
         running = self._inflight.get(key)
         if running is not None:
-            return await asyncio.shield(running)
+            shared = await asyncio.shield(running)
+            return await self._for_caller(shared, tenant_id, time_remaining, fragment, for_turn)
         future: asyncio.Future[PreparedBundle] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -236,6 +249,27 @@ class Preparer:
             raise
         finally:
             del self._inflight[key]
+
+    async def _for_caller(
+        self,
+        bundle: PreparedBundle,
+        tenant_id: str,
+        time_remaining: float | None,
+        fragment: Overrides | None,
+        for_turn: bool = False,
+    ) -> PreparedBundle:
+        """bundle, when the caller may see every config it was composed from.
+
+        A cached or shared bundle was prepared for whoever asked first, and ConfigService
+        checked only that caller. Anyone else who may not see one of its configs gets a
+        preparation of their own, uncached: exactly what they would get without the cache
+        (NOT_FOUND for the config itself, a located failure for an included one).
+        """
+        viewer = caller()
+        if for_turn or all(viewer.sees(readers) for readers in bundle.readers.values()):
+            return bundle
+        fetched = await self._client.get(bundle.config_id, bundle.revision, time_remaining)
+        return await self._build(tenant_id, fetched, time_remaining, fragment)
 
     async def _fragment(self, text: str) -> Overrides | None:
         """Parsed overrides; a session's are parsed once, not again for each of its turns."""
@@ -327,6 +361,7 @@ class Preparer:
             # changes what this bundle composes to.
             included_configs=frozenset(work.lookups.asked),
             included_revisions=dict(work.included),
+            readers={c.name: Readers.of(c) for c in (fetched, *work.read.values())},
             warnings=tuple(work.warnings),
             default_provider=provider[0] if provider else "",
             default_provider_field=provider[1] if provider else "",
@@ -393,6 +428,7 @@ class Preparer:
                 self._resolve(composed, scratch), parent_modules, scratch, time_remaining
             )
             work.included.update(scratch.included)
+            work.read.update(scratch.read)
             work.problems.extend(
                 PreconditionViolation(
                     # The agent file is the origin: the scratch composition knows none.
@@ -518,7 +554,7 @@ class Preparer:
             loaded = await self._parse(found.text, f"bundle:{found.name}", work, SHIPPED_NAMESPACE)
             return None if loaded is None else (loaded, found.name)
         config = found.config
-        work.included[config.name] = (config.config_id, config.revision)
+        work.include(config)
         loaded = await self._parse(
             config.yaml_content, f"config:{config.name}", work, config.namespace
         )
@@ -613,7 +649,7 @@ class Preparer:
                 )
                 continue
             config = found.config
-            work.included[config.name] = (config.config_id, config.revision)
+            work.include(config)
             if occurrence.site is Site.AGENT:
                 agent = await self._cpu.run(_agent, config, self._limits)
                 if agent is None:
@@ -755,7 +791,7 @@ class Preparer:
             for config in (document, *files.values()):
                 # Like a context file: an edit to any of them invalidates the prepared bundle.
                 work.lookups.asked.add(config.name)
-                work.included[config.name] = (config.config_id, config.revision)
+                work.include(config)
             read = await self._cpu.run(_read_skill, document.yaml_content, self._limits)
             if isinstance(read, FieldViolation):
                 work.warnings.append(

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.visibility import Visibility
+
 
 @dataclass(frozen=True)
 class FetchedConfig:
@@ -24,6 +26,11 @@ class FetchedConfig:
     namespace: str = ""
     path: str = ""
     source_uri: str = ""
+    # Who may see it, as ConfigService says: preparations shared through the cache are
+    # handed only to callers who may see every config they were composed from.
+    owner: str = ""
+    visibility: Visibility = Visibility.ORG
+    team: str = ""
 
 
 class ConfigSource(Protocol):

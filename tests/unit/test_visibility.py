@@ -20,13 +20,13 @@ from config_service.configs.edits import AddModule
 from config_service.configs.model import ConfigChange, ConfigFields, Watcher
 from config_service.configs.packages import IncomingFile
 from config_service.configs.service import ConfigService, Watch
+from config_service.settings import ConfigServiceSettings
 from session_service.sessions.model import Role as MessageRole
 from session_service.sessions.service import SessionService
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import TurnSignals
 from shared.auth.identity import Identity, Role, act_as
 from shared.auth.keys import KeyFileError, parse_keys
-from shared.auth.tokens import JwtVerifier
 from shared.broadcast import Broadcast
 from shared.errors import NotFound, PermissionDenied, TandemError, Unauthenticated
 from shared.visibility import Viewer, Visibility, caller
@@ -191,10 +191,16 @@ def test_a_token_takes_its_team_from_the_configured_claim(tmp_path: Path) -> Non
     key = new_rsa()
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, public_jwk(key, "k1"))
-    verifier = JwtVerifier(
-        issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks), team_claim="groups_team"
-    )
+    # As the services build it from TANDEM_JWT_TEAM_CLAIM.
+    verifier = ConfigServiceSettings(
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_jwks_file=str(jwks),
+        jwt_team_claim="groups_team",
+    ).token_verifier()
+    assert verifier is not None
     assert verifier.verify(sign(key, "k1", groups_team="platform")).team == "platform"
+
     # Without the claim the caller is in no team; the default claim name is not consulted.
     assert verifier.verify(sign(key, "k1", team="ignored")).team == ""
     with pytest.raises(Unauthenticated, match="groups_team"):
