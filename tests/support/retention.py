@@ -15,6 +15,7 @@ from session_service.turns import log
 from session_service.turns.model import (
     ContentDelta,
     Event,
+    EventBody,
     ThinkingDelta,
     TurnCompleted,
     TurnStatus,
@@ -57,7 +58,11 @@ async def _turn(
             origin="test",
         )
         first = begun.session.last_sequence + 1
-        bodies = [ContentDelta(f"{turn_id} one"), ThinkingDelta("hm"), ContentDelta(" two")]
+        bodies: list[EventBody] = [
+            ContentDelta(f"{turn_id} one"),
+            ThinkingDelta("hm"),
+            ContentDelta(" two"),
+        ]
         events = [Event(first + i, turn_id, body, began) for i, body in enumerate(bodies)]
         written = await log.append(uow, TENANT, begun.session, events, [], now=began, origin="test")
         if ended is not None:

@@ -41,9 +41,9 @@ class MemorySource:
     configs: dict[str, list[FetchedConfig]] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)
 
-    def put(self, config_id: str, name: str, text: str, **package: str) -> None:
+    def put(self, config_id: str, name: str, text: str, *, kind: str = "BUNDLE") -> None:
         revisions = self.configs.setdefault(config_id, [])
-        revisions.append(FetchedConfig(config_id, name, len(revisions) + 1, text, **package))
+        revisions.append(FetchedConfig(config_id, name, len(revisions) + 1, text, kind=kind))
 
     async def get(
         self, config_id: str, revision: int = 0, time_remaining: float | None = None
