@@ -25,6 +25,7 @@ from session_service.storage import migrate
 from session_service.storage.uow import SessionUnitOfWork
 from session_service.telemetry import TurnInstruments, observe_gauges
 from session_service.turns.agents import AgentLimits
+from session_service.turns.chat import Chat
 from session_service.turns.engine import TurnRunner
 from session_service.turns.retention import EventRetention
 from session_service.turns.service import TurnOptions, TurnService
@@ -136,6 +137,9 @@ async def build(
             default_ttl=settings.session_ttl_seconds,
             default_delete_after=settings.session_delete_after_seconds,
         ),
+        # A read that fails an abandoned turn may begin the queued one after it; the runner,
+        # built below with this service, runs it.
+        start_queued=lambda follows: runner.start_next(follows),
     )
     postgres = make_url(settings.database).get_backend_name() == "postgresql"
     listeners: list[PostgresListener] = []
@@ -184,8 +188,6 @@ async def build(
             max_queued_turns=settings.turn_queue_max,
         ),
     )
-    # A session read that fails an abandoned turn may begin the queued one after it.
-    service.start_queued = turns.start_queued
     closers: list[Callable[[], Awaitable[None]]] = []
     if postgres:
         for listener in listeners:
@@ -242,8 +244,9 @@ async def build(
         workspaces=workspaces,
         signals=signals,
         deadlines=service.deadlines,
+        start_queued=runner.start_next,
     )
-    servicer = SessionServicer(service, turns, forks)
+    servicer = SessionServicer(service, turns, forks, Chat(service, turns))
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: session_service_pb2_grpc.add_SessionServiceServicer_to_server(

@@ -21,6 +21,7 @@ from session_service.sessions.model import (
     Transition,
 )
 from session_service.sessions.service import SessionService
+from session_service.turns.chat import Chat
 from session_service.turns.model import (
     AgentCompleted,
     AgentStarted,
@@ -41,7 +42,7 @@ from session_service.turns.model import (
     Usage,
 )
 from session_service.turns.queue import IfBusy
-from session_service.turns.service import TurnService, check_content
+from session_service.turns.service import TurnService
 from shared._generated.tandem.config.v1 import config_pb2
 from shared._generated.tandem.session.v1 import (
     events_pb2,
@@ -76,11 +77,10 @@ _ROLE_FROM_WIRE = {wire: role for role, wire in _ROLE.items()}
 # Per-turn key/values, rendered into the prompt: generous for context, small for the loop.
 TURN_CONTEXT_LIMITS = StructLimits(max_bytes=64 * 1024, max_entries=4_096, max_depth=16)
 MAX_TOOL_CALLS = 128
+
+
 # The idempotency scope of the sessions one-call SendMessages create: their request_ids are
 # SendMessage's, never confused with a CreateSession's that happens to be the same.
-ONE_CALL_METHOD = "SendMessage"
-
-
 def session_pb(session: Session) -> session_pb2.Session:
     """Domain session → wire."""
     wire = session_pb2.Session(
@@ -384,40 +384,6 @@ def _if_busy(value: int) -> IfBusy:
     return found
 
 
-def _check_send_target(request: session_service_pb2.SendMessageRequest) -> None:
-    """Exactly one of session_id and config_id; config_revision only with config_id."""
-    if request.session_id and request.config_id:
-        raise InvalidArgument(
-            "Give session_id or config_id, not both.",
-            reason="SESSION_OR_CONFIG",
-            violations=[
-                FieldViolation("config_id", "must be empty when session_id is given"),
-            ],
-        )
-    if not request.session_id and not request.config_id:
-        raise InvalidArgument(
-            "session_id (or config_id, to start a new session) is required.",
-            reason="FIELD_REQUIRED",
-            violations=[
-                FieldViolation("session_id", "one of session_id or config_id is required"),
-                FieldViolation("config_id", "one of session_id or config_id is required"),
-            ],
-        )
-    if request.config_revision and not request.config_id:
-        raise InvalidArgument(
-            "config_revision is only for a new session (with config_id).",
-            reason="SESSION_OR_CONFIG",
-            violations=[FieldViolation("config_revision", "must be 0 when session_id is given")],
-        )
-    if request.overrides and not request.config_id:
-        # A session's overrides are fixed when it is made; a turn cannot change them.
-        raise InvalidArgument(
-            "overrides are only for a new session (with config_id).",
-            reason="SESSION_OR_CONFIG",
-            violations=[FieldViolation("overrides", "must be empty when session_id is given")],
-        )
-
-
 WARNING = config_pb2.SEVERITY_WARNING
 ERROR = config_pb2.SEVERITY_ERROR
 
@@ -446,10 +412,13 @@ def refused_pb(
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     """Maps SessionService RPCs onto the session domain."""
 
-    def __init__(self, service: SessionService, turns: TurnService, forks: SessionForks) -> None:
+    def __init__(
+        self, service: SessionService, turns: TurnService, forks: SessionForks, chat: Chat
+    ) -> None:
         self._service = service
         self._turns = turns
         self._forks = forks
+        self._chat = chat
 
     async def CreateSession(
         self, request: session_service_pb2.CreateSessionRequest, context: Context
@@ -612,57 +581,32 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     async def SendMessage(
         self, request: session_service_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[events_pb2.SessionEvent]:
-        _check_send_target(request)
-        tenant = caller_tenant()
         turn_context = None
         if request.HasField("context"):
             check_struct(request.context, "context", TURN_CONTEXT_LIMITS)
             turn_context = struct_to_python(request.context)
-        session_id = request.session_id
-        if request.config_id:
-            # Checked before the session is made, so a refused message leaves none behind.
-            check_content(request.content)
-            # The session's log starts with SessionCreated, written with the session, rather
-            # than only sent on this stream: a retry with the same request_id finds the same
-            # session (the create is idempotent under this request_id) and replays the same
-            # stream from the log, and StreamEvents from 0 shows where the session came from.
-            created = await self._service.create(
-                tenant,
-                request.config_id,
-                config_revision=request.config_revision,
-                request_id=request.request_id,
-                start=True,
-                time_remaining=context.time_remaining(),
-                announce=True,
-                request_method=ONE_CALL_METHOD,
-                overrides=request.overrides,
-            )
-            session_id = created.session_id
-        accepted = await self._turns.send(
-            tenant,
-            session_id,
+        conversation = await self._chat.send(
+            caller_tenant(),
             request.content,
+            session_id=request.session_id,
+            config_id=request.config_id,
+            config_revision=request.config_revision,
+            overrides=request.overrides,
             request_id=request.request_id,
             turn_context=turn_context,
             if_busy=_if_busy(request.if_busy),
+            time_remaining=context.time_remaining(),
         )
+        accepted = conversation.accepted
         if accepted.queued_ahead:
+            # Only this stream hears that its turn waits: it is no event of the log.
             yield events_pb2.SessionEvent(
                 turn_id=accepted.turn_id,
                 turn_queued=events_pb2.TurnQueued(
                     turn_id=accepted.turn_id, position=accepted.queued_ahead
                 ),
             )
-        # A new session's turn is its first, so its stream from 0 is SessionCreated, then
-        # the turn: nothing else can be written to a session no one else knew of.
-        after = 0 if request.config_id else accepted.after_sequence
-        async for event in self._turns.events(
-            tenant,
-            session_id,
-            after,
-            turn_id=accepted.turn_id,
-            only_turn=accepted.queued_ahead > 0,
-        ):
+        async for event in conversation.events:
             yield event_pb(event)
 
     async def StreamEvents(

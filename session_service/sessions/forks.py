@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from session_service.sessions.model import (
     session_to_json,
     turn_in_progress,
 )
-from session_service.sessions.service import visible_session
+from session_service.sessions.service import left_to_its_lease, visible_session
 from session_service.turns import log
 from session_service.turns.agents import ancestors
 from session_service.turns.engine import MAX_AGENT_CHAIN
@@ -208,6 +208,7 @@ class SessionForks:
         signals: TurnSignals | None = None,
         deadlines: Deadlines | None = None,
         copy_limits: CopyLimits | None = None,
+        start_queued: Callable[[log.NextTurn], None] = left_to_its_lease,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._policies = policies
@@ -217,6 +218,8 @@ class SessionForks:
         # Told of a fork's idle deadline, so this replica's sweeper wakes for it.
         self._deadlines = deadlines
         self._copy_limits = copy_limits or CopyLimits()
+        # Runs a queued turn that began when a fork here failed the turn before it.
+        self._start_queued = start_queued
 
     async def fork(
         self,
@@ -292,10 +295,12 @@ class SessionForks:
                     return replay
             # NOT_FOUND as for an unknown id when the caller may not see it.
             parent = await visible_session(uow, tenant_id, session_id, for_update=True)
-            parent, _ = await fail_abandoned(uow, tenant_id, parent)
+            parent, reaped = await fail_abandoned(uow, tenant_id, parent)
             transcript = await _transcript(uow, tenant_id, session_id, parent.message_count)
             files_of = await _workspace_owner(uow, tenant_id, parent)
             await uow.commit()
+        if reaped is not None and reaped.next is not None:
+            self._start_queued(reaped.next)
         cut = fork_point(parent, transcript, at_sequence)
         check_cut(transcript, cut, "at_sequence")
         fork = forked_session(parent, new_session_id, cut, tags, utcnow())

@@ -106,8 +106,15 @@ async def visible_session(
     return visible(await uow.sessions.get(tenant_id, session_id, for_update=for_update), session_id)
 
 
-def _nobody_runs(_turn: log.NextTurn) -> None:
-    return None
+def left_to_its_lease(follows: log.NextTurn) -> None:
+    """What a use case built without a turn runner does with a queued turn it began: it
+    says so; the turn's lease runs out and the next read fails it (the one after it runs)."""
+    _log.warning(
+        "queued turn %s of session %s began where no turn runner was given; it fails when "
+        "its lease runs out",
+        follows.turn_id,
+        follows.session.session_id,
+    )
 
 
 def session_not_found(session_id: str) -> NotFound:
@@ -130,6 +137,7 @@ class SessionService:
         workspaces: Workspaces | None = None,
         lifetimes: SessionLifetimes = SessionLifetimes(),
         deadlines: Deadlines | None = None,
+        start_queued: Callable[[log.NextTurn], None] = left_to_its_lease,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._preparer = preparer
@@ -138,9 +146,8 @@ class SessionService:
         self._lifetimes = lifetimes
         # Told of the lifetime deadlines this replica sets, so its sweeper wakes for them.
         self.deadlines = deadlines or Deadlines()
-        # Runs a queued turn that began when a read here failed the turn before it (the
-        # turn service, set by the app; until then such a turn's lease runs out).
-        self.start_queued: Callable[[log.NextTurn], None] = _nobody_runs
+        # Runs a queued turn that began when a read here failed the turn before it.
+        self._start_queued = start_queued
 
     async def create(
         self,
@@ -373,7 +380,7 @@ class SessionService:
             reaped, written = await fail_abandoned(uow, tenant_id, current)
             await uow.commit()
         if written is not None and written.next is not None:
-            self.start_queued(written.next)
+            self._start_queued(written.next)
         return reaped
 
     async def list_sessions(

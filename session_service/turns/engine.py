@@ -39,6 +39,7 @@ from session_service.turns.agents import (
     SendsMessages,
     ancestors,
 )
+from session_service.turns.log import NextTurn
 from session_service.turns.model import Approval, ApprovalStatus, TurnStatus
 from session_service.turns.protocols import (
     CURRENT_TOOL_CALL,
@@ -106,6 +107,24 @@ class TurnJob:
     # A turn that waited for approvals and now goes on: it answers its pending tool calls
     # (as decided) before it calls the model again.
     resume: bool = False
+
+    @classmethod
+    def after(cls, follows: NextTurn) -> TurnJob:
+        """The job of a queued turn begun in the transaction that ended the one before it."""
+        session = follows.session
+        return cls(
+            tenant_id=follows.tenant_id,
+            session_id=session.session_id,
+            turn_id=follows.turn_id,
+            config_id=session.config_id,
+            config_revision=session.config_revision,
+            last_sequence=follows.last_sequence,
+            message_count=follows.message_count,
+            overrides=session.overrides,
+            turn_context=dict(follows.turn_context),
+            agent=session.agent,
+            parent_session_id=session.parent_session_id,
+        )
 
 
 @dataclass
@@ -286,6 +305,10 @@ class TurnRunner:
         self._tasks[job.turn_id] = task
         task.add_done_callback(lambda done: self._forget(job.turn_id, done))
 
+    def start_next(self, follows: NextTurn) -> None:
+        """Runs a queued turn this replica began when it ended the turn before it."""
+        self.start(TurnJob.after(follows))
+
     def _forget(self, turn_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(turn_id, None)
         # A turn ends its own failures; anything left is a bug, logged here rather than as
@@ -362,6 +385,8 @@ class TurnRunner:
             job.message_count,
             self._options,
             on_cancel_requested=lambda: self.cancel_local(job.turn_id),
+            # The replica that ends a turn runs the queued turn that begins with its end.
+            start_next=self.start_next,
         )
         writer.start()
         self._writers[job.turn_id] = writer

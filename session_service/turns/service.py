@@ -224,13 +224,11 @@ class TurnService:
         self._draining = False
         # Event streams (SendMessage and StreamEvents) open on this replica, for metrics.
         self.open_streams = 0
-        # A queued turn begun where this replica's writers end turns runs here.
-        signals.start_queued = self.start_queued
 
     def start_queued(self, follows: log.NextTurn) -> None:
         """Runs a queued turn this replica began (in the transaction that ended the one
         before it), as a freshly accepted turn runs."""
-        self._runner.start(self._job(follows))
+        self._runner.start(TurnJob.after(follows))
 
     def _settle(self, tenant_id: str, session_id: str, written: log.Written | None) -> None:
         """After commit: hands what an ending wrote to this replica's followers, and runs
@@ -315,22 +313,6 @@ class TurnService:
             # A retry re-attaches to its turn only if the caller may see the session.
             session = await visible_session(uow, tenant_id, session_id)
             return await _requested(uow, tenant_id, session, request_id)
-
-    def _job(self, follows: log.NextTurn) -> TurnJob:
-        session = follows.session
-        return TurnJob(
-            tenant_id=follows.tenant_id,
-            session_id=session.session_id,
-            turn_id=follows.turn_id,
-            config_id=session.config_id,
-            config_revision=session.config_revision,
-            last_sequence=follows.last_sequence,
-            message_count=follows.message_count,
-            overrides=session.overrides,
-            turn_context=dict(follows.turn_context),
-            agent=session.agent,
-            parent_session_id=session.parent_session_id,
-        )
 
     async def _enqueue(
         self,
@@ -425,7 +407,7 @@ class TurnService:
                     # one began in its place.
                     assert queued.next is not None
                     events = [*(reaped.events if reaped else ()), *queued.events]
-                    return _Started(self._job(queued.next), events, queued.next.lease_expires)
+                    return _Started(TurnJob.after(queued.next), events, queued.next.lease_expires)
                 return dataclasses.replace(queued, settled=(reaped,) if reaped else ())
             # Before the quota and rate are spent on it.
             session.check_turn_can_begin()

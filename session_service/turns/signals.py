@@ -15,12 +15,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from session_service.turns.hub import EventHub
-
-if TYPE_CHECKING:
-    from session_service.turns.log import NextTurn
 
 EVENTS_CHANNEL = "tandem_session_events"
 CANCEL_CHANNEL = "tandem_turn_cancel"
@@ -88,10 +84,6 @@ def _unheard() -> bool:
     return False
 
 
-def _nobody_runs(_turn: NextTurn) -> None:
-    return None
-
-
 class TurnSignals:
     """This replica's event hub and the tag of its NOTIFYs."""
 
@@ -106,9 +98,6 @@ class TurnSignals:
         self.cancels_heard = cancels_heard
         # When this replica paused a turn on approvals that time out: the sweeper wakes.
         self.approval_deadlines = Deadlines()
-        # Runs a queued turn this replica began when it ended the turn before it (the turn
-        # service sets it; until then such a turn's lease runs out and it is failed).
-        self.start_queued: Callable[[NextTurn], None] = _nobody_runs
 
     def on_events_payload(self, payload: str | None) -> None:
         """A NOTIFY (or a reconnect, None: anything may have been missed) on the events channel."""

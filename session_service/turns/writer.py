@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from session_service.ports import SessionUoW, SessionUoWFactory
 from session_service.sessions.model import Message, storable_message
 from session_service.turns import log
-from session_service.turns.log import NO_LEASE
+from session_service.turns.log import NO_LEASE, NextTurn
 from session_service.turns.model import (
     TERMINAL_KINDS,
     Approval,
@@ -129,6 +129,7 @@ class EventWriter:
         message_count: int,
         options: WriterOptions,
         on_cancel_requested: Callable[[], object],
+        start_next: Callable[[NextTurn], None],
     ) -> None:
         self._unit_of_work = unit_of_work
         self._signals = signals
@@ -139,6 +140,7 @@ class EventWriter:
         self._options = options
         # Interrupts the turn: on a cancel request, and when the writer cannot go on.
         self._interrupt = on_cancel_requested
+        self._start_next = start_next
         self.last_sequence = last_sequence
         self.committed_sequence = last_sequence
         self.message_count = message_count
@@ -275,7 +277,7 @@ class EventWriter:
             )
             if follows is not None:
                 # This replica ended the turn, so it runs the one that began after it.
-                self._signals.start_queued(follows)
+                self._start_next(follows)
 
     async def _write_retrying(
         self,

@@ -31,6 +31,8 @@ from session_service.sessions.model import (
     storable,
     storable_message,
 )
+from session_service.turns.engine import TurnJob
+from session_service.turns.log import NextTurn
 from session_service.turns.model import (
     DELTA_KINDS,
     Approval,
@@ -711,3 +713,30 @@ class StubPreparer:
             composed_from=(),
             included_configs=frozenset(),
         )
+
+
+class RecordingRunner:
+    """Stands in for the engine: records the turns it is asked to run and to cancel, and
+    runs none of them. With runs_started, a turn it was asked to run counts as running here
+    (as on the replica that took it); otherwise only those put in `running` do."""
+
+    def __init__(self, *, runs_started: bool = False) -> None:
+        self.jobs: list[TurnJob] = []
+        self.cancelled: list[str] = []
+        self.running: set[str] = set()
+        self._runs_started = runs_started
+
+    def start(self, job: TurnJob) -> None:
+        self.jobs.append(job)
+        if self._runs_started:
+            self.running.add(job.turn_id)
+
+    def start_next(self, follows: NextTurn) -> None:
+        self.start(TurnJob.after(follows))
+
+    def runs(self, turn_id: str) -> bool:
+        return turn_id in self.running
+
+    def cancel_local(self, turn_id: str) -> bool:
+        self.cancelled.append(turn_id)
+        return turn_id in self.running

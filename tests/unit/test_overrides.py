@@ -18,12 +18,11 @@ from session_service.prepare.overrides import (
 )
 from session_service.sessions.model import Status, Transition
 from session_service.sessions.service import SessionService
-from session_service.turns.engine import TurnJob
 from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import TurnSignals
 from shared.bundle.model import Limits
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
-from tests.unit.session_fakes import FakeSessionDatabase
+from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner
 
 LIMITS = Limits()
 
@@ -240,22 +239,6 @@ def test_problems_of_the_fragments_entries_are_located_in_it() -> None:
 
 TENANT = "t1"
 FRAGMENT = "providers:\n  - module: provider-echo\n    config: {default_model: m-b}\n"
-
-
-class RecordingRunner:
-    """Records the turns it is asked to run; runs none."""
-
-    def __init__(self) -> None:
-        self.jobs: list[TurnJob] = []
-
-    def start(self, job: TurnJob) -> None:
-        self.jobs.append(job)
-
-    def runs(self, turn_id: str) -> bool:
-        return False
-
-    def cancel_local(self, turn_id: str) -> bool:
-        return False
 
 
 @pytest.fixture

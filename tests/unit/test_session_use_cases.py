@@ -15,7 +15,6 @@ import pytest
 from session_service.sessions.model import Role, Session, Status, Transition
 from session_service.sessions.service import SessionService
 from session_service.turns import log
-from session_service.turns.engine import TurnJob
 from session_service.turns.model import (
     Approval,
     ApprovalDecided,
@@ -46,28 +45,9 @@ from shared.errors import (
     ResourceExhausted,
 )
 from shared.quotas import PolicyLookup, Quotas, TenantPolicy, unlimited
-from tests.unit.session_fakes import FakeSessionDatabase, StubPreparer
+from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
 
 TENANT = "t1"
-
-
-class RecordingRunner:
-    """Records the turns it is asked to run and to cancel; runs none of them."""
-
-    def __init__(self) -> None:
-        self.jobs: list[TurnJob] = []
-        self.cancelled: list[str] = []
-        self.running: set[str] = set()
-
-    def start(self, job: TurnJob) -> None:
-        self.jobs.append(job)
-
-    def runs(self, turn_id: str) -> bool:
-        return turn_id in self.running
-
-    def cancel_local(self, turn_id: str) -> bool:
-        self.cancelled.append(turn_id)
-        return turn_id in self.running
 
 
 def limited(**quotas: int) -> PolicyLookup:

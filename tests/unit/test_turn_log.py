@@ -132,6 +132,11 @@ async def test_end_with_closes_the_turn_row_and_frees_the_session(
     assert (ended.active_turn_id, ended.last_sequence) == ("", 2)
 
 
+def nothing_queued(follows: log.NextTurn) -> None:
+    """These sessions queue no turns: a writer that begins one is wrong."""
+    raise AssertionError(f"no queued turn should begin, yet {follows.turn_id} did")
+
+
 def writer(database: FakeSessionDatabase, begun: log.Begun, signals: TurnSignals) -> EventWriter:
     return EventWriter(
         database.unit_of_work,
@@ -143,6 +148,7 @@ def writer(database: FakeSessionDatabase, begun: log.Begun, signals: TurnSignals
         begun.session.message_count,
         WriterOptions(flush_events=3),
         lambda: None,
+        start_next=nothing_queued,
     )
 
 
@@ -217,6 +223,7 @@ async def test_a_turn_polls_its_cancel_flag_only_while_cancels_may_go_unheard(
         begun.session.message_count,
         WriterOptions(flush_seconds=0.005, cancel_check_seconds=0.01),
         interrupted.set,
+        start_next=nothing_queued,
     )
     events.start()
     try:

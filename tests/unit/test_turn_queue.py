@@ -14,7 +14,6 @@ import pytest
 from session_service.sessions.model import Message, Role, Session, Status, Transition
 from session_service.sessions.service import SessionService
 from session_service.turns import log
-from session_service.turns.engine import TurnJob
 from session_service.turns.model import (
     Approval,
     ApprovalRequested,
@@ -33,27 +32,9 @@ from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import TurnSignals
 from shared.clock import utcnow
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from tests.unit.session_fakes import FakeSessionDatabase, StubPreparer
+from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
 
 TENANT = "t1"
-
-
-class RecordingRunner:
-    """Records the turns it is asked to run and to cancel; runs none of them."""
-
-    def __init__(self) -> None:
-        self.jobs: list[TurnJob] = []
-        self.cancelled: list[str] = []
-
-    def start(self, job: TurnJob) -> None:
-        self.jobs.append(job)
-
-    def runs(self, turn_id: str) -> bool:
-        return any(job.turn_id == turn_id for job in self.jobs)
-
-    def cancel_local(self, turn_id: str) -> bool:
-        self.cancelled.append(turn_id)
-        return False
 
 
 @pytest.fixture
@@ -62,13 +43,13 @@ def database() -> FakeSessionDatabase:
 
 
 @pytest.fixture
-def sessions(database: FakeSessionDatabase) -> SessionService:
-    return SessionService(database.unit_of_work, StubPreparer())
+def sessions(database: FakeSessionDatabase, runner: RecordingRunner) -> SessionService:
+    return SessionService(database.unit_of_work, StubPreparer(), start_queued=runner.start_next)
 
 
 @pytest.fixture
 def runner() -> RecordingRunner:
-    return RecordingRunner()
+    return RecordingRunner(runs_started=True)
 
 
 @pytest.fixture
@@ -321,7 +302,6 @@ async def test_a_read_that_reaps_an_abandoned_turn_starts_the_next(
     database: FakeSessionDatabase,
     runner: RecordingRunner,
 ) -> None:
-    sessions.start_queued = turns.start_queued
     a = await running(sessions, turns)
     b = await turns.send(TENANT, "s1", "B", if_busy=IfBusy.ENQUEUE)
     # A's replica died: nothing runs it, and its lease has run out.

@@ -32,7 +32,7 @@ from shared.errors import NotFound, PermissionDenied, TandemError, Unauthenticat
 from shared.visibility import Viewer, Visibility, caller
 from tests.support.jwks import AUDIENCE, ISSUER, new_rsa, public_jwk, sign, write_jwks
 from tests.unit.config_fakes import FakeConfigDatabase
-from tests.unit.session_fakes import FakeSessionDatabase, StubPreparer
+from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
 
 TENANT = "t1"
 OWNER = Identity(TENANT, Role.WRITER, "owner", team="a")
@@ -370,17 +370,7 @@ async def test_an_import_belongs_to_its_importer_and_is_shared_with_the_tenant(
 @pytest.fixture
 def sessions() -> tuple[SessionService, TurnService]:
     database = FakeSessionDatabase()
-
-    class Runner:
-        def start(self, job: object) -> None: ...
-
-        def runs(self, turn_id: str) -> bool:
-            return False
-
-        def cancel_local(self, turn_id: str) -> bool:
-            return False
-
-    turns = TurnService(database.unit_of_work, Runner(), TurnSignals(), TurnOptions())
+    turns = TurnService(database.unit_of_work, RecordingRunner(), TurnSignals(), TurnOptions())
     return SessionService(database.unit_of_work, StubPreparer()), turns
 
 
