@@ -153,37 +153,6 @@ async def begin(
     return Begun(running, started, user)
 
 
-async def append(
-    uow: SessionUoW,
-    tenant_id: str,
-    session: Session,
-    events: Sequence[Event],
-    messages: Sequence[Message],
-    *,
-    now: datetime,
-    origin: str,
-    lease_expires: datetime | None = None,
-    end: TurnStatus | None = None,
-    display_name: str = "",
-    waiting: Sequence[Approval] = (),
-) -> Session:
-    """`write`, for callers that only need the session after it (and run no queued turns)."""
-    written = await write(
-        uow,
-        tenant_id,
-        session,
-        events,
-        messages,
-        now=now,
-        origin=origin,
-        lease_expires=lease_expires,
-        end=end,
-        display_name=display_name,
-        waiting=waiting,
-    )
-    return written.session
-
-
 async def write(
     uow: SessionUoW,
     tenant_id: str,
@@ -412,7 +381,7 @@ async def decide(
         storable_body(ApprovalDecided(approval.tool_call_id, approved, reason)),
         now,
     )
-    written = await append(uow, tenant_id, session, [event], [], now=now, origin=origin)
+    written = (await write(uow, tenant_id, session, [event], [], now=now, origin=origin)).session
     return written, event
 
 

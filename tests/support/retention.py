@@ -64,7 +64,9 @@ async def _turn(
             ContentDelta(" two"),
         ]
         events = [Event(first + i, turn_id, body, began) for i, body in enumerate(bodies)]
-        written = await log.append(uow, TENANT, begun.session, events, [], now=began, origin="test")
+        written = (
+            await log.write(uow, TENANT, begun.session, events, [], now=began, origin="test")
+        ).session
         if ended is not None:
             reply = Message(
                 f"{turn_id}-reply",
@@ -77,16 +79,18 @@ async def _turn(
             final = Event(
                 written.last_sequence + 1, turn_id, TurnCompleted("end_turn", reply), ended
             )
-            written = await log.append(
-                uow,
-                TENANT,
-                written,
-                [final],
-                [reply],
-                now=ended,
-                origin="test",
-                end=TurnStatus.COMPLETED,
-            )
+            written = (
+                await log.write(
+                    uow,
+                    TENANT,
+                    written,
+                    [final],
+                    [reply],
+                    now=ended,
+                    origin="test",
+                    end=TurnStatus.COMPLETED,
+                )
+            ).session
         await uow.commit()
     return written, written.last_sequence
 

@@ -524,7 +524,7 @@ async def paused_turn(
             )
             for index, a in enumerate(approvals)
         ]
-        await log.append(uow, TENANT, session, events, [], now=now, origin="-", waiting=approvals)
+        await log.write(uow, TENANT, session, events, [], now=now, origin="-", waiting=approvals)
         await uow.commit()
     return accepted.turn_id
 
