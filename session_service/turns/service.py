@@ -225,6 +225,23 @@ class TurnService:
         # Event streams (SendMessage and StreamEvents) open on this replica, for metrics.
         self.open_streams = 0
 
+    async def _end_waiting(
+        self, uow: SessionUoW, tenant_id: str, session: Session, now: datetime
+    ) -> log.Written:
+        """Cancels the session's turn that waits for approvals, and closes what it waited on
+        (the caller holds the session's row lock, commits, then settles what was written)."""
+        await uow.approvals.close_turn(tenant_id, session.session_id, session.active_turn_id, now)
+        return await log.end_turn(
+            uow,
+            tenant_id,
+            session,
+            TurnCancelled(reason="cancelled", partial_message=None),
+            TurnStatus.CANCELLED,
+            now=now,
+            origin=self._signals.origin,
+            next_lease_seconds=self._options.lease_seconds,
+        )
+
     def start_queued(self, follows: log.NextTurn) -> None:
         """Runs a queued turn this replica began (in the transaction that ended the one
         before it), as a freshly accepted turn runs."""
@@ -342,17 +359,7 @@ class TurnService:
         current = await uow.turns.get(tenant_id, session_id, active)
         if current is not None and current.status is TurnStatus.WAITING:
             # Nothing runs a paused turn: it ends here, as CancelTurn ends it.
-            await uow.approvals.close_turn(tenant_id, session_id, active, now)
-            return await log.end_turn(
-                uow,
-                tenant_id,
-                session,
-                TurnCancelled(reason="cancelled", partial_message=None),
-                TurnStatus.CANCELLED,
-                now=now,
-                origin=self._signals.origin,
-                next_lease_seconds=self._options.lease_seconds,
-            )
+            return await self._end_waiting(uow, tenant_id, session, now)
         await log.request_cancel(uow, tenant_id, session_id, active)
         return _Queued(entry.turn_id, ahead, session.last_sequence, interrupts=active)
 
@@ -703,18 +710,7 @@ class TurnService:
             current = await uow.turns.get(tenant_id, session_id, turn_id)
             if current is not None and current.status is TurnStatus.WAITING:
                 # Nothing runs a paused turn: it ends here, and what it waited on closes.
-                now = utcnow()
-                await uow.approvals.close_turn(tenant_id, session_id, turn_id, now)
-                ended = await log.end_turn(
-                    uow,
-                    tenant_id,
-                    session,
-                    TurnCancelled(reason="cancelled", partial_message=None),
-                    TurnStatus.CANCELLED,
-                    now=now,
-                    origin=self._signals.origin,
-                    next_lease_seconds=self._options.lease_seconds,
-                )
+                ended = await self._end_waiting(uow, tenant_id, session, utcnow())
                 await uow.commit()
                 self._settle(tenant_id, session_id, reaped)
                 self._settle(tenant_id, session_id, ended)
