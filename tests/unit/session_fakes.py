@@ -24,6 +24,7 @@ from session_service.ports import (
     TurnRepo,
 )
 from session_service.prepare.model import PreparedBundle
+from session_service.prepare.overrides import refused
 from session_service.sessions.model import (
     OPEN_STATUSES,
     Message,
@@ -44,7 +45,7 @@ from session_service.turns.model import (
 )
 from session_service.turns.queue import QueuedTurn
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
-from shared.errors import AlreadyExists
+from shared.errors import AlreadyExists, FieldViolation
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
 from shared.quotas import Bucket
@@ -685,11 +686,14 @@ class FakeSessionUnitOfWork(FakeUnit[State]):
 
 
 class StubPreparer:
-    """Prepares any config: revision 0 means the latest, which is `latest`."""
+    """Prepares any config: revision 0 means the latest, which is `latest`. It records the
+    overrides it is given, and refuses those in `refused` as the Preparer would."""
 
     def __init__(self, latest: int = 3) -> None:
         self.latest = latest
         self.calls: list[tuple[str, str, int]] = []
+        self.overrides: list[str] = []
+        self.refused: dict[str, FieldViolation] = {}
 
     async def prepare(
         self,
@@ -701,6 +705,9 @@ class StubPreparer:
         overrides: str = "",
     ) -> PreparedBundle:
         self.calls.append((tenant_id, config_id, revision))
+        self.overrides.append(overrides)
+        if overrides in self.refused:
+            raise refused([self.refused[overrides]])
         return PreparedBundle(
             tenant_id=tenant_id,
             config_id=config_id,

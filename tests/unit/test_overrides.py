@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from session_service.prepare.model import PreparedBundle
 from session_service.prepare.overrides import (
     MAX_OVERRIDES_BYTES,
     InvalidOverrides,
@@ -14,7 +13,6 @@ from session_service.prepare.overrides import (
     apply_overrides,
     fragment_violations,
     parse_overrides,
-    refused,
 )
 from session_service.sessions.model import Status, Transition
 from session_service.sessions.service import SessionService
@@ -22,7 +20,7 @@ from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import TurnSignals
 from shared.bundle.model import Limits
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
-from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner
+from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
 
 LIMITS = Limits()
 
@@ -246,53 +244,18 @@ def database() -> FakeSessionDatabase:
     return FakeSessionDatabase()
 
 
-class OverridesPreparer:
-    """Prepares any config (revision 0: `latest`), recording the overrides it is given and
-    refusing those in `refused` as the Preparer would."""
-
-    def __init__(self) -> None:
-        self.latest = 3
-        self.overrides: list[str] = []
-        self.refused: dict[str, FieldViolation] = {}
-
-    async def prepare(
-        self,
-        tenant_id: str,
-        config_id: str,
-        revision: int,
-        time_remaining: float | None,
-        *,
-        overrides: str = "",
-    ) -> PreparedBundle:
-        self.overrides.append(overrides)
-        if overrides in self.refused:
-            raise refused([self.refused[overrides]])
-        return PreparedBundle(
-            tenant_id=tenant_id,
-            config_id=config_id,
-            revision=revision or self.latest,
-            name=config_id,
-            document={},
-            masked={},
-            instruction="",
-            modules=(),
-            composed_from=(),
-            included_configs=frozenset(),
-        )
+@pytest.fixture
+def preparer() -> StubPreparer:
+    return StubPreparer()
 
 
 @pytest.fixture
-def preparer() -> OverridesPreparer:
-    return OverridesPreparer()
-
-
-@pytest.fixture
-def sessions(database: FakeSessionDatabase, preparer: OverridesPreparer) -> SessionService:
+def sessions(database: FakeSessionDatabase, preparer: StubPreparer) -> SessionService:
     return SessionService(database.unit_of_work, preparer)
 
 
 async def test_a_session_is_prepared_with_its_overrides_and_keeps_them(
-    sessions: SessionService, preparer: OverridesPreparer, database: FakeSessionDatabase
+    sessions: SessionService, preparer: StubPreparer, database: FakeSessionDatabase
 ) -> None:
     created = await sessions.create(TENANT, "cfg", session_id="s1", start=True, overrides=FRAGMENT)
     assert preparer.overrides == [FRAGMENT]
@@ -306,7 +269,7 @@ async def test_a_session_is_prepared_with_its_overrides_and_keeps_them(
 
 
 async def test_refused_overrides_make_no_session(
-    sessions: SessionService, preparer: OverridesPreparer
+    sessions: SessionService, preparer: StubPreparer
 ) -> None:
     preparer.refused[FRAGMENT] = FieldViolation("overrides.tools[0].module", "not installed")
     with pytest.raises(InvalidOverrides) as caught:
@@ -325,7 +288,7 @@ async def test_a_request_id_retried_with_other_overrides_is_another_request(
 
 
 async def test_resume_with_upgrade_revalidates_the_overrides_against_the_new_revision(
-    sessions: SessionService, preparer: OverridesPreparer
+    sessions: SessionService, preparer: StubPreparer
 ) -> None:
     await sessions.create(TENANT, "cfg", session_id="s1", config_revision=1, overrides=FRAGMENT)
     await sessions.transition(TENANT, "s1", Transition.TERMINATE)
