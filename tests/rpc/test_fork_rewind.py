@@ -20,7 +20,14 @@ from google.rpc import error_details_pb2
 from shared._generated.tandem.config.v1 import config_pb2, config_service_pb2
 from shared._generated.tandem.session.v1 import session_pb2, session_service_pb2
 from tandem_client import AsyncTandem
-from tests.support.llm_servers import LlmServer, llm_server, openai_done, openai_text_reply, stream
+from tests.support.llm_servers import (
+    LlmServer,
+    llm_server,
+    openai_done,
+    openai_provider,
+    openai_text_reply,
+    stream,
+)
 from tests.support.pair import Stack
 from tests.support.rpc import detail, error_info, rpc_error
 from tests.support.turns import (
@@ -232,17 +239,7 @@ def openai_document(server: LlmServer) -> str:
     body = {
         "bundle": {"name": "chat"},
         "session": {"orchestrator": "loop-streaming", "context": "context-simple"},
-        "providers": [
-            {
-                "module": "provider-openai",
-                "config": {
-                    "model": "gpt-test",
-                    "base_url": f"{server.origin}/v1",
-                    "api_key": "${TANDEM_TEST_SECRET}",
-                    "max_retries": 0,
-                },
-            }
-        ],
+        "providers": [openai_provider(server)],
     }
     return f"---\n{json.dumps(body)}\n---\nYou chat.\n"
 

@@ -33,6 +33,7 @@ from tests.support.llm_servers import (
     llm_server,
     openai_chunk,
     openai_done,
+    openai_provider,
     openai_text_reply,
     openai_usage,
     stream,
@@ -76,17 +77,7 @@ def document(server: LlmServer) -> str:
     body: dict[str, Any] = {
         "bundle": {"name": "busy"},
         "session": {"orchestrator": "loop-streaming", "context": "context-simple"},
-        "providers": [
-            {
-                "module": "provider-openai",
-                "config": {
-                    "model": "gpt-test",
-                    "base_url": f"{server.origin}/v1",
-                    "api_key": "${TANDEM_TEST_SECRET}",
-                    "max_retries": 0,
-                },
-            }
-        ],
+        "providers": [openai_provider(server)],
     }
     return f"---\n{json.dumps(body)}\n---\nYou answer.\n"
 

@@ -19,6 +19,7 @@ from shared._generated.tandem.session.v1 import session_service_pb2
 from tests.support.llm_servers import (
     LlmServer,
     llm_server,
+    openai_provider,
     openai_text_reply,
     openai_tool_call_reply,
     stream,
@@ -43,17 +44,7 @@ async def todo_session(stack: Stack, server: LlmServer, *, reminder: bool = True
     body: dict[str, Any] = {
         "bundle": {"name": "planner"},
         "session": {"orchestrator": "loop-streaming"},
-        "providers": [
-            {
-                "module": "provider-openai",
-                "config": {
-                    "model": "gpt-test",
-                    "base_url": f"{server.origin}/v1",
-                    "api_key": "${TANDEM_TEST_SECRET}",
-                    "max_retries": 0,
-                },
-            }
-        ],
+        "providers": [openai_provider(server)],
         "tools": [{"module": "tool-todo"}],
     }
     if reminder:

@@ -264,6 +264,21 @@ def llm_server() -> Iterator[LlmServer]:
 OPENAI_CHUNK_ID = "chatcmpl-tandem-test"
 
 
+def openai_provider(server: LlmServer, **config: Any) -> dict[str, Any]:
+    """A bundle's provider-openai entry that streams from server (one try, no retries),
+    with its key from TANDEM_TEST_SECRET; config adds or replaces keys."""
+    return {
+        "module": "provider-openai",
+        "config": {
+            "model": "gpt-test",
+            "base_url": f"{server.origin}/v1",
+            "api_key": "${TANDEM_TEST_SECRET}",
+            "max_retries": 0,
+            **config,
+        },
+    }
+
+
 def openai_chunk(
     delta: Mapping[str, Any] | None = None,
     *,
