@@ -317,21 +317,6 @@ async def _roll_back(
     return rolled, cut
 
 
-async def end_with(
-    uow: SessionUoW,
-    tenant_id: str,
-    session: Session,
-    body: EventBody,
-    end: TurnStatus,
-    *,
-    now: datetime,
-    origin: str,
-) -> tuple[Session, Event]:
-    """Ends the session's running turn with one final event written for it (not by it)."""
-    written = await end_turn(uow, tenant_id, session, body, end, now=now, origin=origin)
-    return written.session, written.events[0]
-
-
 async def end_turn(
     uow: SessionUoW,
     tenant_id: str,

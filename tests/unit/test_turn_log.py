@@ -68,7 +68,7 @@ async def begin(database: FakeSessionDatabase, session: Session, turn_id: str = 
 async def fail(database: FakeSessionDatabase, session: Session, code: str) -> tuple[Session, Event]:
     """Ends the session's turn with TurnFailed code, as a reaper would."""
     async with database.unit_of_work(write=True) as uow:
-        ended = await log.end_with(
+        written = await log.end_turn(
             uow,
             TENANT,
             session,
@@ -78,7 +78,7 @@ async def fail(database: FakeSessionDatabase, session: Session, code: str) -> tu
             origin="elsewhere",
         )
         await uow.commit()
-    return ended
+    return written.session, written.events[0]
 
 
 async def current(database: FakeSessionDatabase) -> Session:
@@ -117,7 +117,7 @@ async def test_nothing_of_a_turn_is_stored_when_the_session_refuses_it(
     assert await current(database) == session
 
 
-async def test_end_with_closes_the_turn_row_and_frees_the_session(
+async def test_end_turn_closes_the_turn_row_and_frees_the_session(
     database: FakeSessionDatabase,
 ) -> None:
     begun = await begin(database, await stored_session(database))
