@@ -32,11 +32,13 @@ from session_service.sessions.model import (
     storable,
     storable_message,
 )
+from session_service.turns import log
 from session_service.turns.engine import TurnJob
 from session_service.turns.log import NextTurn
 from session_service.turns.model import (
     DELTA_KINDS,
     Approval,
+    ApprovalRequested,
     ApprovalStatus,
     Event,
     Turn,
@@ -45,6 +47,7 @@ from session_service.turns.model import (
 )
 from session_service.turns.queue import QueuedTurn
 from session_service.turns.signals import CANCEL_CHANNEL, EVENTS_CHANNEL, events_payload, log_key
+from shared.clock import utcnow
 from shared.errors import AlreadyExists, FieldViolation
 from shared.idempotency import IdempotencyRepo
 from shared.listing import Condition
@@ -747,3 +750,33 @@ class RecordingRunner:
     def cancel_local(self, turn_id: str) -> bool:
         self.cancelled.append(turn_id)
         return turn_id in self.running
+
+
+async def pause_on_approvals(
+    database: FakeSessionDatabase,
+    tenant_id: str,
+    session_id: str,
+    calls: Mapping[str, datetime | None],
+) -> None:
+    """Pauses the session's running turn on bash calls (id -> deadline), as the engine
+    leaves it: ApprovalRequested events and pending approvals stored, the turn WAITING."""
+    now = utcnow()
+    async with database.unit_of_work(write=True) as uow:
+        session = await uow.sessions.get(tenant_id, session_id, for_update=True)
+        assert session is not None
+        turn_id = session.active_turn_id
+        approvals = [
+            Approval(session_id, turn_id, call, "bash", "{}", ApprovalStatus.PENDING, now, due)
+            for call, due in calls.items()
+        ]
+        events = [
+            Event(
+                session.last_sequence + 1 + index,
+                turn_id,
+                ApprovalRequested(a.tool_call_id, a.name, a.arguments_json, a.expire_time),
+                now,
+            )
+            for index, a in enumerate(approvals)
+        ]
+        await log.write(uow, tenant_id, session, events, [], now=now, origin="-", waiting=approvals)
+        await uow.commit()

@@ -14,13 +14,8 @@ import pytest
 
 from session_service.sessions.model import Role, Session, Status, Transition
 from session_service.sessions.service import SessionService
-from session_service.turns import log
 from session_service.turns.model import (
-    Approval,
     ApprovalDecided,
-    ApprovalRequested,
-    ApprovalStatus,
-    Event,
     EventKind,
     TurnCancelled,
     TurnFailed,
@@ -45,7 +40,12 @@ from shared.errors import (
     ResourceExhausted,
 )
 from shared.quotas import PolicyLookup, Quotas, TenantPolicy, unlimited
-from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
+from tests.unit.session_fakes import (
+    FakeSessionDatabase,
+    RecordingRunner,
+    StubPreparer,
+    pause_on_approvals,
+)
 
 TENANT = "t1"
 
@@ -507,25 +507,7 @@ async def paused_turn(
     leaves it: its events and approvals stored, the turn WAITING."""
     await active_session(sessions)
     accepted = await turns.send(TENANT, "s1", "hello")
-    now = utcnow()
-    async with database.unit_of_work(write=True) as uow:
-        session = await uow.sessions.get(TENANT, "s1", for_update=True)
-        assert session is not None
-        approvals = [
-            Approval("s1", accepted.turn_id, call, "bash", "{}", ApprovalStatus.PENDING, now, due)
-            for call, due in calls.items()
-        ]
-        events = [
-            Event(
-                session.last_sequence + 1 + index,
-                accepted.turn_id,
-                ApprovalRequested(a.tool_call_id, a.name, a.arguments_json, a.expire_time),
-                now,
-            )
-            for index, a in enumerate(approvals)
-        ]
-        await log.write(uow, TENANT, session, events, [], now=now, origin="-", waiting=approvals)
-        await uow.commit()
+    await pause_on_approvals(database, TENANT, "s1", calls)
     return accepted.turn_id
 
 

@@ -15,9 +15,6 @@ from session_service.sessions.model import Message, Role, Session, Status, Trans
 from session_service.sessions.service import SessionService
 from session_service.turns import log
 from session_service.turns.model import (
-    Approval,
-    ApprovalRequested,
-    ApprovalStatus,
     Event,
     EventKind,
     SessionRewound,
@@ -32,7 +29,12 @@ from session_service.turns.service import TurnOptions, TurnService
 from session_service.turns.signals import TurnSignals
 from shared.clock import utcnow
 from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from tests.unit.session_fakes import FakeSessionDatabase, RecordingRunner, StubPreparer
+from tests.unit.session_fakes import (
+    FakeSessionDatabase,
+    RecordingRunner,
+    StubPreparer,
+    pause_on_approvals,
+)
 
 TENANT = "t1"
 
@@ -225,16 +227,7 @@ async def test_interrupt_ends_a_turn_waiting_for_approval_at_once_and_runs(
     runner: RecordingRunner,
 ) -> None:
     a = await running(sessions, turns)
-    now = utcnow()
-    async with database.unit_of_work(write=True) as uow:
-        session = await uow.sessions.get(TENANT, "s1", for_update=True)
-        assert session is not None
-        approval = Approval("s1", a, "call-1", "bash", "{}", ApprovalStatus.PENDING, now, None)
-        asked = Event(
-            session.last_sequence + 1, a, ApprovalRequested("call-1", "bash", "{}", None), now
-        )
-        await log.write(uow, TENANT, session, [asked], [], now=now, origin="-", waiting=[approval])
-        await uow.commit()
+    await pause_on_approvals(database, TENANT, "s1", {"call-1": None})
 
     b = await turns.send(TENANT, "s1", "B", if_busy=IfBusy.INTERRUPT)
 
@@ -354,16 +347,7 @@ async def test_cancelling_a_waiting_turn_begins_the_next_here(
 ) -> None:
     a = await running(sessions, turns)
     b = await turns.send(TENANT, "s1", "B", if_busy=IfBusy.ENQUEUE)
-    now = utcnow()
-    async with database.unit_of_work(write=True) as uow:
-        session = await uow.sessions.get(TENANT, "s1", for_update=True)
-        assert session is not None
-        approval = Approval("s1", a, "call-1", "bash", "{}", ApprovalStatus.PENDING, now, None)
-        asked = Event(
-            session.last_sequence + 1, a, ApprovalRequested("call-1", "bash", "{}", None), now
-        )
-        await log.write(uow, TENANT, session, [asked], [], now=now, origin="-", waiting=[approval])
-        await uow.commit()
+    await pause_on_approvals(database, TENANT, "s1", {"call-1": None})
 
     assert await turns.cancel(TENANT, "s1", "") == a
 
