@@ -773,10 +773,15 @@ class ChatView:
 
     def finish(self) -> None:
         """Ends the streamed segment: its text is rendered as markdown."""
-        if self.live is not None:
-            self.live.update(self._renderable(True))
-            self.live.stop()
-            self.live = None
+        # Let go of the live display first: a Ctrl-C can land inside stop(), and the
+        # handler that cancels the turn finishes the view again; a second stop() of the
+        # same display would fail (rich pops its render hook twice).
+        live, self.live = self.live, None
+        if live is not None:
+            try:
+                live.update(self._renderable(True))
+            finally:
+                live.stop()
         elif self.buffer or self.thinking:
             if self.thinking:
                 self.console.print(Text(self.thinking, style="dim"))
