@@ -24,11 +24,14 @@ from session_service.sessions.model import (
     Session,
     Status,
     check_tags,
-    session_from_json,
-    session_to_json,
     turn_in_progress,
 )
-from session_service.sessions.service import left_to_its_lease, visible_session
+from session_service.sessions.service import (
+    insert_new,
+    left_to_its_lease,
+    replayed,
+    visible_session,
+)
 from session_service.turns import log
 from session_service.turns.agents import ancestors
 from session_service.turns.engine import MAX_AGENT_CHAIN
@@ -47,7 +50,7 @@ from shared.errors import (
 )
 from shared.idempotency import check_request_id, fingerprint, first_response
 from shared.identifiers import check_id
-from shared.quotas import PolicyLookup, check_count, unlimited
+from shared.quotas import PolicyLookup, unlimited
 from shared.visibility import caller
 
 FORK_METHOD = "ForkSession"
@@ -250,7 +253,9 @@ class SessionForks:
         request_fingerprint = _fork_fingerprint(session_id, at_sequence, new_session_id, tags or {})
         if request_id:
             async with self._unit_of_work() as uow:
-                replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
+                replay = await replayed(
+                    uow, tenant_id, FORK_METHOD, request_id, request_fingerprint
+                )
             if replay is not None:
                 return replay
         forked = await first_response(
@@ -268,14 +273,6 @@ class SessionForks:
             self._deadlines.note(forked.idle_expire_time)
         return forked
 
-    async def _replay(
-        self, uow: SessionUoW, tenant_id: str, request_id: str, request_fingerprint: str
-    ) -> Session | None:
-        earlier = await uow.idempotency.find(
-            tenant_id, FORK_METHOD, request_id, request_fingerprint
-        )
-        return None if earlier is None else session_from_json(json.loads(earlier.response))
-
     async def _fork(
         self,
         tenant_id: str,
@@ -290,7 +287,9 @@ class SessionForks:
         # turn writes under the same lock), and a turn whose runner died is failed first.
         async with self._unit_of_work(write=True) as uow:
             if request_id:
-                replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
+                replay = await replayed(
+                    uow, tenant_id, FORK_METHOD, request_id, request_fingerprint
+                )
                 if replay is not None:
                     return replay
             # NOT_FOUND as for an unknown id when the caller may not see it.
@@ -313,23 +312,21 @@ class SessionForks:
         try:
             async with self._unit_of_work(write=True) as uow:
                 if request_id:
-                    replay = await self._replay(uow, tenant_id, request_id, request_fingerprint)
+                    replay = await replayed(
+                        uow, tenant_id, FORK_METHOD, request_id, request_fingerprint
+                    )
                     if replay is not None:
                         return replay
-                    await uow.idempotency.record(
-                        tenant_id,
-                        FORK_METHOD,
-                        request_id,
-                        request_fingerprint,
-                        json.dumps(session_to_json(fork)).encode(),
-                    )
-                held = await uow.sessions.insert(tenant_id, fork)
-                limit = self._policies(tenant_id).quotas.sessions
-                if limit:
-                    # As CreateSession: counted under the tenant's count lock.
-                    check_count(
-                        tenant_id, "sessions", held - 1, limit, "delete sessions it is done with."
-                    )
+                # As CreateSession stores its session.
+                await insert_new(
+                    uow,
+                    tenant_id,
+                    fork,
+                    self._policies,
+                    FORK_METHOD,
+                    request_id,
+                    request_fingerprint,
+                )
                 for message in transcript[:cut]:
                     # Keys are (session, sequence); a fresh id keeps message ids unique.
                     copied = dataclasses.replace(message, message_id=uuid.uuid4().hex)

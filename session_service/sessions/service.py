@@ -106,6 +106,47 @@ async def visible_session(
     return visible(await uow.sessions.get(tenant_id, session_id, for_update=for_update), session_id)
 
 
+async def replayed(
+    uow: SessionUoW, tenant_id: str, method: str, request_id: str, fingerprint: str
+) -> Session | None:
+    """The session a create-like request (method) first answered request_id with, if any.
+
+    As it was when it was created; a request_id is the tenant's, so another caller repeating
+    it gets nothing it may not see (NOT_FOUND).
+    """
+    earlier = await uow.idempotency.find(tenant_id, method, request_id, fingerprint)
+    if earlier is None:
+        return None
+    first = session_from_json(json.loads(earlier.response))
+    return visible(first, first.session_id)
+
+
+async def insert_new(
+    uow: SessionUoW,
+    tenant_id: str,
+    session: Session,
+    policies: PolicyLookup,
+    method: str,
+    request_id: str,
+    fingerprint: str,
+) -> None:
+    """Stores a new session, counted against the tenant's sessions quota, and (with a
+    request_id) as that request's first response. The caller checked `replayed` first."""
+    if request_id:
+        await uow.idempotency.record(
+            tenant_id,
+            method,
+            request_id,
+            fingerprint,
+            json.dumps(session_to_json(session)).encode(),
+        )
+    held = await uow.sessions.insert(tenant_id, session)
+    limit = policies(tenant_id).quotas.sessions
+    if limit:
+        # Counted under the tenant's count lock: over the quota, the insert rolls back.
+        check_count(tenant_id, "sessions", held - 1, limit, "delete sessions it is done with.")
+
+
 def left_to_its_lease(follows: log.NextTurn) -> None:
     """What a use case built without a turn runner does with a queued turn it began: it
     says so; the turn's lease runs out and the next read fails it (the one after it runs)."""
@@ -210,7 +251,7 @@ class SessionService:
             )
         if request_id:
             async with self._unit_of_work() as uow:
-                replay = await self._replay(
+                replay = await replayed(
                     uow, tenant_id, request_method, request_id, request_fingerprint
                 )
             if replay is not None:
@@ -311,17 +352,6 @@ class SessionService:
         _check_config_reference(config_id, revision, "revision")
         return await self._preparer.prepare(tenant_id, config_id, revision, time_remaining)
 
-    async def _replay(
-        self, uow: SessionUoW, tenant_id: str, method: str, request_id: str, fingerprint: str
-    ) -> Session | None:
-        earlier = await uow.idempotency.find(tenant_id, method, request_id, fingerprint)
-        if earlier is None:
-            return None
-        # The first response, as it was when the session was created; a request_id is the
-        # tenant's, so another caller repeating it gets nothing it may not see.
-        first = session_from_json(json.loads(earlier.response))
-        return visible(first, first.session_id)
-
     async def _store_new(
         self,
         tenant_id: str,
@@ -331,25 +361,14 @@ class SessionService:
         fingerprint: str,
         announce: bool,
     ) -> Session:
-        limit = self._policies(tenant_id).quotas.sessions
         async with self._unit_of_work(write=True) as uow:
             if request_id:
-                replay = await self._replay(uow, tenant_id, method, request_id, fingerprint)
+                replay = await replayed(uow, tenant_id, method, request_id, fingerprint)
                 if replay is not None:
                     return replay
-                await uow.idempotency.record(
-                    tenant_id,
-                    method,
-                    request_id,
-                    fingerprint,
-                    json.dumps(session_to_json(session)).encode(),
-                )
-            held = await uow.sessions.insert(tenant_id, session)
-            if limit:
-                # Counted under the tenant's count lock: over the quota, the insert rolls back.
-                check_count(
-                    tenant_id, "sessions", held - 1, limit, "delete sessions it is done with."
-                )
+            await insert_new(
+                uow, tenant_id, session, self._policies, method, request_id, fingerprint
+            )
             if announce:
                 await log.created(uow, tenant_id, session)
             await uow.commit()

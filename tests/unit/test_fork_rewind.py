@@ -23,6 +23,8 @@ from session_service.storage.event_codec import decode, encode
 from session_service.turns.log import NO_LEASE
 from session_service.turns.model import Event, EventKind, SessionRewound, Turn, TurnStatus
 from session_service.workspace import CopyLimits, Workspaces, WorkspaceTooLarge
+from shared.auth.identity import Identity, act_as
+from shared.auth.identity import Role as IdentityRole
 from shared.errors import (
     Aborted,
     AlreadyExists,
@@ -32,6 +34,7 @@ from shared.errors import (
     ResourceExhausted,
 )
 from shared.quotas import Quotas, TenantPolicy
+from shared.visibility import Visibility
 from tests.unit.session_fakes import FakeSessionDatabase
 
 TENANT = "t1"
@@ -255,6 +258,29 @@ async def test_a_repeated_request_id_returns_the_first_fork(
         assert await uow.sessions.count(TENANT, []) == 2
     with pytest.raises(InvalidArgument):
         await forks.fork(TENANT, "parent", at_sequence=5, request_id="r1")
+
+
+async def test_a_repeated_request_id_shows_a_private_fork_only_to_whom_may_see_it() -> None:
+    database = FakeSessionDatabase()
+    owner = Identity(TENANT, IdentityRole.WRITER, "owner", team="a")
+    other = Identity(TENANT, IdentityRole.WRITER, "other", team="b")
+    await seed(database, session(count=7, owner="owner", visibility=Visibility.PRIVATE), ())
+    forks = SessionForks(database.unit_of_work)
+    token = act_as(owner)
+    try:
+        first = await forks.fork(TENANT, "parent", request_id="r1")
+    finally:
+        token.var.reset(token)
+    token = act_as(other)
+    try:
+        # The same request from another caller: the first response is not theirs to see.
+        with pytest.raises(NotFound):
+            await forks.fork(TENANT, "parent", request_id="r1")
+    finally:
+        token.var.reset(token)
+    async with database.unit_of_work() as uow:
+        assert await uow.sessions.get(TENANT, first.session_id) == first
+        assert await uow.sessions.count(TENANT, []) == 2
 
 
 async def test_a_fork_counts_against_the_sessions_quota(database: FakeSessionDatabase) -> None:
