@@ -397,7 +397,13 @@ class SessionForks:
                 raise _message_not_found(session_id, to_message_id)
             check_cut(transcript, target.sequence, "to_message_id")
             rewound, event = await log.rewind(
-                uow, tenant_id, current, target, now=utcnow(), origin=origin
+                uow,
+                tenant_id,
+                current,
+                target.sequence,
+                target.message_id,
+                now=utcnow(),
+                origin=origin,
             )
             await uow.commit()
         if self._signals is not None:

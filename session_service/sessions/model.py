@@ -295,11 +295,6 @@ class Session:
             raise session_not_active(self)
         return self._written(now, queued_turns=self.queued_turns + 1)
 
-    def turn_rolled_back(self, to_sequence: int, event_sequence: int, now: datetime) -> Session:
-        """The session after the turn that just ended left the transcript (if_busy ROLLBACK):
-        it is cut back to to_sequence, and event_sequence records the cut."""
-        return self._written(now, message_count=to_sequence, last_sequence=event_sequence)
-
     def turn_written(
         self,
         last_sequence: int,

@@ -304,17 +304,16 @@ async def _roll_back(
         if to_sequence > 0
         else None
     )
-    removed = await uow.messages.remove_after(tenant_id, session.session_id, to_sequence)
-    cut = Event(
-        session.last_sequence + 1,
-        "",
-        SessionRewound(kept.message_id if kept is not None else "", to_sequence, removed),
-        now,
+    # The turn has ended, so this is a rewind like any between turns.
+    return await rewind(
+        uow,
+        tenant_id,
+        session,
+        to_sequence,
+        kept.message_id if kept is not None else "",
+        now=now,
+        origin=origin,
     )
-    await uow.events.append(tenant_id, session.session_id, [cut], origin)
-    rolled = session.turn_rolled_back(to_sequence, cut.sequence, now)
-    await uow.sessions.save(tenant_id, rolled)
-    return rolled, cut
 
 
 async def end_turn(
@@ -374,24 +373,26 @@ async def rewind(
     uow: SessionUoW,
     tenant_id: str,
     session: Session,
-    to_message: Message,
+    to_sequence: int,
+    to_message_id: str,
     *,
     now: datetime,
     origin: str,
 ) -> tuple[Session, Event]:
-    """Cuts the transcript back to to_message and records SessionRewound (no turn's).
+    """Cuts the transcript back to the message at to_sequence (to_message_id; none at 0) and
+    records SessionRewound (no turn's): RewindSession, and a turn a ROLLBACK stopped.
 
     The caller holds the session's row lock and checked the cut; the session refuses it
     while a turn runs or once it ended. The removed messages stay in the log, in the events
     of the turns that wrote them.
     """
     event_sequence = session.last_sequence + 1
-    rewound = session.rewound(to_message.sequence, event_sequence, now)
-    removed = await uow.messages.remove_after(tenant_id, session.session_id, to_message.sequence)
+    rewound = session.rewound(to_sequence, event_sequence, now)
+    removed = await uow.messages.remove_after(tenant_id, session.session_id, to_sequence)
     event = Event(
         event_sequence,
         "",
-        SessionRewound(to_message.message_id, to_message.sequence, removed),
+        SessionRewound(to_message_id, to_sequence, removed),
         now,
     )
     await uow.events.append(tenant_id, session.session_id, [event], origin)
