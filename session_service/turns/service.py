@@ -647,8 +647,12 @@ class TurnService:
             return
         followed_on = feed.extend(events) if feed.loaded else feed.load(start, events)
         if not followed_on:
-            # The stored log has a gap, which only a database that lost commits leaves: do
-            # not spin on it.
+            # Event retention leaves holes behind the session's compacted mark: a follower
+            # reading from there gets OUT_OF_RANGE, as one asking for it at the start does.
+            current = await self._current(tenant_id, session_id)
+            if start < current.compacted_through:
+                raise compacted(current, start)
+            # Any other gap only a database that lost commits leaves: do not spin on it.
             _log.error("the event log of a session has a gap after sequence %d", start)
             feed.failed(asyncio.get_running_loop().time() + 5.0)
             return
